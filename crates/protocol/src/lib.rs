@@ -1,0 +1,23 @@
+//! The pure protocol layer of tenax.
+//!
+//! Everything here is a function from header text (and upload state) to a
+//! typed value or decision. There is no I/O, no clock and no async: the
+//! server's dialect adapters call into this crate and then act on the result,
+//! which keeps every rule of `PROTOCOLS.md` testable (and fuzzable) on its
+//! own.
+//!
+//! * [`number`]: the strict integer grammar shared by every dialect (§0).
+//! * [`content_range`]: `Content-Range` as the seed dialect uses it (§1.2),
+//!   including Google's `*` extensions.
+//! * [`seed`]: the seed (Google "308 Resume Incomplete") decision table (§1.3)
+//!   and the `Range: bytes=0-N` progress header.
+//! * [`name`]: upload ids and user-chosen file names.
+
+pub mod content_range;
+pub mod name;
+pub mod number;
+pub mod seed;
+
+pub use content_range::{ContentRange, ContentRangeError, Total};
+pub use name::{FileName, NameError, UploadId};
+pub use number::{NumberError, parse_u64};

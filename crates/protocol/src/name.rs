@@ -1,0 +1,169 @@
+//! Upload ids and file names (PROTOCOLS §0, cases 86 and 87).
+//!
+//! Ids are made by the server and matched strictly; names are opaque
+//! metadata chosen by clients and validated so that, used as a file name in
+//! the data directory, they can never name anything else.
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// Why an id or a name was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum NameError {
+    /// An upload id must be exactly 32 lowercase hexadecimal digits.
+    #[error("an upload id is 32 lowercase hexadecimal digits")]
+    BadId,
+    /// A name must be between 1 and 255 bytes long.
+    #[error("a file name must be 1 to 255 bytes long")]
+    Length,
+    /// A name may not contain `/`, `\`, NUL or other control characters.
+    #[error("a file name may not contain '/', '\\' or control characters")]
+    Character,
+    /// A name may not start with `.` (this also rules out `.` and `..`, and
+    /// keeps the server's own temporary files out of reach).
+    #[error("a file name may not start with '.'")]
+    LeadingDot,
+}
+
+/// The id of an upload: 128 random bits, written as 32 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UploadId([u8; 16]);
+
+impl UploadId {
+    /// Wraps 16 bytes, which the caller has drawn from a secure random source.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        UploadId(bytes)
+    }
+
+    /// Parses the textual form, which must be exactly 32 lowercase hex digits.
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        let digits = text.as_bytes();
+        if digits.len() != 32 {
+            return Err(NameError::BadId);
+        }
+        let mut bytes = [0u8; 16];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            *byte = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+        }
+        Ok(UploadId(bytes))
+    }
+}
+
+fn hex_digit(digit: u8) -> Result<u8, NameError> {
+    match digit {
+        b'0'..=b'9' => Ok(digit - b'0'),
+        b'a'..=b'f' => Ok(digit - b'a' + 10),
+        _ => Err(NameError::BadId),
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+/// A validated file name: safe to use as one path component.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileName(String);
+
+impl FileName {
+    /// Validates a client-chosen name.
+    ///
+    /// ```
+    /// use tenax_protocol::FileName;
+    /// assert!(FileName::new("abc.zip").is_ok());
+    /// assert!(FileName::new("../../x").is_err());
+    /// assert!(FileName::new("..").is_err());
+    /// ```
+    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        if name.is_empty() || name.len() > 255 {
+            return Err(NameError::Length);
+        }
+        if name.starts_with('.') {
+            return Err(NameError::LeadingDot);
+        }
+        if name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control())
+        {
+            return Err(NameError::Character);
+        }
+        Ok(FileName(name))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ids_are_strict() {
+        let id = UploadId::from_bytes([0xab; 16]);
+        assert_eq!(UploadId::parse(&id.to_string()), Ok(id));
+        for bad in [
+            "",
+            "..%2F..%2Fetc",
+            "ABABABABABABABABABABABABABABABAB",
+            &"a".repeat(33),
+            "%00",
+        ] {
+            assert_eq!(UploadId::parse(bad), Err(NameError::BadId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_never_escape() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            ".hidden",
+            "a\nb",
+            &"x".repeat(256),
+        ] {
+            assert!(FileName::new(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "abc.zip",
+            "report 2026 (final).pdf",
+            "données.tar.gz",
+            "a..b",
+        ] {
+            assert_eq!(
+                FileName::new(good).map(|n| n.to_string()),
+                Ok(good.to_owned())
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_valid_name_is_one_plain_path_component(name in "\\PC{0,40}") {
+            if let Ok(name) = FileName::new(name) {
+                let path = std::path::Path::new(name.as_str());
+                let mut components = path.components();
+                prop_assert!(matches!(components.next(), Some(std::path::Component::Normal(_))));
+                prop_assert!(components.next().is_none());
+            }
+        }
+    }
+}

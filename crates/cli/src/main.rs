@@ -1,1 +1,47 @@
-fn main() {}
+//! `tenax`: the server and the client command line.
+//!
+//! A thin shell: argument parsing and presentation here, the work in the
+//! `tenax-server`, `tenax-core` and `tenax-client` crates.
+
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Resumable file transfers over plain HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "tenax", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tenax: error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+        }
+    });
+    result.unwrap_or_else(|error| {
+        eprintln!("tenax: error: {error:#}");
+        ExitCode::FAILURE
+    })
+}

@@ -1,1 +1,21 @@
-//! stub
+//! The tenax upload core.
+//!
+//! One engine serves every protocol dialect: it creates uploads, hands out
+//! exclusive [`Lease`]s on them (a newer request ends an older one, which
+//! keeps the prefix it wrote), appends byte streams durably, finalises and
+//! cancels. Where the bytes live is the business of a [`Storage`] backend;
+//! [`storage::LocalDisk`] is the embedded default.
+//!
+//! The engine knows nothing about HTTP or about any dialect's headers: the
+//! server's adapters translate requests with `tenax-protocol` and call in.
+
+mod digest;
+mod engine;
+mod record;
+pub mod storage;
+
+pub use digest::Digests;
+pub use engine::{AppendOutcome, Engine, EngineConfig, Error, Interruption, Lease, Snapshot};
+pub use record::{FinalInfo, NewUpload, Status, UploadRecord};
+pub use storage::{Storage, StorageError};
+pub use tenax_protocol::{FileName, UploadId};

@@ -1,1 +1,82 @@
-//! stub
+//! The HTTP front-end of tenax.
+//!
+//! [`router`] maps the URL space onto the dialect adapters; each adapter
+//! reads its dialect's headers with `tenax-protocol`, drives the upload
+//! [`Engine`] and writes the answer. [`serve`] is the accept loop: ours, not
+//! `axum::serve`, so that header-read timeouts and graceful shutdown are
+//! under our control.
+//!
+//! Rule of this crate: the code that consumes an upload body runs in a task
+//! of its own (see [`body::detached`]). hyper drops an HTTP/2 handler future
+//! as soon as the client resets the stream, and the bytes already written
+//! must still be committed.
+
+mod accept;
+mod body;
+mod files;
+mod problem;
+mod seed;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+use tenax_core::Engine;
+
+pub use accept::serve;
+pub use problem::Problem;
+
+/// Front-end settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// A request body that delivers nothing for this long is cut; what it
+    /// delivered before is kept.
+    pub body_idle_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for open connections before closing them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            body_idle_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) engine: Engine,
+    pub(crate) config: Arc<ServerConfig>,
+}
+
+/// The application: every route of every dialect.
+pub fn router(engine: Engine, config: ServerConfig) -> Router {
+    let state = AppState {
+        engine,
+        config: Arc::new(config),
+    };
+    Router::new()
+        .route(
+            "/api/upload",
+            put(seed::put_by_name)
+                .post(seed::initiate)
+                .delete(seed::cancel_by_name),
+        )
+        .route("/uploads", post(seed::initiate))
+        .route(
+            "/uploads/{id}",
+            put(seed::put_by_id)
+                .post(seed::put_by_id)
+                .delete(seed::cancel_by_id),
+        )
+        .route("/files/{name}", get(files::get_file))
+        .fallback(|| async { Problem::not_found("no such resource") })
+        .with_state(state)
+}

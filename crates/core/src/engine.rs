@@ -1,0 +1,611 @@
+//! The upload engine: one writer per upload, durable appends, finalisation.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use tenax_protocol::{FileName, UploadId};
+use thiserror::Error;
+use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard};
+use tokio_util::sync::CancellationToken;
+
+use crate::digest::Digests;
+use crate::record::{FinalInfo, NewUpload, Status, UploadRecord};
+use crate::storage::{Append, Storage, StorageError};
+
+/// Bytes gathered from the body before they go to storage in one batch.
+/// Two batches are in memory per upload at most: one being written, one filling.
+const BATCH: usize = 1 << 20;
+
+/// How often an active upload's record is rewritten just to refresh its
+/// `updated_at` (which drives expiry), so that appends do not pay for it.
+const ACTIVITY_GRANULARITY: u64 = 3600;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// An active upload that has not changed for this long is expired.
+    pub upload_ttl: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            upload_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Engine failures, by meaning.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// No upload has this id (or name).
+    #[error("no such upload")]
+    NotFound,
+    /// The upload was cancelled.
+    #[error("the upload was cancelled")]
+    Gone,
+    /// The upload was idle for longer than the configured time to live.
+    #[error("the upload expired")]
+    Expired,
+    /// The operation needs an active upload, and this one is complete.
+    #[error("the upload is already complete")]
+    Complete,
+    /// Finalisation was asked for before every byte arrived.
+    #[error("the upload holds {held} of {total} bytes")]
+    Incomplete {
+        /// Bytes held.
+        held: u64,
+        /// The total size.
+        total: u64,
+    },
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why an append stopped before its body ended. The bytes received before
+/// the interruption are kept and durable either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interruption {
+    /// A newer request on the same upload took over.
+    Superseded,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// The body failed (the client vanished, a timeout, a framing error).
+    Body(String),
+    /// The body carried more bytes than announced; the announced ones were kept.
+    Overrun,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Bytes appended by this request (after any skipped prefix).
+    pub written: u64,
+    /// Bytes the body delivered in all, skipped ones included.
+    pub received: u64,
+    /// Why the append stopped early, if it did.
+    pub interruption: Option<Interruption>,
+}
+
+/// A read-only view of an upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The stored record.
+    pub record: UploadRecord,
+    /// Bytes durably held.
+    pub held: u64,
+}
+
+/// The engine. Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    storage: Arc<dyn Storage>,
+    config: EngineConfig,
+    slots: Mutex<HashMap<UploadId, Arc<Slot>>>,
+    /// The current upload of each name: what the literal `?file=NAME` form continues.
+    names: Mutex<HashMap<FileName, UploadId>>,
+    /// Serialises "find or create the upload of a name".
+    name_lock: tokio::sync::Mutex<()>,
+    shutdown: CancellationToken,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("storage", &self.inner.storage)
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+/// Per-upload exclusion: the mutex is the one-writer rule, the token lets a
+/// newer request stop the holder.
+#[derive(Default)]
+struct Slot {
+    state: Arc<tokio::sync::Mutex<Option<Loaded>>>,
+    holder: Mutex<Option<CancellationToken>>,
+}
+
+struct Loaded {
+    record: UploadRecord,
+    held: u64,
+    /// Digests of `0..digests.upto()`; they advance with appends only while
+    /// `upto == held` and otherwise catch up from storage at finalisation.
+    digests: Digests,
+    /// The open data, kept between requests of a live upload.
+    append: Option<Box<dyn Append>>,
+    /// Set while an append runs: if its future is dropped half-way, the
+    /// in-memory state is stale and the next lease reloads it.
+    dirty: bool,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn new_id() -> Result<UploadId, Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|error| StorageError::Io(std::io::Error::other(error.to_string())))?;
+    Ok(UploadId::from_bytes(bytes))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Engine {
+    /// Opens an engine over a storage backend and indexes its uploads.
+    pub async fn open(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Self, Error> {
+        let mut names: HashMap<FileName, (bool, u64, UploadId)> = HashMap::new();
+        for record in storage.list().await? {
+            let Some(name) = record.name.clone() else {
+                continue;
+            };
+            let rank = (
+                matches!(record.status, Status::Active),
+                record.created_at,
+                record.id,
+            );
+            if matches!(record.status, Status::Cancelled) {
+                continue;
+            }
+            let best = names.entry(name).or_insert(rank);
+            if rank > *best {
+                *best = rank;
+            }
+        }
+        let names = names
+            .into_iter()
+            .map(|(name, (_, _, id))| (name, id))
+            .collect();
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                storage,
+                config,
+                slots: Mutex::default(),
+                names: Mutex::new(names),
+                name_lock: tokio::sync::Mutex::default(),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
+    }
+
+    /// Creates an upload.
+    pub async fn create(&self, new: NewUpload) -> Result<UploadId, Error> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let created_at = now();
+        let record = UploadRecord {
+            id: new_id()?,
+            name: new.name,
+            total: new.total,
+            content_type: new.content_type,
+            metadata: new.metadata,
+            created_at,
+            updated_at: created_at,
+            status: Status::Active,
+        };
+        self.inner.storage.create(&record).await?;
+        if let Some(name) = &record.name {
+            lock(&self.inner.names).insert(name.clone(), record.id);
+        }
+        tracing::info!(id = %record.id, name = ?record.name.as_ref().map(FileName::as_str), total = ?record.total, "upload created");
+        Ok(record.id)
+    }
+
+    /// Takes the upload exclusively. A request holding it is told to stop
+    /// (it keeps what it wrote) and this call waits until it has.
+    pub async fn lease(&self, id: UploadId) -> Result<Lease, Error> {
+        let slot = Arc::clone(lock(&self.inner.slots).entry(id).or_default());
+        let token = self.inner.shutdown.child_token();
+        if let Some(older) = lock(&slot.holder).replace(token.clone()) {
+            older.cancel();
+        }
+        let mut guard: OwnedMutexGuard<Option<Loaded>> = Arc::clone(&slot.state).lock_owned().await;
+        if guard.as_ref().is_none_or(|loaded| loaded.dirty) {
+            let stored = self.inner.storage.load(id).await?;
+            *guard = Some(Loaded {
+                record: stored.record,
+                held: stored.held,
+                digests: Digests::default(),
+                append: None,
+                dirty: false,
+            });
+        }
+        let guard = OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| Error::NotFound)?;
+        match &guard.record.status {
+            Status::Cancelled => return Err(Error::Gone),
+            Status::Active
+                if guard.record.updated_at + self.inner.config.upload_ttl.as_secs() < now() =>
+            {
+                return Err(Error::Expired);
+            }
+            _ => {}
+        }
+        Ok(Lease {
+            engine: self.clone(),
+            loaded: guard,
+            token,
+        })
+    }
+
+    /// Takes the current upload of `name`, or creates one when there is none,
+    /// when it is gone, or when `start_new` says so for the current one.
+    pub async fn lease_name(
+        &self,
+        name: &FileName,
+        new: impl FnOnce() -> NewUpload,
+        start_new: impl FnOnce(&Snapshot) -> bool,
+    ) -> Result<Lease, Error> {
+        let _name_guard = self.inner.name_lock.lock().await;
+        let current = lock(&self.inner.names).get(name).copied();
+        if let Some(id) = current {
+            match self.lease(id).await {
+                Ok(lease) if !start_new(&lease.snapshot()) => return Ok(lease),
+                Ok(_) | Err(Error::NotFound | Error::Gone | Error::Expired) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let id = self
+            .create(NewUpload {
+                name: Some(name.clone()),
+                ..new()
+            })
+            .await?;
+        self.lease(id).await
+    }
+
+    /// Stops every append in flight (they keep what they wrote) and refuses
+    /// new uploads. Requests already waiting still get their answers.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+}
+
+/// Exclusive access to one upload, held for the duration of one request.
+pub struct Lease {
+    engine: Engine,
+    loaded: OwnedMappedMutexGuard<Option<Loaded>, Loaded>,
+    token: CancellationToken,
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &self.loaded.record.id)
+            .field("held", &self.loaded.held)
+            .finish()
+    }
+}
+
+impl Lease {
+    /// The upload's id.
+    pub fn id(&self) -> UploadId {
+        self.loaded.record.id
+    }
+
+    /// The upload's record.
+    pub fn record(&self) -> &UploadRecord {
+        &self.loaded.record
+    }
+
+    /// Bytes durably held.
+    pub fn held(&self) -> u64 {
+        self.loaded.held
+    }
+
+    /// A copy of the upload's state.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            record: self.loaded.record.clone(),
+            held: self.loaded.held,
+        }
+    }
+
+    /// Records the total size, if it was not known. Durable on return.
+    pub async fn set_total(&mut self, total: u64) -> Result<(), Error> {
+        if self.loaded.record.total.is_none() {
+            let mut record = self.loaded.record.clone();
+            record.total = Some(total);
+            record.updated_at = now();
+            self.engine.inner.storage.put_record(&record).await?;
+            self.loaded.record = record;
+        }
+        Ok(())
+    }
+
+    /// Appends a body at the current offset: skips its first `skip` bytes
+    /// (already held), then writes at most `limit` bytes. Everything written
+    /// is durable when this returns, also when the body fails half-way or a
+    /// newer request takes the upload over.
+    pub async fn append<S, E>(
+        &mut self,
+        mut body: S,
+        skip: u64,
+        limit: u64,
+    ) -> Result<AppendOutcome, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: fmt::Display,
+    {
+        if !matches!(self.loaded.record.status, Status::Active) {
+            return Err(Error::Complete);
+        }
+        let storage = Arc::clone(&self.engine.inner.storage);
+        let writer = match self.loaded.append.take() {
+            Some(writer) => writer,
+            None => {
+                storage
+                    .append(self.loaded.record.id, self.loaded.held)
+                    .await?
+            }
+        };
+        self.loaded.dirty = true;
+        let digests = (self.loaded.digests.upto() == self.loaded.held)
+            .then(|| std::mem::take(&mut self.loaded.digests));
+
+        let mut pipeline = Pipeline {
+            writer: Some(writer),
+            digests,
+            in_flight: None,
+        };
+        let (mut to_skip, mut room) = (skip, limit);
+        let (mut received, mut written) = (0u64, 0u64);
+        let mut batch = Vec::new();
+        let mut batch_len = 0usize;
+        let mut interruption = None;
+        let mut failure = None;
+        loop {
+            let frame = tokio::select! {
+                biased;
+                () = self.token.cancelled() => {
+                    interruption = Some(if self.engine.inner.shutdown.is_cancelled() {
+                        Interruption::ShuttingDown
+                    } else {
+                        Interruption::Superseded
+                    });
+                    break;
+                }
+                frame = body.next() => frame,
+            };
+            let mut bytes = match frame {
+                None => break,
+                Some(Err(error)) => {
+                    interruption = Some(Interruption::Body(error.to_string()));
+                    break;
+                }
+                Some(Ok(bytes)) => bytes,
+            };
+            received += bytes.len() as u64;
+            let skipped = to_skip.min(bytes.len() as u64);
+            to_skip -= skipped;
+            let _ = bytes.split_to(skipped as usize);
+            if bytes.len() as u64 > room {
+                bytes.truncate(room as usize);
+                interruption = Some(Interruption::Overrun);
+            }
+            room -= bytes.len() as u64;
+            written += bytes.len() as u64;
+            batch_len += bytes.len();
+            if !bytes.is_empty() {
+                batch.push(bytes);
+            }
+            if batch_len >= BATCH {
+                if let Err(error) = pipeline.submit(std::mem::take(&mut batch)).await {
+                    failure = Some(error);
+                    break;
+                }
+                batch_len = 0;
+            }
+            if interruption.is_some() {
+                break;
+            }
+        }
+        if failure.is_none() && !batch.is_empty() {
+            failure = pipeline.submit(batch).await.err();
+        }
+        let (writer, digests, drained) = pipeline.drain().await;
+        let failure = failure.or(drained.err());
+        // Whatever happened, make what reached the data durable and count it.
+        let mut writer =
+            writer.ok_or_else(|| StorageError::Io(std::io::Error::other("writer lost")))?;
+        let synced = writer.sync().await;
+        let held = match synced {
+            Ok(held) => held,
+            Err(error) => return Err(error.into()),
+        };
+        if let Some(digests) = digests.filter(|digests| digests.upto() == held) {
+            self.loaded.digests = digests;
+        }
+        self.loaded.held = held;
+        self.loaded.append = Some(writer);
+        self.loaded.dirty = false;
+        if let Some(error) = failure {
+            return Err(error.into());
+        }
+        if self.loaded.record.updated_at + ACTIVITY_GRANULARITY < now() {
+            let mut record = self.loaded.record.clone();
+            record.updated_at = now();
+            self.engine.inner.storage.put_record(&record).await?;
+            self.loaded.record = record;
+        }
+        tracing::debug!(id = %self.id(), written, held, ?interruption, "append");
+        Ok(AppendOutcome {
+            written,
+            received,
+            interruption,
+        })
+    }
+
+    /// Finalises the upload at its current size, which must equal the total
+    /// if one is known. Idempotent on a complete upload.
+    pub async fn finalize(&mut self) -> Result<FinalInfo, Error> {
+        let held = self.loaded.held;
+        match &self.loaded.record.status {
+            Status::Complete(info) => return Ok(info.clone()),
+            Status::Cancelled => return Err(Error::Gone),
+            Status::Active => {}
+        }
+        if let Some(total) = self.loaded.record.total
+            && total != held
+        {
+            return Err(Error::Incomplete { held, total });
+        }
+        let storage = Arc::clone(&self.engine.inner.storage);
+        if let Some(mut writer) = self.loaded.append.take() {
+            writer.sync().await?;
+        }
+        let mut digests = std::mem::take(&mut self.loaded.digests);
+        if digests.upto() != held {
+            // The server restarted during the upload: hash the prefix again.
+            digests = Digests::default();
+            let mut stream = storage.read(&self.loaded.record, 0..held).await?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(StorageError::from)?;
+                digests = tokio::task::spawn_blocking(move || {
+                    digests.update(&chunk);
+                    digests
+                })
+                .await
+                .map_err(|join| StorageError::Io(std::io::Error::other(join)))?;
+            }
+        }
+        let values = digests.finish();
+        let completed_at = now();
+        let info = FinalInfo {
+            size: held,
+            sha256: values.sha256,
+            md5: values.md5,
+            crc32c: values.crc32c,
+            completed_at,
+        };
+        let mut record = self.loaded.record.clone();
+        record.total = Some(held);
+        record.updated_at = completed_at;
+        record.status = Status::Complete(info.clone());
+        // Record first, then the move: `LocalDisk::load` finishes a move
+        // that a crash interrupted, so the file is published whole or not yet.
+        storage.put_record(&record).await?;
+        storage.publish(&record).await?;
+        self.loaded.record = record;
+        tracing::info!(id = %self.id(), size = held, sha256 = %info.sha256, "upload complete");
+        Ok(info)
+    }
+
+    /// Cancels the upload: its data is removed, its record remembers it.
+    pub async fn cancel(mut self) -> Result<(), Error> {
+        let mut record = self.loaded.record.clone();
+        record.status = Status::Cancelled;
+        record.updated_at = now();
+        self.loaded.append = None;
+        let storage = &self.engine.inner.storage;
+        storage.put_record(&record).await?;
+        if !matches!(self.loaded.record.status, Status::Complete(_)) || record.name.is_none() {
+            storage.discard(record.id).await?;
+        }
+        self.loaded.record = record;
+        self.loaded.held = 0;
+        tracing::info!(id = %self.id(), "upload cancelled");
+        Ok(())
+    }
+}
+
+/// Double buffering between the body and storage: one batch is written (and
+/// hashed, on other threads) while the next one fills.
+struct Pipeline {
+    writer: Option<Box<dyn Append>>,
+    digests: Option<Digests>,
+    in_flight: Option<tokio::task::JoinHandle<Flushed>>,
+}
+
+type Flushed = (Box<dyn Append>, Option<Digests>, Result<(), StorageError>);
+
+impl Pipeline {
+    /// Waits for the batch in flight, then starts writing `batch`.
+    async fn submit(&mut self, batch: Vec<Bytes>) -> Result<(), StorageError> {
+        self.wait().await?;
+        let (Some(mut writer), digests) = (self.writer.take(), self.digests.take()) else {
+            return Err(StorageError::Io(std::io::Error::other("writer lost")));
+        };
+        self.in_flight = Some(tokio::spawn(async move {
+            let hashing = digests.map(|mut digests| {
+                let batch = batch.clone();
+                tokio::task::spawn_blocking(move || {
+                    digests.update_batch(&batch);
+                    digests
+                })
+            });
+            let written = writer.write(batch).await;
+            let digests = match hashing {
+                Some(hashing) => hashing.await.ok(),
+                None => None,
+            };
+            (writer, digests, written)
+        }));
+        Ok(())
+    }
+
+    async fn wait(&mut self) -> Result<(), StorageError> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (writer, digests, written) = in_flight
+            .await
+            .map_err(|join| StorageError::Io(std::io::Error::other(join)))?;
+        self.writer = Some(writer);
+        self.digests = digests;
+        written
+    }
+
+    async fn drain(
+        mut self,
+    ) -> (
+        Option<Box<dyn Append>>,
+        Option<Digests>,
+        Result<(), StorageError>,
+    ) {
+        let result = self.wait().await;
+        (self.writer, self.digests, result)
+    }
+}

@@ -1,0 +1,117 @@
+//! The persistent description of an upload.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tenax_protocol::{FileName, UploadId};
+
+/// What a client asks for when it creates an upload.
+#[derive(Debug, Clone, Default)]
+pub struct NewUpload {
+    /// The name under which the completed file is published, if any.
+    pub name: Option<FileName>,
+    /// The total size, if the client knows it.
+    pub total: Option<u64>,
+    /// The media type of the content, if the client said.
+    pub content_type: Option<String>,
+    /// Free-form metadata (tus `Upload-Metadata`, Google's JSON body).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Everything the server stores about an upload except its bytes.
+///
+/// The number of bytes held is deliberately *not* part of the record: it is
+/// the durable length of the upload's data, so that a record can never claim
+/// bytes the data does not have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// The upload's id.
+    #[serde(with = "id_text")]
+    pub id: UploadId,
+    /// The name under which the completed file is published.
+    #[serde(default, with = "name_text")]
+    pub name: Option<FileName>,
+    /// The total size, once known. Never changes once set.
+    pub total: Option<u64>,
+    /// The content's media type.
+    pub content_type: Option<String>,
+    /// Free-form metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: u64,
+    /// Last time the upload received bytes or changed, seconds since the Unix epoch.
+    pub updated_at: u64,
+    /// Where the upload is in its life.
+    pub status: Status,
+}
+
+/// The life of an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Status {
+    /// Accepting bytes.
+    Active,
+    /// Every byte arrived; the file is published.
+    Complete(FinalInfo),
+    /// Cancelled by the client: the data is gone, the record stays so that
+    /// later requests get 410 rather than 404.
+    Cancelled,
+}
+
+/// The digests and size of a completed upload, as the final response shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// MD5, base64 (as GCS writes `md5Hash`).
+    pub md5: String,
+    /// CRC32C, big-endian, base64 (as GCS writes `crc32c`).
+    pub crc32c: String,
+    /// Completion time, seconds since the Unix epoch.
+    pub completed_at: u64,
+}
+
+mod id_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use tenax_protocol::UploadId;
+
+    pub(super) fn serialize<S: Serializer>(
+        id: &UploadId,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(id)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<UploadId, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        UploadId::parse(&text).map_err(D::Error::custom)
+    }
+}
+
+mod name_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use tenax_protocol::FileName;
+
+    pub(super) fn serialize<S: Serializer>(
+        name: &Option<FileName>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match name {
+            Some(name) => serializer.serialize_some(name.as_str()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<FileName>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|name| FileName::new(name).map_err(D::Error::custom))
+            .transpose()
+    }
+}

@@ -1,0 +1,310 @@
+//! The embedded default backend: a directory on local disk.
+//!
+//! ```text
+//! DATA/uploads/ID.json   the record, replaced atomically (temp, fsync, rename, fsync dir)
+//! DATA/uploads/ID.bin    the bytes while the upload is active (or complete without a name)
+//! DATA/files/NAME        published files, moved into place by rename
+//! ```
+//!
+//! The number of bytes held is the length of `ID.bin` after `fdatasync`:
+//! writes go in order with `pwrite`, so the length never covers bytes that
+//! were not written, and the record never has to be rewritten per chunk.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, SeekFrom};
+use std::ops::Range;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use tenax_protocol::{FileName, UploadId};
+use tokio::task::spawn_blocking;
+
+use super::{Append, ByteStream, Storage, StorageError, Stored};
+use crate::record::{Status, UploadRecord};
+
+/// Storage in a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalDisk {
+    uploads: PathBuf,
+    files: PathBuf,
+}
+
+const READ_CHUNK: usize = 256 * 1024;
+
+impl LocalDisk {
+    /// Opens (and creates, if needed) a data directory.
+    pub fn open(root: impl AsRef<Path>) -> io::Result<Self> {
+        let root = root.as_ref();
+        let uploads = root.join("uploads");
+        let files = root.join("files");
+        fs::create_dir_all(&uploads)?;
+        fs::create_dir_all(&files)?;
+        Ok(LocalDisk { uploads, files })
+    }
+
+    fn record_path(&self, id: UploadId) -> PathBuf {
+        self.uploads.join(format!("{id}.json"))
+    }
+
+    fn data_path(&self, id: UploadId) -> PathBuf {
+        self.uploads.join(format!("{id}.bin"))
+    }
+
+    fn file_path(&self, name: &FileName) -> PathBuf {
+        self.files.join(name.as_str())
+    }
+
+    /// Where a complete upload's bytes are.
+    fn published_path(&self, record: &UploadRecord) -> PathBuf {
+        match &record.name {
+            Some(name) => self.file_path(name),
+            None => self.data_path(record.id),
+        }
+    }
+}
+
+/// Runs blocking file-system work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, StorageError> {
+    spawn_blocking(work)
+        .await
+        .map_err(|join| StorageError::Io(io::Error::other(join)))?
+        .map_err(StorageError::from)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new content,
+/// never a mix, and the new content survives a crash once this returns.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("record path has no parent"))?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("record path has no name"))?;
+    let temp = dir.join(format!(".{}.tmp", file_name.to_string_lossy()));
+    let mut file = File::create(&temp)?;
+    io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    fs::rename(&temp, path)?;
+    sync_dir(dir)
+}
+
+fn read_record(path: &Path) -> io::Result<UploadRecord> {
+    let bytes = fs::read(path)?;
+    serde_json::from_slice(&bytes).map_err(|error| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {error}", path.display()),
+        )
+    })
+}
+
+/// Streams `range` of the file at `path`, reading in the blocking pool.
+async fn stream_range(path: PathBuf, range: Range<u64>) -> Result<ByteStream, StorageError> {
+    let file = blocking(move || {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(range.start))?;
+        Ok(file.take(range.end.saturating_sub(range.start)))
+    })
+    .await?;
+    let stream = futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let read = spawn_blocking(move || {
+            let mut buffer = BytesMut::zeroed(READ_CHUNK);
+            let n = file.read(&mut buffer)?;
+            buffer.truncate(n);
+            Ok::<_, io::Error>((buffer.freeze(), file))
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|result| result);
+        match read {
+            Ok((bytes, _)) if bytes.is_empty() => None,
+            Ok((bytes, file)) => Some((Ok(bytes), Some(file))),
+            Err(error) => Some((Err(error), None)),
+        }
+    });
+    Ok(stream.boxed())
+}
+
+#[async_trait]
+impl Storage for LocalDisk {
+    async fn create(&self, record: &UploadRecord) -> Result<(), StorageError> {
+        let (data, path, json) = (
+            self.data_path(record.id),
+            self.record_path(record.id),
+            to_json(record)?,
+        );
+        blocking(move || {
+            File::create(&data)?.sync_all()?;
+            write_atomically(&path, &json)
+        })
+        .await
+    }
+
+    async fn put_record(&self, record: &UploadRecord) -> Result<(), StorageError> {
+        let (path, json) = (self.record_path(record.id), to_json(record)?);
+        blocking(move || write_atomically(&path, &json)).await
+    }
+
+    async fn load(&self, id: UploadId) -> Result<Stored, StorageError> {
+        let this = self.clone();
+        blocking(move || {
+            let record = read_record(&this.record_path(id))?;
+            let held = match &record.status {
+                Status::Active => fs::metadata(this.data_path(id))?.len(),
+                Status::Complete(info) => {
+                    // A crash between writing the record and the rename leaves
+                    // the data behind: finish the move now.
+                    if let Some(name) = &record.name
+                        && this.data_path(id).exists()
+                    {
+                        fs::rename(this.data_path(id), this.file_path(name))?;
+                        sync_dir(&this.files)?;
+                    }
+                    info.size
+                }
+                Status::Cancelled => 0,
+            };
+            Ok(Stored { record, held })
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<UploadRecord>, StorageError> {
+        let uploads = self.uploads.clone();
+        blocking(move || {
+            let mut records = Vec::new();
+            for entry in fs::read_dir(&uploads)? {
+                let path = entry?.path();
+                let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
+                    continue;
+                };
+                if UploadId::parse(stem).is_err() {
+                    continue;
+                }
+                match read_record(&path) {
+                    Ok(record) => records.push(record),
+                    Err(error) => tracing::warn!(%error, path = %path.display(), "skipping unreadable upload record"),
+                }
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn append(&self, id: UploadId, offset: u64) -> Result<Box<dyn Append>, StorageError> {
+        let path = self.data_path(id);
+        let file = blocking(move || {
+            let file = OpenOptions::new().write(true).open(path)?;
+            let len = file.metadata()?.len();
+            if len != offset {
+                return Err(io::Error::other(format!(
+                    "data holds {len} bytes, expected {offset}"
+                )));
+            }
+            Ok(file)
+        })
+        .await?;
+        Ok(Box::new(LocalAppend {
+            file: Arc::new(file),
+            position: offset,
+        }))
+    }
+
+    async fn read(
+        &self,
+        record: &UploadRecord,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let path = match record.status {
+            Status::Complete(_) => self.published_path(record),
+            _ => self.data_path(record.id),
+        };
+        stream_range(path, range).await
+    }
+
+    async fn publish(&self, record: &UploadRecord) -> Result<(), StorageError> {
+        let Some(name) = &record.name else {
+            return Ok(());
+        };
+        let (from, to, dir) = (
+            self.data_path(record.id),
+            self.file_path(name),
+            self.files.clone(),
+        );
+        blocking(move || {
+            // `rename` replaces an older file of the same name atomically:
+            // readers see the old file or the new one, whole.
+            fs::rename(from, to)?;
+            sync_dir(&dir)
+        })
+        .await
+    }
+
+    async fn discard(&self, id: UploadId) -> Result<(), StorageError> {
+        let data = self.data_path(id);
+        match blocking(move || fs::remove_file(data)).await {
+            Ok(()) | Err(StorageError::NotFound) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn file_len(&self, name: &FileName) -> Result<u64, StorageError> {
+        let path = self.file_path(name);
+        blocking(move || Ok(fs::metadata(path)?.len())).await
+    }
+
+    async fn read_file(
+        &self,
+        name: &FileName,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        stream_range(self.file_path(name), range).await
+    }
+}
+
+fn to_json(record: &UploadRecord) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec_pretty(record).map_err(|error| StorageError::Io(io::Error::other(error)))
+}
+
+/// An open data file; writes are positional, so there is no shared cursor.
+#[derive(Debug)]
+struct LocalAppend {
+    file: Arc<File>,
+    position: u64,
+}
+
+#[async_trait]
+impl Append for LocalAppend {
+    async fn write(&mut self, chunks: Vec<Bytes>) -> Result<(), StorageError> {
+        let (file, mut position) = (Arc::clone(&self.file), self.position);
+        self.position = blocking(move || {
+            for chunk in &chunks {
+                file.write_all_at(chunk, position)?;
+                position += chunk.len() as u64;
+            }
+            Ok(position)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<u64, StorageError> {
+        let file = Arc::clone(&self.file);
+        blocking(move || {
+            file.sync_data()?;
+            Ok(file.metadata()?.len())
+        })
+        .await
+    }
+}

@@ -1,0 +1,112 @@
+//! Where upload bytes and records live.
+//!
+//! The trait is small on purpose: an object-storage backend has to map each
+//! method onto a handful of requests. Every method that returns `Ok` has made
+//! its effect durable.
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use tenax_protocol::{FileName, UploadId};
+use thiserror::Error;
+
+use crate::record::UploadRecord;
+
+mod local;
+
+pub use local::LocalDisk;
+
+/// A stream of bytes read from storage.
+pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+/// Storage failures, by meaning.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// The upload or file does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The device is full.
+    #[error("storage is full")]
+    Full(#[source] io::Error),
+    /// Any other I/O failure.
+    #[error("storage I/O failed: {0}")]
+    Io(#[source] io::Error),
+}
+
+impl From<io::Error> for StorageError {
+    fn from(error: io::Error) -> Self {
+        match error.kind() {
+            io::ErrorKind::NotFound => StorageError::NotFound,
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StorageError::Full(error),
+            _ => StorageError::Io(error),
+        }
+    }
+}
+
+/// An upload as storage holds it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Its record.
+    pub record: UploadRecord,
+    /// How many bytes of data are durably held.
+    pub held: u64,
+}
+
+/// A storage backend.
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Creates a new upload: its record and empty data.
+    async fn create(&self, record: &UploadRecord) -> Result<(), StorageError>;
+
+    /// Atomically replaces an upload's record.
+    async fn put_record(&self, record: &UploadRecord) -> Result<(), StorageError>;
+
+    /// Loads an upload's record and the number of bytes held.
+    /// Returns [`StorageError::NotFound`] for an unknown id.
+    async fn load(&self, id: UploadId) -> Result<Stored, StorageError>;
+
+    /// Every upload's record (used to rebuild indexes at start).
+    async fn list(&self) -> Result<Vec<UploadRecord>, StorageError>;
+
+    /// Opens an active upload's data for appending at `offset`, which must be
+    /// the number of bytes held.
+    async fn append(&self, id: UploadId, offset: u64) -> Result<Box<dyn Append>, StorageError>;
+
+    /// Streams a byte range of an upload's data, whether in progress or complete.
+    async fn read(
+        &self,
+        record: &UploadRecord,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError>;
+
+    /// Publishes a complete upload's data: afterwards it is readable under its
+    /// name (if it has one), whole. Idempotent.
+    async fn publish(&self, record: &UploadRecord) -> Result<(), StorageError>;
+
+    /// Removes an upload's data. The record stays.
+    async fn discard(&self, id: UploadId) -> Result<(), StorageError>;
+
+    /// The size of a published file, or [`StorageError::NotFound`].
+    async fn file_len(&self, name: &FileName) -> Result<u64, StorageError>;
+
+    /// Streams a byte range of a published file.
+    async fn read_file(
+        &self,
+        name: &FileName,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError>;
+}
+
+/// An open, appendable upload.
+#[async_trait]
+pub trait Append: Send + fmt::Debug {
+    /// Appends the chunks, in order, after everything written before.
+    async fn write(&mut self, chunks: Vec<Bytes>) -> Result<(), StorageError>;
+
+    /// Makes everything written so far durable and returns the durable length.
+    async fn sync(&mut self) -> Result<u64, StorageError>;
+}

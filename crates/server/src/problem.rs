@@ -1,0 +1,144 @@
+//! RFC 9457 problem details: every error answer of tenax.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tenax_core::{Error as EngineError, StorageError};
+
+/// An error answer: status, a problem type and a human-readable detail.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// A short summary of the kind.
+    pub title: &'static str,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// Extension members.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+    /// Headers to add to the answer.
+    #[serde(skip)]
+    pub headers: HeaderMap,
+}
+
+impl Problem {
+    /// A problem with no extension members.
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Problem {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            extra: Map::new(),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "urn:tenax:problem:bad-request",
+            "Bad request",
+            detail,
+        )
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "urn:tenax:problem:not-found",
+            "Not found",
+            detail,
+        )
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Adds a header to the answer.
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.extend(self.headers);
+        response
+    }
+}
+
+impl From<EngineError> for Problem {
+    fn from(error: EngineError) -> Self {
+        let detail = error.to_string();
+        match error {
+            EngineError::NotFound | EngineError::Expired => Problem::not_found(detail),
+            EngineError::Gone => Problem::new(
+                StatusCode::GONE,
+                "urn:tenax:problem:gone",
+                "Upload cancelled",
+                detail,
+            ),
+            EngineError::Complete => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "urn:tenax:problem:completed-upload",
+                "Upload already complete",
+                detail,
+            ),
+            EngineError::Incomplete { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "urn:tenax:problem:incomplete-upload",
+                "Upload incomplete",
+                detail,
+            ),
+            EngineError::ShuttingDown => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:tenax:problem:shutting-down",
+                "Shutting down",
+                detail,
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            EngineError::Storage(StorageError::Full(_)) => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "urn:tenax:problem:storage-full",
+                "Storage full",
+                "the server has no room left; what it acknowledged is kept",
+            ),
+            EngineError::Storage(StorageError::NotFound) => Problem::not_found(detail),
+            EngineError::Storage(error) => {
+                tracing::error!(%error, "storage failure");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "urn:tenax:problem:storage",
+                    "Storage failure",
+                    "the server could not access its storage; what it acknowledged is kept",
+                )
+            }
+        }
+    }
+}

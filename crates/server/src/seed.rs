@@ -1,0 +1,372 @@
+//! The seed dialect (Google's resumable upload, PROTOCOLS §1) as a thin
+//! adapter: headers in, [`tenax_protocol::seed::decide`], engine calls, answer out.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tenax_core::{Error as EngineError, FinalInfo, Lease, NewUpload, Snapshot, Status, UploadId};
+use tenax_protocol::seed::{self, Phase, SeedAction, SeedRequest, UploadState};
+use tenax_protocol::{FileName, parse_u64};
+
+use crate::AppState;
+use crate::body::{data_stream, detached};
+use crate::problem::Problem;
+
+/// Largest JSON metadata body accepted on initiation.
+const MAX_METADATA_BODY: usize = 64 * 1024;
+
+/// The `?file=NAME` query of `/api/upload`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct NameQuery {
+    file: Option<String>,
+}
+
+fn file_name(text: &str) -> Result<FileName, Problem> {
+    FileName::new(text).map_err(|error| Problem::bad_request(format!("invalid file name: {error}")))
+}
+
+fn upload_id(text: &str) -> Result<UploadId, Problem> {
+    UploadId::parse(text).map_err(|_| Problem::not_found("no such upload"))
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Problem> {
+    headers
+        .get(name)
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| Problem::bad_request(format!("{name} is not ASCII")))
+        })
+        .transpose()
+}
+
+/// `POST /api/upload?file=NAME` and `POST /uploads`: opens a session (§1.1).
+pub(crate) async fn initiate(
+    State(state): State<AppState>,
+    Query(query): Query<NameQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let total = header_str(&headers, "x-upload-content-length")?
+        .map(|text| {
+            parse_u64(text)
+                .map_err(|error| Problem::bad_request(format!("X-Upload-Content-Length: {error}")))
+        })
+        .transpose()?;
+    let content_type = header_str(&headers, "x-upload-content-type")?.map(str::to_owned);
+    let metadata = axum::body::to_bytes(body, MAX_METADATA_BODY)
+        .await
+        .map_err(|error| Problem::bad_request(format!("metadata body: {error}")))?;
+    let json_name = if metadata.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        #[derive(Deserialize)]
+        struct Metadata {
+            name: Option<String>,
+        }
+        let parsed: Metadata = serde_json::from_slice(&metadata).map_err(|error| {
+            Problem::bad_request(format!("metadata body is not valid JSON: {error}"))
+        })?;
+        parsed.name
+    };
+    let name = json_name
+        .or(query.file)
+        .as_deref()
+        .map(file_name)
+        .transpose()?;
+    let id = state
+        .engine
+        .create(NewUpload {
+            name,
+            total,
+            content_type,
+            ..NewUpload::default()
+        })
+        .await?;
+    let location = absolute_url(&uri, &headers, &format!("/uploads/{id}"))?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, no_store()),
+        ],
+    )
+        .into_response())
+}
+
+/// `PUT /api/upload?file=NAME`: the literal seed form. Continues the upload
+/// in progress of that name, or starts one.
+pub(crate) async fn put_by_name(
+    State(state): State<AppState>,
+    Query(query): Query<NameQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    detached(async move {
+        let result = async {
+            let name = file_name(
+                query
+                    .file
+                    .as_deref()
+                    .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?,
+            )?;
+            let request = classify(&headers)?;
+            let lease = state
+                .engine
+                .lease_name(
+                    &name,
+                    || NewUpload {
+                        content_type: content_type(&headers),
+                        ..NewUpload::default()
+                    },
+                    |current| starts_over(current, request),
+                )
+                .await?;
+            Ok(respond(&state, lease, request, &headers, body).await)
+        };
+        result
+            .await
+            .unwrap_or_else(|problem: Problem| problem.into_response())
+    })
+    .await
+}
+
+/// `PUT` or `POST /uploads/{id}`: a chunk or a status query on a session.
+pub(crate) async fn put_by_id(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    detached(async move {
+        let result = async {
+            let id = upload_id(&id)?;
+            let request = classify(&headers)?;
+            let lease = state.engine.lease(id).await?;
+            Ok(respond(&state, lease, request, &headers, body).await)
+        };
+        result
+            .await
+            .unwrap_or_else(|problem: Problem| problem.into_response())
+    })
+    .await
+}
+
+/// `DELETE /uploads/{id}`: cancels (§1.1: 204, then 410).
+pub(crate) async fn cancel_by_id(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let lease = state.engine.lease(upload_id(&id)?).await?;
+    lease.cancel().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/upload?file=NAME`: cancels the upload in progress of that name.
+pub(crate) async fn cancel_by_name(
+    State(state): State<AppState>,
+    Query(query): Query<NameQuery>,
+) -> Result<StatusCode, Problem> {
+    let name = file_name(
+        query
+            .file
+            .as_deref()
+            .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?,
+    )?;
+    let lease = state
+        .engine
+        .lease_name(&name, NewUpload::default, |_| false)
+        .await?;
+    if matches!(lease.record().status, Status::Complete(_)) {
+        return Err(EngineError::Complete.into());
+    }
+    lease.cancel().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn classify(headers: &HeaderMap) -> Result<SeedRequest, Problem> {
+    let content_range = header_str(headers, "content-range")?;
+    let content_length = header_str(headers, "content-length")?;
+    SeedRequest::classify(content_range, content_length).map_err(|error| {
+        Problem::new(
+            StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            "urn:tenax:problem:bad-content-range",
+            "Invalid Content-Range or Content-Length",
+            error.to_string(),
+        )
+    })
+}
+
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Whether a literal-form request on a name whose current upload is
+/// `current` begins a new upload: only a first chunk or a whole object after
+/// the current one completed. Anything else on a complete upload replays its
+/// final answer (its final response may have been lost).
+fn starts_over(current: &Snapshot, request: SeedRequest) -> bool {
+    matches!(current.record.status, Status::Complete(_))
+        && matches!(
+            request,
+            SeedRequest::Whole { .. } | SeedRequest::Chunk { first: 0, .. }
+        )
+}
+
+/// Decides (§1.3), acts, and answers.
+async fn respond(
+    state: &AppState,
+    mut lease: Lease,
+    request: SeedRequest,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let no_308 = headers
+        .get("x-guploader-no-308")
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"yes"));
+    let result = async {
+        let phase = match lease.record().status {
+            Status::Complete(_) => Phase::Complete,
+            _ => Phase::Active,
+        };
+        let upload = UploadState {
+            held: lease.held(),
+            total: lease.record().total,
+            phase,
+        };
+        let action = seed::decide(upload, request).map_err(|error| {
+            Problem::new(
+                StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                "urn:tenax:problem:bad-content-range",
+                "Content-Range does not fit the upload",
+                error.to_string(),
+            )
+            .with("held", lease.held())
+        })?;
+        match action {
+            SeedAction::ReplayFinal => Ok(None),
+            SeedAction::Report { total } => {
+                if let Some(total) = total {
+                    lease.set_total(total).await?;
+                }
+                Ok(None)
+            }
+            SeedAction::Finalize { total } => {
+                lease.set_total(total).await?;
+                lease.finalize().await?;
+                Ok(None)
+            }
+            SeedAction::Gap => Err(Problem::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "urn:tenax:problem:upload-gap",
+                "Chunk starts past the bytes held",
+                format!(
+                    "the chunk starts past the {} bytes held; send from there",
+                    lease.held()
+                ),
+            )
+            .with("held", lease.held())),
+            SeedAction::Append {
+                skip,
+                write,
+                total,
+                completes,
+            } => {
+                if let Some(total) = total {
+                    lease.set_total(total).await?;
+                }
+                let body = data_stream(body, state.config.body_idle_timeout);
+                let outcome = lease.append(body, skip, write).await?;
+                if completes && lease.record().total == Some(lease.held()) {
+                    lease.finalize().await?;
+                }
+                Ok(outcome.interruption)
+            }
+        }
+    }
+    .await;
+    let held = lease.held();
+    let mut response = match result {
+        Err(problem) => problem.into_response(),
+        Ok(_) if let Status::Complete(info) = &lease.record().status => {
+            final_response(lease.record(), info)
+        }
+        Ok(Some(tenax_core::Interruption::Overrun)) => Problem::bad_request(
+            "the body is longer than its Content-Range; the announced bytes were kept",
+        )
+        .with("held", held)
+        .into_response(),
+        Ok(Some(tenax_core::Interruption::ShuttingDown)) => {
+            Problem::from(EngineError::ShuttingDown)
+                .with("held", held)
+                .into_response()
+        }
+        Ok(_) => incomplete_response(no_308),
+    };
+    if let Some(range) =
+        seed::held_range(held).filter(|_| !matches!(lease.record().status, Status::Complete(_)))
+        && let Ok(value) = HeaderValue::from_str(&range)
+    {
+        response.headers_mut().insert(header::RANGE, value);
+    }
+    response
+}
+
+/// 308 Resume Incomplete, or 200 with the override header for clients that
+/// cannot take a 308 (§1.1). Never with `Location`.
+fn incomplete_response(no_308: bool) -> Response {
+    let mut response = if no_308 {
+        (StatusCode::OK, [("x-http-status-code-override", "308")]).into_response()
+    } else {
+        StatusCode::PERMANENT_REDIRECT.into_response()
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, no_store());
+    response
+}
+
+/// The final 200: object JSON as GCS writes it, plus `sha256`.
+fn final_response(record: &tenax_core::UploadRecord, info: &FinalInfo) -> Response {
+    let body = json!({
+        "id": record.id.to_string(),
+        "name": record.name.as_ref().map(FileName::as_str),
+        "size": info.size.to_string(),
+        "contentType": record.content_type,
+        "sha256": info.sha256,
+        "md5Hash": info.md5,
+        "crc32c": info.crc32c,
+    });
+    (
+        StatusCode::OK,
+        [(header::CACHE_CONTROL, no_store())],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+fn no_store() -> HeaderValue {
+    HeaderValue::from_static("no-store")
+}
+
+/// An absolute URL on this server for `path` (§1.1: `Location` is absolute).
+fn absolute_url(uri: &Uri, headers: &HeaderMap, path: &str) -> Result<HeaderValue, Problem> {
+    let host = uri
+        .authority()
+        .map(|authority| authority.as_str())
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok())
+        })
+        .ok_or_else(|| Problem::bad_request("the request names no host"))?;
+    HeaderValue::from_str(&format!("http://{host}{path}"))
+        .map_err(|_| Problem::bad_request("invalid Host header"))
+}

@@ -1,0 +1,289 @@
+//! The upload engine over the local-disk backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{StreamExt as _, stream};
+use sha2::{Digest as _, Sha256};
+use tenax_core::storage::LocalDisk;
+use tenax_core::{Engine, EngineConfig, Error, FileName, Interruption, NewUpload, Status};
+
+type Frame = Result<Bytes, String>;
+
+fn hex_sha256(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+async fn engine(dir: &std::path::Path) -> Engine {
+    Engine::open(
+        Arc::new(LocalDisk::open(dir).expect("data dir")),
+        EngineConfig::default(),
+    )
+    .await
+    .expect("engine")
+}
+
+fn frames(data: &[u8], size: usize) -> Vec<Frame> {
+    data.chunks(size)
+        .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+        .collect()
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+fn named(name: &str, total: Option<u64>) -> NewUpload {
+    NewUpload {
+        name: Some(FileName::new(name).expect("name")),
+        total,
+        ..NewUpload::default()
+    }
+}
+
+#[tokio::test]
+async fn appends_in_pieces_and_publishes_with_digests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let data = pattern(3 << 20);
+    let id = engine
+        .create(named("a.bin", Some(data.len() as u64)))
+        .await
+        .expect("create");
+
+    let mut lease = engine.lease(id).await.expect("lease");
+    let first = lease
+        .append(
+            stream::iter(frames(&data[..1_000_000], 65_536)),
+            0,
+            1_000_000,
+        )
+        .await
+        .expect("append");
+    assert_eq!((first.written, first.interruption), (1_000_000, None));
+    // A resend overlapping what is held: the first 400 000 bytes are skipped.
+    let rest = &data[600_000..];
+    let second = lease
+        .append(
+            stream::iter(frames(rest, 100_000)),
+            400_000,
+            rest.len() as u64 - 400_000,
+        )
+        .await
+        .expect("append");
+    assert_eq!(second.written, data.len() as u64 - 1_000_000);
+    assert_eq!(lease.held(), data.len() as u64);
+
+    let info = lease.finalize().await.expect("finalize");
+    assert_eq!(info.sha256, hex_sha256(&data));
+    assert_eq!(
+        std::fs::read(dir.path().join("files/a.bin")).expect("published"),
+        data
+    );
+    assert!(!dir.path().join(format!("uploads/{id}.bin")).exists());
+}
+
+#[tokio::test]
+async fn a_failing_body_keeps_its_prefix_durably() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    let data = pattern(300_000);
+    let mut body = frames(&data, 50_000);
+    body.truncate(3);
+    body.push(Err("connection reset".into()));
+    let mut lease = engine.lease(id).await.expect("lease");
+    let outcome = lease
+        .append(stream::iter(body), 0, u64::MAX)
+        .await
+        .expect("append");
+    assert_eq!(outcome.written, 150_000);
+    assert_eq!(
+        outcome.interruption,
+        Some(Interruption::Body("connection reset".into()))
+    );
+    drop(lease);
+
+    // A new engine over the same directory (a restart) sees the same prefix.
+    let engine = self::engine(dir.path()).await;
+    let lease = engine.lease(id).await.expect("lease");
+    assert_eq!(lease.held(), 150_000);
+    assert_eq!(
+        std::fs::read(dir.path().join(format!("uploads/{id}.bin"))).expect("data"),
+        &data[..150_000]
+    );
+}
+
+#[tokio::test]
+async fn a_newer_request_ends_the_older_one_which_keeps_its_prefix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    let data = pattern(200_000);
+
+    // The older request: 100 000 bytes, then a body that never ends.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Frame>(4);
+    let older = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            let mut lease = engine.lease(id).await.expect("lease");
+            let body = tokio_stream_from(receiver);
+            lease.append(body, 0, u64::MAX).await.expect("append")
+        }
+    });
+    sender
+        .send(Ok(Bytes::copy_from_slice(&data[..100_000])))
+        .await
+        .expect("send");
+    // Let the older request write what it has before the newer one arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let newer = tokio::time::timeout(Duration::from_secs(10), engine.lease(id))
+        .await
+        .expect("not blocked")
+        .expect("lease");
+    assert_eq!(newer.held(), 100_000);
+    let outcome = older.await.expect("older task");
+    assert_eq!(outcome.interruption, Some(Interruption::Superseded));
+    assert_eq!(outcome.written, 100_000);
+    drop(sender);
+}
+
+fn tokio_stream_from(
+    receiver: tokio::sync::mpsc::Receiver<Frame>,
+) -> impl futures_util::Stream<Item = Frame> + Send + Unpin {
+    stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|frame| (frame, receiver))
+    })
+    .boxed()
+}
+
+#[tokio::test]
+async fn digests_survive_a_restart_mid_upload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = pattern(2_500_000);
+    let id = {
+        let engine = engine(dir.path()).await;
+        let id = engine
+            .create(named("r.bin", Some(data.len() as u64)))
+            .await
+            .expect("create");
+        let mut lease = engine.lease(id).await.expect("lease");
+        lease
+            .append(
+                stream::iter(frames(&data[..1_234_567], 100_000)),
+                0,
+                u64::MAX,
+            )
+            .await
+            .expect("append");
+        id
+    };
+    let engine = engine(dir.path()).await;
+    let mut lease = engine.lease(id).await.expect("lease");
+    assert_eq!(lease.held(), 1_234_567);
+    let rest = &data[1_234_567..];
+    lease
+        .append(stream::iter(frames(rest, 77_777)), 0, rest.len() as u64)
+        .await
+        .expect("append");
+    let info = lease.finalize().await.expect("finalize");
+    assert_eq!(info.sha256, hex_sha256(&data));
+    assert_eq!(info.size, data.len() as u64);
+}
+
+#[tokio::test]
+async fn overrun_keeps_only_the_announced_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    let mut lease = engine.lease(id).await.expect("lease");
+    let outcome = lease
+        .append(stream::iter(frames(&pattern(1000), 300)), 0, 500)
+        .await
+        .expect("append");
+    assert_eq!(
+        (outcome.written, outcome.interruption),
+        (500, Some(Interruption::Overrun))
+    );
+    assert_eq!(lease.held(), 500);
+}
+
+#[tokio::test]
+async fn cancel_forgets_the_data_and_remembers_the_upload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    let mut lease = engine.lease(id).await.expect("lease");
+    lease
+        .append(stream::iter(frames(&pattern(10), 10)), 0, 10)
+        .await
+        .expect("append");
+    lease.cancel().await.expect("cancel");
+    assert!(matches!(engine.lease(id).await, Err(Error::Gone)));
+    assert!(!dir.path().join(format!("uploads/{id}.bin")).exists());
+    let engine = self::engine(dir.path()).await;
+    assert!(matches!(engine.lease(id).await, Err(Error::Gone)));
+}
+
+#[tokio::test]
+async fn names_continue_the_current_upload_until_asked_to_start_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let name = FileName::new("n.bin").expect("name");
+    let mut lease = engine
+        .lease_name(&name, NewUpload::default, |_| false)
+        .await
+        .expect("lease");
+    let first = lease.id();
+    lease
+        .append(stream::iter(frames(b"hello", 5)), 0, 5)
+        .await
+        .expect("append");
+    lease.finalize().await.expect("finalize");
+    drop(lease);
+
+    let again = engine
+        .lease_name(&name, NewUpload::default, |_| false)
+        .await
+        .expect("lease");
+    assert_eq!(again.id(), first);
+    assert!(matches!(again.record().status, Status::Complete(_)));
+    drop(again);
+    let fresh = engine
+        .lease_name(&name, NewUpload::default, |_| true)
+        .await
+        .expect("lease");
+    assert_ne!(fresh.id(), first);
+    assert_eq!(fresh.held(), 0);
+    drop(fresh);
+
+    // The index is rebuilt from storage: the active upload wins over the complete one.
+    let engine = self::engine(dir.path()).await;
+    let lease = engine
+        .lease_name(&name, NewUpload::default, |_| false)
+        .await
+        .expect("lease");
+    assert_ne!(lease.id(), first);
+}
+
+#[tokio::test]
+async fn expired_uploads_are_not_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Arc::new(LocalDisk::open(dir.path()).expect("data dir"));
+    let engine = Engine::open(
+        storage,
+        EngineConfig {
+            upload_ttl: Duration::ZERO,
+        },
+    )
+    .await
+    .expect("engine");
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(matches!(engine.lease(id).await, Err(Error::Expired)));
+}

@@ -7,41 +7,40 @@ use serde_json::{Map, Value};
 use tenax_core::{Error as EngineError, StorageError};
 
 /// An error answer: status, a problem type and a human-readable detail.
+///
+/// Boxed, so that `Result<T, Problem>` stays small on the happy path.
+#[derive(Debug, Clone)]
+pub struct Problem(Box<Details>);
+
 #[derive(Debug, Clone, Serialize)]
-pub struct Problem {
-    /// A URI naming the kind of problem.
+struct Details {
     #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// A short summary of the kind.
-    pub title: &'static str,
-    /// The HTTP status code.
-    pub status: u16,
-    /// What went wrong with this request.
-    pub detail: String,
-    /// Extension members.
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
-    /// Headers to add to the answer.
+    extra: Map<String, Value>,
     #[serde(skip)]
-    pub headers: HeaderMap,
+    headers: HeaderMap,
 }
 
 impl Problem {
-    /// A problem with no extension members.
+    /// A problem of type `kind` (a URI) with a short `title` and this request's `detail`.
     pub fn new(
         status: StatusCode,
         kind: &'static str,
         title: &'static str,
         detail: impl Into<String>,
     ) -> Self {
-        Problem {
+        Problem(Box::new(Details {
             kind,
             title,
             status: status.as_u16(),
             detail: detail.into(),
             extra: Map::new(),
             headers: HeaderMap::new(),
-        }
+        }))
     }
 
     /// 400: the request is malformed.
@@ -64,31 +63,35 @@ impl Problem {
         )
     }
 
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
     /// Adds an extension member.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.extra.insert(key.to_owned(), value.into());
+        self.0.extra.insert(key.to_owned(), value.into());
         self
     }
 
     /// Adds a header to the answer.
     pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
-        self.headers.insert(name, value);
+        self.0.headers.insert(name, value);
         self
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self).unwrap_or_default();
-        let mut response = (status, body).into_response();
+        let body = serde_json::to_vec(&*self.0).unwrap_or_default();
+        let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.extend(self.headers);
+        headers.extend(self.0.headers);
         response
     }
 }

@@ -4,6 +4,7 @@
 //! `tenax-server`, `tenax-core` and `tenax-client` crates.
 
 mod serve;
+mod upload;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Upload a file, resuming across dropped connections and restarts.
+    Upload(upload::UploadArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Upload(args) => upload::run(args).await,
         }
     });
     result.unwrap_or_else(|error| {

@@ -17,6 +17,7 @@ pub mod content_range;
 pub mod name;
 pub mod number;
 pub mod seed;
+pub mod tus;
 
 pub use content_range::{ContentRange, ContentRangeError, Total};
 pub use name::{FileName, NameError, UploadId};

@@ -1,0 +1,290 @@
+//! `tenax upload`: send a file to a tenax server, resuming after failures.
+//!
+//! Exit codes (see [`tenax_client::Error::exit_code`]): 0 success, 1 other
+//! error, 2 usage error (clap), 3 rejected by the server or a bad URL,
+//! 4 gave up (retries or `--max-time` exhausted), 5 the server's SHA-256 or
+//! size differs from the local file's, 6 the local file is unreadable or
+//! changed during the upload.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tenax_client::{Event, Progress, Uploader};
+
+/// Arguments of `tenax upload`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct UploadArgs {
+    /// The file to upload.
+    pub(crate) file: PathBuf,
+
+    /// The server: `http://host:port` (the upload is named after the file)
+    /// or `http://host:port/api/upload?file=NAME`.
+    pub(crate) url: String,
+
+    /// Bytes per request: a number of bytes or a size such as `256KiB`,
+    /// `8MiB`, `1GiB` (`KB`, `MB`, `GB` are powers of 1000).
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_chunk_size)]
+    pub(crate) chunk_size: u64,
+
+    /// Give up after this many failed attempts in a row without progress.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub(crate) max_retries: u32,
+
+    /// Give up if the upload takes longer than this: seconds, or a duration
+    /// such as `90s`, `10m`, `1h30m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) max_time: Option<Duration>,
+
+    /// Treat a connection that moves nothing for this long as dropped.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) stall_timeout: Duration,
+
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+
+    /// Print the result as one JSON line on stdout (url, name, size, sha256,
+    /// bytes_sent, retries, seconds).
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Where to remember interrupted uploads so the next run resumes them
+    /// [default: $XDG_STATE_HOME/tenax or ~/.local/state/tenax].
+    #[arg(long, value_name = "DIR", env = "TENAX_JOURNAL_DIR")]
+    pub(crate) journal_dir: Option<PathBuf>,
+
+    /// Do not keep a resume journal.
+    #[arg(long, conflicts_with = "journal_dir")]
+    pub(crate) no_journal: bool,
+}
+
+/// Runs `tenax upload`. Upload failures are reported on stderr and turned
+/// into the documented exit codes; `Err` is left for failures of the
+/// command itself.
+pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
+    let bar = if args.quiet || args.json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0).with_style(
+            ProgressStyle::with_template(
+                "{wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )?
+            .progress_chars("=> "),
+        )
+    };
+    let journal_dir = if args.no_journal {
+        None
+    } else {
+        args.journal_dir.clone().or_else(default_journal_dir)
+    };
+    let (reporter, talk) = (bar.clone(), !args.quiet);
+    let uploader = Uploader::new()
+        .chunk_size(args.chunk_size)
+        .max_retries(args.max_retries)
+        .max_time(args.max_time)
+        .stall_timeout(args.stall_timeout)
+        .journal_dir(journal_dir)
+        .on_progress(move |progress: Progress| {
+            reporter.set_length(progress.total);
+            reporter.set_position(progress.acknowledged);
+            if let Some(line) = talk
+                .then(|| describe(&progress.event, progress.total))
+                .flatten()
+            {
+                if reporter.is_hidden() {
+                    eprintln!("tenax: {line}");
+                } else {
+                    reporter.println(format!("tenax: {line}"));
+                }
+            }
+        });
+    let result = uploader.upload(&args.file, &args.url).await;
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            let seconds = report.elapsed.as_secs_f64();
+            if args.json {
+                let line = serde_json::json!({
+                    "url": report.url,
+                    "name": report.name,
+                    "size": report.size,
+                    "sha256": report.sha256,
+                    "bytes_sent": report.bytes_sent,
+                    "retries": report.retries,
+                    "seconds": seconds,
+                });
+                println!("{line}");
+            } else if !args.quiet {
+                let extra = report.bytes_sent.saturating_sub(report.size);
+                println!(
+                    "uploaded {} ({} bytes) in {seconds:.1}s: sha256 {}; {} bytes sent ({extra} re-sent), {} retries\n{}",
+                    report.name,
+                    report.size,
+                    report.sha256,
+                    report.bytes_sent,
+                    report.retries,
+                    report.url
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            let code = error.exit_code();
+            eprintln!("tenax: error: {:#}", anyhow::Error::new(error));
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+/// The line printed for an event of an upload of `total` bytes, if any.
+fn describe(event: &Event, total: u64) -> Option<String> {
+    match event {
+        Event::Retrying { after, reason } => {
+            Some(format!("{reason}; retrying in {:.1}s", after.as_secs_f64()))
+        }
+        Event::Resumed { from } => Some(format!("resuming at byte {from} of {total}")),
+        Event::Restarted { reason } => Some(format!("starting over: {reason}")),
+        _ => None,
+    }
+}
+
+/// `$XDG_STATE_HOME/tenax`, else `~/.local/state/tenax`.
+fn default_journal_dir() -> Option<PathBuf> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_STATE_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".local/state")))
+        .map(|state| state.join("tenax"))
+}
+
+/// A positive size: `1048576`, `256KiB`, `8MiB`, `1GiB`, `8M` (binary),
+/// `10MB` (decimal).
+fn parse_chunk_size(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err("the chunk size must be at least 1 byte".to_owned()),
+        n => Ok(n),
+    }
+}
+
+/// A size in bytes with an optional unit (see [`parse_chunk_size`]).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let bad = || format!("invalid size {text:?} (try 1048576, 256KiB or 8MiB)");
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(factor).ok_or_else(bad)
+}
+
+/// A duration: plain seconds (`90`) or number-unit pairs with `ms`, `s`,
+/// `m`, `h`, `d` (`90s`, `10m`, `1h30m`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?} (try 90, 90s, 10m or 1h30m)");
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map(Duration::from_secs).map_err(|_| bad());
+    }
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let step = match unit {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" | "min" => Duration::from_secs(number.checked_mul(60).ok_or_else(bad)?),
+            "h" => Duration::from_secs(number.checked_mul(3600).ok_or_else(bad)?),
+            "d" => Duration::from_secs(number.checked_mul(86_400).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        };
+        total = total.checked_add(step).ok_or_else(bad)?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("256KiB"), Ok(256 << 10));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("8 mib"), Ok(8 << 20));
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("12B"), Ok(12));
+        for bad in [
+            "",
+            "MiB",
+            "-1",
+            "1.5MiB",
+            "8XB",
+            "99999999999999999999GiB",
+            "20000000000GiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_chunk_size("0").is_err());
+        assert_eq!(parse_chunk_size("1"), Ok(1));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "s", "10x", "1.5s", "-3s", "10 m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn event_lines() {
+        let line = describe(
+            &Event::Retrying {
+                after: Duration::from_millis(2500),
+                reason: "HTTP 503: busy".into(),
+            },
+            10,
+        );
+        assert_eq!(line.as_deref(), Some("HTTP 503: busy; retrying in 2.5s"));
+        let line = describe(&Event::Resumed { from: 4 }, 10);
+        assert_eq!(line.as_deref(), Some("resuming at byte 4 of 10"));
+        assert_eq!(describe(&Event::Acknowledged, 10), None);
+    }
+}

@@ -1,0 +1,154 @@
+//! Interpretation of the URL the user gives.
+//!
+//! Two forms are accepted:
+//!
+//! * `http://host:port/api/upload?file=NAME`: used as is, `NAME` (decoded)
+//!   names the upload;
+//! * `http://host:port` (optionally with a path prefix and/or a trailing
+//!   `/`): the upload goes to `…/api/upload?file=NAME` where `NAME` is the
+//!   local file's base name.
+
+use std::path::Path;
+
+use reqwest::Url;
+
+use crate::error::Error;
+
+/// Where and under which name sessions are created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// The URL to `POST` to create a session (always carries `file=`).
+    pub(crate) endpoint: Url,
+    /// The upload's name on the server.
+    pub(crate) name: String,
+}
+
+/// The collection path appended to a bare server URL.
+const COLLECTION: &str = "api/upload";
+
+/// Interprets `url` for uploading `file` (see the module docs).
+pub(crate) fn interpret(url: &str, file: &Path) -> Result<Target, Error> {
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut parsed = Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("the URL has no host"));
+    }
+    parsed.set_fragment(None);
+    if let Some((_, name)) = parsed.query_pairs().find(|(key, _)| key == "file") {
+        let name = name.into_owned();
+        if name.is_empty() {
+            return Err(invalid("the file= parameter is empty"));
+        }
+        return Ok(Target {
+            endpoint: parsed,
+            name,
+        });
+    }
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason: format!("{} has no file name to upload under", file.display()),
+        })?;
+    let path = parsed.path().trim_end_matches('/').to_owned();
+    if !path.ends_with(&format!("/{COLLECTION}")) {
+        parsed.set_path(&format!("{path}/{COLLECTION}"));
+    }
+    let query = match parsed.query() {
+        Some(q) if !q.is_empty() => format!("{q}&file={}", encode_component(&name)),
+        _ => format!("file={}", encode_component(&name)),
+    };
+    parsed.set_query(Some(&query));
+    Ok(Target {
+        endpoint: parsed,
+        name,
+    })
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (a space
+/// becomes `%20`, which form and plain percent decoders both read back).
+fn encode_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str, file: &str) -> Target {
+        interpret(url, Path::new(file)).expect("valid")
+    }
+
+    #[test]
+    fn bare_server_url_uses_the_base_name() {
+        for url in ["http://h:8080", "http://h:8080/"] {
+            let t = target(url, "/tmp/dir/report.pdf");
+            assert_eq!(t.name, "report.pdf");
+            assert_eq!(
+                t.endpoint.as_str(),
+                "http://h:8080/api/upload?file=report.pdf"
+            );
+        }
+    }
+
+    #[test]
+    fn path_prefix_is_kept() {
+        let t = target("http://h/tenax/", "a.bin");
+        assert_eq!(t.endpoint.as_str(), "http://h/tenax/api/upload?file=a.bin");
+        let t = target("http://h/api/upload", "a.bin");
+        assert_eq!(t.endpoint.as_str(), "http://h/api/upload?file=a.bin");
+    }
+
+    #[test]
+    fn names_are_percent_encoded() {
+        let t = target("http://h:1/", "/x/my file+ü&=.txt");
+        assert_eq!(t.name, "my file+ü&=.txt");
+        assert_eq!(
+            t.endpoint.as_str(),
+            "http://h:1/api/upload?file=my%20file%2B%C3%BC%26%3D.txt"
+        );
+        // It round-trips through a form decoder.
+        let (_, back) = t.endpoint.query_pairs().next().expect("pair");
+        assert_eq!(back, "my file+ü&=.txt");
+    }
+
+    #[test]
+    fn explicit_name_wins() {
+        let t = target(
+            "http://h:1/api/upload?file=other%20name.txt",
+            "/x/local.txt",
+        );
+        assert_eq!(t.name, "other name.txt");
+        assert_eq!(
+            t.endpoint.as_str(),
+            "http://h:1/api/upload?file=other%20name.txt"
+        );
+        let t = target("http://h:1/api/upload?file=a+b", "/x/local.txt");
+        assert_eq!(t.name, "a b");
+    }
+
+    #[test]
+    fn bad_urls_are_rejected() {
+        for url in ["ftp://h/", "not a url", "http://h/api/upload?file="] {
+            let err = interpret(url, Path::new("f")).expect_err(url);
+            assert_eq!(err.exit_code(), 3, "{url}");
+        }
+        assert!(interpret("http://h/", Path::new("/")).is_err());
+    }
+}

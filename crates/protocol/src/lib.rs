@@ -16,6 +16,7 @@
 pub mod content_range;
 pub mod name;
 pub mod number;
+pub mod rufh;
 pub mod seed;
 pub mod tus;
 

@@ -13,6 +13,7 @@
 
 mod accept;
 mod body;
+mod cors;
 mod files;
 mod problem;
 mod seed;
@@ -79,4 +80,5 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
         .route("/files/{name}", get(files::get_file))
         .fallback(|| async { Problem::not_found("no such resource") })
         .with_state(state)
+        .layer(cors::layer())
 }

@@ -13,7 +13,7 @@ use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::Digests;
-use crate::record::{FinalInfo, NewUpload, Status, UploadRecord};
+use crate::record::{Concat, FinalInfo, NewUpload, Status, UploadRecord};
 use crate::storage::{Append, Storage, StorageError};
 
 /// Bytes gathered from the body before they go to storage in one batch.
@@ -62,6 +62,12 @@ pub enum Error {
         /// The total size.
         total: u64,
     },
+    /// A chunk's checksum did not match; the chunk was discarded.
+    #[error("the chunk's checksum does not match; it was discarded")]
+    ChecksumMismatch,
+    /// A concatenation names an upload that is not a finished partial upload.
+    #[error("upload {0} is not a finished partial upload")]
+    NotConcatenable(UploadId),
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -93,6 +99,15 @@ pub struct AppendOutcome {
     pub received: u64,
     /// Why the append stopped early, if it did.
     pub interruption: Option<Interruption>,
+}
+
+/// Verifies one chunk as it is appended (tus checksums): fed every byte
+/// the chunk appends, asked for a verdict once the body has ended.
+pub trait ChunkCheck: Send {
+    /// Feeds the next appended bytes.
+    fn update(&mut self, bytes: &[u8]);
+    /// Whether the chunk is valid.
+    fn verify(self: Box<Self>) -> bool;
 }
 
 /// A read-only view of an upload.
@@ -222,6 +237,8 @@ impl Engine {
             total: new.total,
             content_type: new.content_type,
             metadata: new.metadata,
+            concat: new.concat,
+            staged_from: None,
             created_at,
             updated_at: created_at,
             status: Status::Active,
@@ -244,7 +261,14 @@ impl Engine {
         }
         let mut guard: OwnedMutexGuard<Option<Loaded>> = Arc::clone(&slot.state).lock_owned().await;
         if guard.as_ref().is_none_or(|loaded| loaded.dirty) {
-            let stored = self.inner.storage.load(id).await?;
+            let mut stored = self.inner.storage.load(id).await?;
+            if let Some(from) = stored.record.staged_from.take() {
+                // A checksummed chunk was cut short by a crash: it was never
+                // verified, so it goes.
+                self.inner.storage.truncate(id, from).await?;
+                self.inner.storage.put_record(&stored.record).await?;
+                stored.held = from;
+            }
             *guard = Some(Loaded {
                 record: stored.record,
                 held: stored.held,
@@ -294,6 +318,78 @@ impl Engine {
             })
             .await?;
         self.lease(id).await
+    }
+
+    /// Creates a final upload as the concatenation of finished partial
+    /// uploads, in order (tus concatenation), and completes it. Nothing is
+    /// created when a part is unknown, unfinished or not a partial upload.
+    pub async fn concatenate(
+        &self,
+        parts: Vec<UploadId>,
+        new: NewUpload,
+    ) -> Result<UploadId, Error> {
+        let storage = Arc::clone(&self.inner.storage);
+        let mut sources = Vec::with_capacity(parts.len());
+        for &part in &parts {
+            // Read without a lease: a part's writer, if any, must not be stopped.
+            let stored = storage.load(part).await.map_err(|error| match error {
+                StorageError::NotFound => Error::NotFound,
+                other => other.into(),
+            })?;
+            match (&stored.record.status, &stored.record.concat) {
+                (Status::Complete(info), Some(Concat::Partial)) => {
+                    sources.push((stored.record.clone(), info.size))
+                }
+                (Status::Cancelled, _) => return Err(Error::Gone),
+                _ => return Err(Error::NotConcatenable(part)),
+            }
+        }
+        let total = sources.iter().map(|(_, size)| size).sum();
+        let id = self
+            .create(NewUpload {
+                total: Some(total),
+                concat: Some(Concat::Final(parts)),
+                ..new
+            })
+            .await?;
+        let mut lease = self.lease(id).await?;
+        for (record, size) in sources {
+            let stream = storage.read(&record, 0..size).await?;
+            let outcome = lease.append(stream, 0, size).await?;
+            if outcome.written != size {
+                return Err(StorageError::Io(std::io::Error::other(format!(
+                    "concatenation read {} of {size} bytes of {}",
+                    outcome.written, record.id
+                )))
+                .into());
+            }
+        }
+        lease.finalize().await?;
+        Ok(id)
+    }
+
+    /// The upload's state, read from storage without taking the upload over:
+    /// a writer in flight keeps writing, and `held` may already count bytes
+    /// it has written but not yet acknowledged.
+    pub async fn peek(&self, id: UploadId) -> Result<Snapshot, Error> {
+        let stored = self
+            .inner
+            .storage
+            .load(id)
+            .await
+            .map_err(|error| match error {
+                StorageError::NotFound => Error::NotFound,
+                other => other.into(),
+            })?;
+        Ok(Snapshot {
+            record: stored.record,
+            held: stored.held,
+        })
+    }
+
+    /// Engine settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
     }
 
     /// Stops every append in flight (they keep what they wrote) and refuses
@@ -361,9 +457,73 @@ impl Lease {
     /// newer request takes the upload over.
     pub async fn append<S, E>(
         &mut self,
+        body: S,
+        skip: u64,
+        limit: u64,
+    ) -> Result<AppendOutcome, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: fmt::Display,
+    {
+        self.append_observed(body, skip, limit, &mut |_| {}).await
+    }
+
+    /// Appends a body that carries a checksum: the chunk is staged (a crash
+    /// before the verdict discards it), verified by `check`, and kept only
+    /// when it is valid and complete. Otherwise the upload is left exactly as
+    /// it was: [`Error::ChecksumMismatch`] for a bad chunk, and an outcome
+    /// with `written == 0` and the interruption for one that did not arrive whole.
+    pub async fn append_checked<S, E>(
+        &mut self,
+        body: S,
+        limit: u64,
+        mut check: Box<dyn ChunkCheck>,
+    ) -> Result<AppendOutcome, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: fmt::Display,
+    {
+        let from = self.loaded.held;
+        let mut record = self.loaded.record.clone();
+        record.staged_from = Some(from);
+        self.engine.inner.storage.put_record(&record).await?;
+        self.loaded.record = record;
+        let appended = self
+            .append_observed(body, 0, limit, &mut |bytes| check.update(bytes))
+            .await;
+        let whole = matches!(&appended, Ok(outcome) if outcome.interruption.is_none());
+        let keep = whole && check.verify();
+        if !keep {
+            self.loaded.append = None;
+            self.engine
+                .inner
+                .storage
+                .truncate(self.loaded.record.id, from)
+                .await?;
+            self.loaded.held = from;
+            self.loaded.digests = Digests::default();
+        }
+        let mut record = self.loaded.record.clone();
+        record.staged_from = None;
+        self.engine.inner.storage.put_record(&record).await?;
+        self.loaded.record = record;
+        match appended {
+            Ok(outcome) if keep => Ok(outcome),
+            Ok(outcome) if !whole => Ok(AppendOutcome {
+                written: 0,
+                ..outcome
+            }),
+            Ok(_) => Err(Error::ChecksumMismatch),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn append_observed<S, E>(
+        &mut self,
         mut body: S,
         skip: u64,
         limit: u64,
+        observe: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<AppendOutcome, Error>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
@@ -427,6 +587,7 @@ impl Lease {
             }
             room -= bytes.len() as u64;
             written += bytes.len() as u64;
+            observe(&bytes);
             batch_len += bytes.len();
             if !bytes.is_empty() {
                 batch.push(bytes);

@@ -15,7 +15,9 @@ mod record;
 pub mod storage;
 
 pub use digest::Digests;
-pub use engine::{AppendOutcome, Engine, EngineConfig, Error, Interruption, Lease, Snapshot};
-pub use record::{FinalInfo, NewUpload, Status, UploadRecord};
+pub use engine::{
+    AppendOutcome, ChunkCheck, Engine, EngineConfig, Error, Interruption, Lease, Snapshot,
+};
+pub use record::{Concat, FinalInfo, NewUpload, Status, UploadRecord};
 pub use storage::{Storage, StorageError};
 pub use tenax_protocol::{FileName, UploadId};

@@ -14,8 +14,10 @@ pub struct NewUpload {
     pub total: Option<u64>,
     /// The media type of the content, if the client said.
     pub content_type: Option<String>,
-    /// Free-form metadata (tus `Upload-Metadata`, Google's JSON body).
+    /// Free-form metadata: keys to base64-encoded values.
     pub metadata: BTreeMap<String, String>,
+    /// The upload's part in a tus concatenation, if any.
+    pub concat: Option<Concat>,
 }
 
 /// Everything the server stores about an upload except its bytes.
@@ -35,15 +37,32 @@ pub struct UploadRecord {
     pub total: Option<u64>,
     /// The content's media type.
     pub content_type: Option<String>,
-    /// Free-form metadata.
+    /// Free-form metadata: keys to base64-encoded values.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The upload's part in a tus concatenation, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concat: Option<Concat>,
+    /// Set while a checksummed append runs: bytes past this offset are not
+    /// verified yet, and are cut off if the server restarts before they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_from: Option<u64>,
     /// Creation time, seconds since the Unix epoch.
     pub created_at: u64,
     /// Last time the upload received bytes or changed, seconds since the Unix epoch.
     pub updated_at: u64,
     /// Where the upload is in its life.
     pub status: Status,
+}
+
+/// The role of an upload in a concatenation (tus `Upload-Concat`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concat {
+    /// A part, to be concatenated into a final upload later.
+    Partial,
+    /// The concatenation of these parts, in order.
+    Final(#[serde(with = "ids_text")] Vec<UploadId>),
 }
 
 /// The life of an upload.
@@ -113,5 +132,26 @@ mod name_text {
         Option::<String>::deserialize(deserializer)?
             .map(|name| FileName::new(name).map_err(D::Error::custom))
             .transpose()
+    }
+}
+
+mod ids_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use tenax_protocol::UploadId;
+
+    pub(super) fn serialize<S: Serializer>(
+        ids: &[UploadId],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(ids.iter().map(ToString::to_string))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<UploadId>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .iter()
+            .map(|text| UploadId::parse(text).map_err(D::Error::custom))
+            .collect()
     }
 }

@@ -287,3 +287,174 @@ async fn expired_uploads_are_not_found() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(matches!(engine.lease(id).await, Err(Error::Expired)));
 }
+
+/// A check that accepts a chunk when its bytes add up to `expected`.
+struct ByteSum {
+    sum: u64,
+    expected: u64,
+}
+
+impl tenax_core::ChunkCheck for ByteSum {
+    fn update(&mut self, bytes: &[u8]) {
+        self.sum += bytes.iter().map(|&b| u64::from(b)).sum::<u64>();
+    }
+
+    fn verify(self: Box<Self>) -> bool {
+        self.sum == self.expected
+    }
+}
+
+fn byte_sum(data: &[u8]) -> u64 {
+    data.iter().map(|&b| u64::from(b)).sum()
+}
+
+#[tokio::test]
+async fn checked_appends_keep_only_valid_whole_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let data = pattern(600_000);
+    let id = engine
+        .create(named("c.bin", Some(600_000)))
+        .await
+        .expect("create");
+    let mut lease = engine.lease(id).await.expect("lease");
+
+    let good = &data[..200_000];
+    let check = Box::new(ByteSum {
+        sum: 0,
+        expected: byte_sum(good),
+    });
+    let outcome = lease
+        .append_checked(stream::iter(frames(good, 50_000)), 600_000, check)
+        .await
+        .expect("valid chunk");
+    assert_eq!(outcome.written, 200_000);
+
+    let next = &data[200_000..400_000];
+    let wrong = Box::new(ByteSum {
+        sum: 0,
+        expected: byte_sum(next) + 1,
+    });
+    let refused = lease
+        .append_checked(stream::iter(frames(next, 50_000)), 400_000, wrong)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::ChecksumMismatch)),
+        "{refused:?}"
+    );
+    assert_eq!(lease.held(), 200_000);
+
+    let mut cut = frames(next, 50_000);
+    cut.truncate(2);
+    cut.push(Err("reset".into()));
+    let check = Box::new(ByteSum {
+        sum: 0,
+        expected: byte_sum(next),
+    });
+    let outcome = lease
+        .append_checked(stream::iter(cut), 400_000, check)
+        .await
+        .expect("interrupted");
+    assert_eq!(outcome.written, 0);
+    assert_eq!(lease.held(), 200_000);
+
+    let rest = &data[200_000..];
+    let check = Box::new(ByteSum {
+        sum: 0,
+        expected: byte_sum(rest),
+    });
+    lease
+        .append_checked(stream::iter(frames(rest, 65_536)), 400_000, check)
+        .await
+        .expect("valid chunk");
+    let info = lease.finalize().await.expect("finalize");
+    assert_eq!(info.sha256, hex_sha256(&data));
+}
+
+#[tokio::test]
+async fn a_chunk_staged_when_the_server_died_is_discarded_at_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = {
+        let engine = engine(dir.path()).await;
+        let id = engine.create(NewUpload::default()).await.expect("create");
+        let mut lease = engine.lease(id).await.expect("lease");
+        lease
+            .append(stream::iter(frames(&pattern(1000), 100)), 0, 1000)
+            .await
+            .expect("append");
+        id
+    };
+    // What a crash in the middle of a checked append leaves behind: the
+    // record marks the stage, the data holds unverified bytes past it.
+    let record_path = dir.path().join(format!("uploads/{id}.json"));
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).expect("record")).expect("json");
+    record["staged_from"] = 1000.into();
+    std::fs::write(&record_path, serde_json::to_vec(&record).expect("json")).expect("write record");
+    let data_path = dir.path().join(format!("uploads/{id}.bin"));
+    let mut bytes = std::fs::read(&data_path).expect("data");
+    bytes.extend_from_slice(&[0xAA; 500]);
+    std::fs::write(&data_path, bytes).expect("write data");
+
+    let engine = engine(dir.path()).await;
+    let lease = engine.lease(id).await.expect("lease");
+    assert_eq!(lease.held(), 1000);
+    assert_eq!(lease.record().staged_from, None);
+    assert_eq!(std::fs::metadata(&data_path).expect("data").len(), 1000);
+}
+
+#[tokio::test]
+async fn concatenation_joins_finished_partials_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let data = pattern(700_000);
+    let mut parts = Vec::new();
+    for piece in [&data[..300_000], &data[300_000..300_001], &data[300_001..]] {
+        let new = NewUpload {
+            total: Some(piece.len() as u64),
+            concat: Some(tenax_core::Concat::Partial),
+            ..NewUpload::default()
+        };
+        let id = engine.create(new).await.expect("create");
+        let mut lease = engine.lease(id).await.expect("lease");
+        lease
+            .append(stream::iter(frames(piece, 65_536)), 0, piece.len() as u64)
+            .await
+            .expect("append");
+        lease.finalize().await.expect("finalize");
+        parts.push(id);
+    }
+    let unfinished = engine
+        .create(NewUpload {
+            total: Some(10),
+            concat: Some(tenax_core::Concat::Partial),
+            ..NewUpload::default()
+        })
+        .await
+        .expect("create");
+    let refused = engine
+        .concatenate(vec![parts[0], unfinished], NewUpload::default())
+        .await;
+    assert!(
+        matches!(refused, Err(Error::NotConcatenable(id)) if id == unfinished),
+        "{refused:?}"
+    );
+
+    let joined = engine
+        .concatenate(parts.clone(), named("joined.bin", None))
+        .await
+        .expect("concatenate");
+    let snapshot = engine.peek(joined).await.expect("peek");
+    assert_eq!(
+        snapshot.record.concat,
+        Some(tenax_core::Concat::Final(parts))
+    );
+    let Status::Complete(info) = snapshot.record.status else {
+        panic!("not complete")
+    };
+    assert_eq!(info.sha256, hex_sha256(&data));
+    assert_eq!(
+        std::fs::read(dir.path().join("files/joined.bin")).expect("published"),
+        data
+    );
+}

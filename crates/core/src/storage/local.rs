@@ -251,6 +251,16 @@ impl Storage for LocalDisk {
         .await
     }
 
+    async fn truncate(&self, id: UploadId, len: u64) -> Result<(), StorageError> {
+        let path = self.data_path(id);
+        blocking(move || {
+            let file = OpenOptions::new().write(true).open(path)?;
+            file.set_len(len)?;
+            file.sync_all()
+        })
+        .await
+    }
+
     async fn discard(&self, id: UploadId) -> Result<(), StorageError> {
         let data = self.data_path(id);
         match blocking(move || fs::remove_file(data)).await {

@@ -87,6 +87,10 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// name (if it has one), whole. Idempotent.
     async fn publish(&self, record: &UploadRecord) -> Result<(), StorageError>;
 
+    /// Cuts an active upload's data back to `len` bytes, durably (used to
+    /// drop a chunk whose checksum failed).
+    async fn truncate(&self, id: UploadId, len: u64) -> Result<(), StorageError>;
+
     /// Removes an upload's data. The record stays.
     async fn discard(&self, id: UploadId) -> Result<(), StorageError>;
 

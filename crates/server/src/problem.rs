@@ -119,6 +119,18 @@ impl From<EngineError> for Problem {
                 "Upload incomplete",
                 detail,
             ),
+            EngineError::ChecksumMismatch => Problem::new(
+                StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+                "urn:tenax:problem:checksum-mismatch",
+                "Checksum mismatch",
+                detail,
+            ),
+            EngineError::NotConcatenable(_) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "urn:tenax:problem:not-concatenable",
+                "Not a finished partial upload",
+                detail,
+            ),
             EngineError::ShuttingDown => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "urn:tenax:problem:shutting-down",

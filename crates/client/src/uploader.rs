@@ -389,7 +389,7 @@ struct Run<'a> {
     failures: u32,
     /// Consecutive `400` answers without progress.
     bad_requests: u32,
-    backoff: Box<dyn Iterator<Item = Duration> + Send>,
+    backoff: Box<dyn Iterator<Item = Duration> + Send + Sync>,
     last_error: String,
     started: Instant,
     deadline: Option<Instant>,
@@ -1005,6 +1005,14 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An upload can run on any thread: `tokio::spawn` needs a `Send` future.
+    #[test]
+    fn the_upload_future_is_send() {
+        fn assert_send<T: Send>(_: T) {}
+        let uploader = Uploader::new();
+        assert_send(uploader.upload("missing-file", "http://127.0.0.1:9"));
+    }
 
     #[test]
     fn problem_details_are_surfaced() {

@@ -20,6 +20,14 @@ use crate::storage::{Append, Storage, StorageError};
 /// Two batches are in memory per upload at most: one being written, one filling.
 const BATCH: usize = 1 << 20;
 
+/// After a request is told to stop (a newer one wants the upload), it still
+/// takes what its connection delivers for this long, up to `DRAIN_LIMIT`
+/// bytes: a client that lost its link asks for the offset as soon as it is
+/// back, often before the server has read the dying connection's last
+/// bytes, and those bytes are worth keeping rather than sending again.
+const DRAIN_TIME: Duration = Duration::from_millis(300);
+const DRAIN_LIMIT: u64 = 16 << 20;
+
 /// How often an active upload's record is rewritten just to refresh its
 /// `updated_at` (which drives expiry), so that appends do not pay for it.
 const ACTIVITY_GRANULARITY: u64 = 3600;
@@ -556,27 +564,43 @@ impl Lease {
         let mut batch_len = 0usize;
         let mut interruption = None;
         let mut failure = None;
+        // Once told to stop, take only what has already arrived (a dying
+        // connection's last bytes are still worth keeping), up to a bound.
+        let mut drain_budget = DRAIN_LIMIT;
+        let mut drain_deadline = None;
         loop {
-            let frame = tokio::select! {
-                biased;
-                () = self.token.cancelled() => {
-                    interruption = Some(if self.engine.inner.shutdown.is_cancelled() {
-                        Interruption::ShuttingDown
-                    } else {
-                        Interruption::Superseded
-                    });
-                    break;
+            let frame = if interruption.is_some() {
+                let deadline =
+                    *drain_deadline.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_TIME);
+                match tokio::time::timeout_at(deadline, body.next()).await {
+                    Ok(frame) if drain_budget > 0 => frame,
+                    _ => break,
                 }
-                frame = body.next() => frame,
+            } else {
+                tokio::select! {
+                    biased;
+                    () = self.token.cancelled() => {
+                        interruption = Some(if self.engine.inner.shutdown.is_cancelled() {
+                            Interruption::ShuttingDown
+                        } else {
+                            Interruption::Superseded
+                        });
+                        continue;
+                    }
+                    frame = body.next() => frame,
+                }
             };
             let mut bytes = match frame {
                 None => break,
                 Some(Err(error)) => {
-                    interruption = Some(Interruption::Body(error.to_string()));
+                    interruption.get_or_insert(Interruption::Body(error.to_string()));
                     break;
                 }
                 Some(Ok(bytes)) => bytes,
             };
+            if interruption.is_some() {
+                drain_budget = drain_budget.saturating_sub(bytes.len() as u64);
+            }
             received += bytes.len() as u64;
             let skipped = to_skip.min(bytes.len() as u64);
             to_skip -= skipped;
@@ -599,7 +623,7 @@ impl Lease {
                 }
                 batch_len = 0;
             }
-            if interruption.is_some() {
+            if interruption == Some(Interruption::Overrun) {
                 break;
             }
         }

@@ -2,12 +2,15 @@
 //! the handler future.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
+use http_body_util::BodyExt as _;
 
 use crate::problem::Problem;
 
@@ -33,18 +36,38 @@ where
     }
 }
 
+/// Trailers of a body, filled in when the body ends.
+pub(crate) type TrailerSlot = Arc<Mutex<Option<HeaderMap>>>;
+
 /// The body's data frames, failing when none arrives within `idle`.
+/// Trailers, if any, are put into `trailers`.
 pub(crate) fn data_stream(
     body: Body,
     idle: Duration,
+    trailers: Option<TrailerSlot>,
 ) -> impl Stream<Item = Result<Bytes, String>> + Send + Unpin + 'static {
-    futures_util::stream::unfold(Some(body.into_data_stream()), move |stream| async move {
-        let mut stream = stream?;
-        match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(stream))),
-            Ok(Some(Err(error))) => Some((Err(error.to_string()), None)),
-            Ok(None) => None,
-            Err(_) => Some((Err(format!("no body bytes for {idle:?}")), None)),
+    futures_util::stream::unfold(Some(body), move |body| {
+        let trailers = trailers.clone();
+        async move {
+            let mut body = body?;
+            loop {
+                return match tokio::time::timeout(idle, body.frame()).await {
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(bytes) => Some((Ok(bytes), Some(body))),
+                        Err(frame) => {
+                            if let (Ok(map), Some(slot)) = (frame.into_trailers(), &trailers)
+                                && let Ok(mut slot) = slot.lock()
+                            {
+                                *slot = Some(map);
+                            }
+                            continue;
+                        }
+                    },
+                    Ok(Some(Err(error))) => Some((Err(error.to_string()), None)),
+                    Ok(None) => None,
+                    Err(_) => Some((Err(format!("no body bytes for {idle:?}")), None)),
+                };
+            }
         }
     })
     .boxed()

@@ -4,7 +4,12 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderName, Method};
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderName, Method, header};
+use axum::middleware::Next;
+use axum::response::IntoResponse as _;
+use tower::ServiceExt as _;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Request headers of every dialect.
@@ -58,9 +63,32 @@ const RESPONSE_HEADERS: &[&str] = &[
     "repr-digest",
 ];
 
+/// Puts `app` behind CORS. tower-http answers every `OPTIONS` as a
+/// preflight; a plain `OPTIONS` (no `Access-Control-Request-Method`) is a tus
+/// or RUFH capability query and goes to `app` itself.
+pub(crate) fn wrap(app: Router) -> Router {
+    let plain = app.clone();
+    app.layer(layer()).layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| {
+            let plain = plain.clone();
+            async move {
+                if request.method() == Method::OPTIONS
+                    && !request
+                        .headers()
+                        .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+                {
+                    plain.oneshot(request).await.into_response()
+                } else {
+                    next.run(request).await
+                }
+            }
+        },
+    ))
+}
+
 /// The CORS layer: any origin (uploads are authorised by credentials, not
 /// by origin), every protocol header both ways.
-pub(crate) fn layer() -> CorsLayer {
+fn layer() -> CorsLayer {
     let names = |list: &[&'static str]| {
         list.iter()
             .map(|name| HeaderName::from_static(name))

@@ -13,10 +13,15 @@
 
 mod accept;
 mod body;
+mod checksum;
+mod common;
 mod cors;
 mod files;
 mod problem;
+mod rufh;
 mod seed;
+mod tus;
+mod uploads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +43,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for open connections before closing them.
     pub shutdown_grace: Duration,
+    /// The largest upload accepted (advertised as `Tus-Max-Size` and in
+    /// `Upload-Limit`), if any.
+    pub max_upload_size: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +54,7 @@ impl Default for ServerConfig {
             body_idle_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            max_upload_size: Some(1 << 40),
         }
     }
 }
@@ -63,22 +72,30 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
         engine,
         config: Arc::new(config),
     };
-    Router::new()
+    let routes = Router::new()
         .route(
             "/api/upload",
             put(seed::put_by_name)
                 .post(seed::initiate)
                 .delete(seed::cancel_by_name),
         )
-        .route("/uploads", post(seed::initiate))
+        .route("/uploads", post(uploads::create).options(uploads::options))
         .route(
             "/uploads/{id}",
             put(seed::put_by_id)
                 .post(seed::put_by_id)
-                .delete(seed::cancel_by_id),
+                .patch(uploads::patch)
+                .head(uploads::head)
+                .delete(uploads::delete)
+                .options(uploads::options),
         )
         .route("/files/{name}", get(files::get_file))
         .fallback(|| async { Problem::not_found("no such resource") })
-        .with_state(state)
-        .layer(cors::layer())
+        .with_state(state);
+    // The method override runs before routing, so the outer router only
+    // rewrites the request and hands it on.
+    let app = Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_request(uploads::override_method));
+    cors::wrap(app)
 }

@@ -7,12 +7,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use tenax_core::{Error as EngineError, FinalInfo, Lease, NewUpload, Snapshot, Status, UploadId};
+use tenax_core::{Error as EngineError, FinalInfo, Lease, NewUpload, Snapshot, Status};
 use tenax_protocol::seed::{self, Phase, SeedAction, SeedRequest, UploadState};
 use tenax_protocol::{FileName, parse_u64};
 
 use crate::AppState;
 use crate::body::{data_stream, detached};
+use crate::common::{absolute_url, content_type, file_name, header_str, no_store, upload_id};
 use crate::problem::Problem;
 
 /// Largest JSON metadata body accepted on initiation.
@@ -22,25 +23,6 @@ const MAX_METADATA_BODY: usize = 64 * 1024;
 #[derive(Debug, Deserialize)]
 pub(crate) struct NameQuery {
     file: Option<String>,
-}
-
-fn file_name(text: &str) -> Result<FileName, Problem> {
-    FileName::new(text).map_err(|error| Problem::bad_request(format!("invalid file name: {error}")))
-}
-
-fn upload_id(text: &str) -> Result<UploadId, Problem> {
-    UploadId::parse(text).map_err(|_| Problem::not_found("no such upload"))
-}
-
-fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Problem> {
-    headers
-        .get(name)
-        .map(|value| {
-            value
-                .to_str()
-                .map_err(|_| Problem::bad_request(format!("{name} is not ASCII")))
-        })
-        .transpose()
 }
 
 /// `POST /api/upload?file=NAME` and `POST /uploads`: opens a session (§1.1).
@@ -201,13 +183,6 @@ fn classify(headers: &HeaderMap) -> Result<SeedRequest, Problem> {
     })
 }
 
-fn content_type(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
-}
-
 /// Whether a literal-form request on a name whose current upload is
 /// `current` begins a new upload: only a first chunk or a whole object after
 /// the current one completed. Anything else on a complete upload replays its
@@ -282,7 +257,7 @@ async fn respond(
                 if let Some(total) = total {
                     lease.set_total(total).await?;
                 }
-                let body = data_stream(body, state.config.body_idle_timeout);
+                let body = data_stream(body, state.config.body_idle_timeout, None);
                 let outcome = lease.append(body, skip, write).await?;
                 if completes && lease.record().total == Some(lease.held()) {
                     lease.finalize().await?;
@@ -350,23 +325,4 @@ fn final_response(record: &tenax_core::UploadRecord, info: &FinalInfo) -> Respon
         axum::Json(body),
     )
         .into_response()
-}
-
-fn no_store() -> HeaderValue {
-    HeaderValue::from_static("no-store")
-}
-
-/// An absolute URL on this server for `path` (§1.1: `Location` is absolute).
-fn absolute_url(uri: &Uri, headers: &HeaderMap, path: &str) -> Result<HeaderValue, Problem> {
-    let host = uri
-        .authority()
-        .map(|authority| authority.as_str())
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|host| host.to_str().ok())
-        })
-        .ok_or_else(|| Problem::bad_request("the request names no host"))?;
-    HeaderValue::from_str(&format!("http://{host}{path}"))
-        .map_err(|_| Problem::bad_request("invalid Host header"))
 }

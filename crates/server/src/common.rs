@@ -1,0 +1,59 @@
+//! Small pieces every dialect adapter uses.
+
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use tenax_core::UploadId;
+use tenax_protocol::FileName;
+
+use crate::problem::Problem;
+
+pub(crate) fn file_name(text: &str) -> Result<FileName, Problem> {
+    FileName::new(text).map_err(|error| Problem::bad_request(format!("invalid file name: {error}")))
+}
+
+pub(crate) fn upload_id(text: &str) -> Result<UploadId, Problem> {
+    UploadId::parse(text).map_err(|_| Problem::not_found("no such upload"))
+}
+
+pub(crate) fn header_str<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h str>, Problem> {
+    headers
+        .get(name)
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| Problem::bad_request(format!("{name} is not ASCII")))
+        })
+        .transpose()
+}
+
+pub(crate) fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+pub(crate) fn no_store() -> HeaderValue {
+    HeaderValue::from_static("no-store")
+}
+
+/// An absolute URL on this server for `path` (§1.1: `Location` is absolute).
+pub(crate) fn absolute_url(
+    uri: &Uri,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<HeaderValue, Problem> {
+    let host = uri
+        .authority()
+        .map(|authority| authority.as_str())
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok())
+        })
+        .ok_or_else(|| Problem::bad_request("the request names no host"))?;
+    HeaderValue::from_str(&format!("http://{host}{path}"))
+        .map_err(|_| Problem::bad_request("invalid Host header"))
+}

@@ -1,0 +1,367 @@
+//! The IETF "Resumable Uploads for HTTP" draft (PROTOCOLS §3), interop
+//! versions 5 to 9, as a thin adapter over the engine.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use tenax_core::{Error as EngineError, Interruption, Lease, NewUpload, Status, UploadId};
+use tenax_protocol::FileName;
+use tenax_protocol::rufh::{
+    self, UploadLimit, parse_boolean, parse_integer, parse_interop_version,
+};
+
+use crate::AppState;
+use crate::body::{data_stream, detached};
+use crate::common::{absolute_url, no_store};
+use crate::problem::Problem;
+
+/// What a request says about itself.
+struct Fields {
+    /// The interop version, when the client sent one we speak.
+    version: Option<u32>,
+    /// `Upload-Complete`.
+    complete: Option<bool>,
+    /// `Upload-Offset`.
+    offset: Option<u64>,
+    /// `Upload-Length`.
+    length: Option<u64>,
+    /// `Content-Length`.
+    content_length: Option<u64>,
+}
+
+impl Fields {
+    fn read(headers: &HeaderMap) -> Fields {
+        let field = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+        Fields {
+            version: field("upload-draft-interop-version").and_then(parse_interop_version),
+            complete: field("upload-complete").and_then(parse_boolean),
+            offset: field("upload-offset").and_then(parse_integer),
+            length: field("upload-length").and_then(parse_integer),
+            content_length: field("content-length")
+                .and_then(|value| tenax_protocol::parse_u64(value).ok()),
+        }
+    }
+}
+
+/// A problem of the draft's registry (§3.3).
+fn draft_problem(
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: impl Into<String>,
+) -> Problem {
+    Problem::new(status, kind, title, detail)
+}
+
+const MISMATCHING_OFFSET: &str =
+    "https://iana.org/assignments/http-problem-types#mismatching-upload-offset";
+const INCONSISTENT_LENGTH: &str =
+    "https://iana.org/assignments/http-problem-types#inconsistent-upload-length";
+const COMPLETED_UPLOAD: &str = "https://iana.org/assignments/http-problem-types#completed-upload";
+
+fn inconsistent(detail: impl Into<String>) -> Problem {
+    draft_problem(
+        StatusCode::BAD_REQUEST,
+        INCONSISTENT_LENGTH,
+        "Inconsistent upload length",
+        detail,
+    )
+}
+
+/// `Upload-Limit` as this server sets it.
+pub(crate) fn upload_limit(state: &AppState) -> HeaderValue {
+    let limit = UploadLimit {
+        max_size: state.config.max_upload_size,
+        min_size: 0,
+        max_append_size: None,
+        max_age: Some(state.engine.config().upload_ttl.as_secs()),
+    };
+    HeaderValue::from_str(&limit.to_field())
+        .unwrap_or_else(|_| HeaderValue::from_static("min-size=0"))
+}
+
+fn flag(value: bool) -> HeaderValue {
+    HeaderValue::from_static(if value { "?1" } else { "?0" })
+}
+
+/// Headers every RUFH answer about an upload carries.
+fn progress(
+    state: &AppState,
+    lease: &Lease,
+    version: Option<u32>,
+    mut response: Response,
+) -> Response {
+    let complete = matches!(lease.record().status, Status::Complete(_));
+    let headers = response.headers_mut();
+    headers.insert("upload-offset", HeaderValue::from(lease.held()));
+    headers.insert("upload-complete", flag(complete));
+    if let Some(length) = lease.record().total {
+        headers.insert("upload-length", HeaderValue::from(length));
+    }
+    headers.insert("upload-limit", upload_limit(state));
+    headers.insert(header::CACHE_CONTROL, no_store());
+    if let Some(version) = version {
+        headers.insert("upload-draft-interop-version", HeaderValue::from(version));
+    }
+    response
+}
+
+/// The file name a `Content-Disposition` carries, if it is a valid one.
+fn disposition_name(headers: &HeaderMap) -> Option<FileName> {
+    let value = headers.get(header::CONTENT_DISPOSITION)?.to_str().ok()?;
+    value.split(';').map(str::trim).find_map(|param| {
+        let raw = param.strip_prefix("filename=")?;
+        FileName::new(raw.trim_matches('"')).ok()
+    })
+}
+
+/// Creation (§3.3): a request with `Upload-Complete` to the collection.
+pub(crate) async fn create(state: AppState, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    detached(async move {
+        create_inner(state, &uri, &headers, body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    })
+    .await
+}
+
+async fn create_inner(
+    state: AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    if headers.contains_key("upload-incomplete") {
+        return Err(Problem::bad_request(
+            "Upload-Incomplete (interop version 3) is not supported; send Upload-Complete (interop 5 to 9)",
+        ));
+    }
+    let fields = Fields::read(headers);
+    let complete = fields
+        .complete
+        .ok_or_else(|| Problem::bad_request("Upload-Complete must be ?0 or ?1"))?;
+    let announced_version = headers.contains_key("upload-draft-interop-version");
+    if announced_version && fields.version.is_none() && !complete {
+        return Err(Problem::bad_request(format!(
+            "unsupported Upload-Draft-Interop-Version; this server speaks {} to {}",
+            rufh::INTEROP_VERSIONS.start(),
+            rufh::INTEROP_VERSIONS.end()
+        )));
+    }
+    let mut length = fields.length;
+    if complete && let Some(content_length) = fields.content_length {
+        if length.is_some_and(|length| length != content_length) {
+            return Err(inconsistent(
+                "Upload-Length differs from the Content-Length of a complete upload",
+            ));
+        }
+        length = Some(content_length);
+    }
+    if let (Some(length), Some(max)) = (length, state.config.max_upload_size)
+        && length > max
+    {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "urn:tenax:problem:too-large",
+            "Upload too large",
+            format!("uploads are limited to {max} bytes"),
+        ));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let new = NewUpload {
+        name: disposition_name(headers),
+        total: length,
+        content_type,
+        ..NewUpload::default()
+    };
+    let id = state.engine.create(new).await?;
+    let location = absolute_url(uri, headers, &format!("/uploads/{id}"))?;
+    let mut lease = state.engine.lease(id).await?;
+    let result = append(&state, &mut lease, complete, body).await;
+    let mut response = result.map_or_else(IntoResponse::into_response, |()| {
+        StatusCode::CREATED.into_response()
+    });
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(progress(&state, &lease, fields.version, response))
+}
+
+/// Appends a body at the held offset; completes the upload when the client
+/// said the request completes it and every byte arrived.
+async fn append(
+    state: &AppState,
+    lease: &mut Lease,
+    complete: bool,
+    body: Body,
+) -> Result<(), Problem> {
+    let limit = lease
+        .record()
+        .total
+        .map_or(u64::MAX, |total| total - lease.held());
+    let outcome = lease
+        .append(
+            data_stream(body, state.config.body_idle_timeout, None),
+            0,
+            limit,
+        )
+        .await?;
+    match outcome.interruption {
+        None if complete => {
+            let held = lease.held();
+            if lease.record().total.is_some_and(|total| total != held) {
+                return Err(inconsistent(format!(
+                    "the upload completed at {held} bytes, short of its length"
+                )));
+            }
+            lease.set_total(held).await?;
+            lease.finalize().await?;
+            Ok(())
+        }
+        None | Some(Interruption::Body(_) | Interruption::Superseded) => Ok(()),
+        Some(Interruption::Overrun) => Err(inconsistent("the body runs past the upload's length")),
+        Some(Interruption::ShuttingDown) => Err(EngineError::ShuttingDown.into()),
+    }
+}
+
+/// Offset retrieval (§3.3): `HEAD` on the upload.
+pub(crate) async fn head(state: AppState, id: UploadId, headers: HeaderMap) -> Response {
+    let fields = Fields::read(&headers);
+    match state.engine.lease(id).await {
+        Ok(lease) => progress(
+            &state,
+            &lease,
+            fields.version,
+            StatusCode::NO_CONTENT.into_response(),
+        ),
+        Err(error) => Problem::from(error).into_response(),
+    }
+}
+
+/// Append (§3.3): `PATCH` with `application/partial-upload`.
+pub(crate) async fn patch(
+    state: AppState,
+    id: UploadId,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    detached(async move {
+        let fields = Fields::read(&headers);
+        let result = async {
+            let media = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("");
+            if fields.version.is_none_or(|version| version >= 6)
+                && !media.starts_with(rufh::PARTIAL_UPLOAD)
+            {
+                return Err(Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "urn:tenax:problem:media-type",
+                    "Unsupported media type",
+                    format!("an append carries {}", rufh::PARTIAL_UPLOAD),
+                ));
+            }
+            let offset = fields
+                .offset
+                .ok_or_else(|| Problem::bad_request("Upload-Offset is required"))?;
+            let complete = fields
+                .complete
+                .ok_or_else(|| Problem::bad_request("Upload-Complete is required"))?;
+            let mut lease = state.engine.lease(id).await?;
+            let has_body = fields.content_length.is_none_or(|length| length > 0);
+            if matches!(lease.record().status, Status::Complete(_)) {
+                if has_body && fields.content_length.is_some() {
+                    return Err(draft_problem(
+                        StatusCode::BAD_REQUEST,
+                        COMPLETED_UPLOAD,
+                        "Upload already complete",
+                        "the upload is complete",
+                    ));
+                }
+                return Ok(progress(
+                    &state,
+                    &lease,
+                    fields.version,
+                    StatusCode::OK.into_response(),
+                ));
+            }
+            if offset != lease.held() {
+                let problem = draft_problem(
+                    StatusCode::CONFLICT,
+                    MISMATCHING_OFFSET,
+                    "Mismatching upload offset",
+                    format!("the upload holds {} bytes", lease.held()),
+                )
+                .with("expected-offset", lease.held())
+                .with("provided-offset", offset);
+                return Ok(progress(
+                    &state,
+                    &lease,
+                    fields.version,
+                    problem.into_response(),
+                ));
+            }
+            let known = lease.record().total;
+            let mut length = fields.length;
+            if let (Some(known), Some(given)) = (known, length)
+                && known != given
+            {
+                return Err(inconsistent(format!(
+                    "Upload-Length {given} differs from the {known} given before"
+                )));
+            }
+            if complete && let Some(content_length) = fields.content_length {
+                let end = offset + content_length;
+                if length.or(known).is_some_and(|length| length != end) {
+                    return Err(inconsistent(
+                        "this request completes the upload at a size other than its length",
+                    ));
+                }
+                length = Some(end);
+            }
+            let limit = length.or(known).map(|length| length.saturating_sub(offset));
+            if let (Some(limit), Some(content_length)) = (limit, fields.content_length)
+                && content_length > limit
+            {
+                // Past a known length: the upload cannot become valid any more.
+                lease.cancel().await?;
+                return Err(inconsistent(
+                    "the append runs past the upload's length; the upload is void",
+                ));
+            }
+            if let Some(length) = length {
+                lease.set_total(length).await?;
+            }
+            let result = append(&state, &mut lease, complete, body).await;
+            let status = if matches!(lease.record().status, Status::Complete(_)) {
+                StatusCode::OK
+            } else {
+                StatusCode::NO_CONTENT
+            };
+            let response =
+                result.map_or_else(IntoResponse::into_response, |()| status.into_response());
+            Ok(progress(&state, &lease, fields.version, response))
+        };
+        result.await.unwrap_or_else(|problem| {
+            let mut response = problem.into_response();
+            if let Some(version) = fields.version {
+                response
+                    .headers_mut()
+                    .insert("upload-draft-interop-version", HeaderValue::from(version));
+            }
+            response
+        })
+    })
+    .await
+}
+
+/// The RUFH part of an `OPTIONS` answer (§3.3).
+pub(crate) fn capabilities(state: &AppState, headers: &mut HeaderMap) {
+    headers.insert("upload-limit", upload_limit(state));
+    headers.insert(
+        "accept-patch",
+        HeaderValue::from_static(rufh::PARTIAL_UPLOAD),
+    );
+}

@@ -1,0 +1,466 @@
+//! tus 1.0.0 with its extensions (PROTOCOLS §2) as a thin adapter over the
+//! engine: creation (with upload, deferred length), expiration, checksum
+//! (and trailer), termination, concatenation.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use tenax_core::{Concat, Error as EngineError, Lease, NewUpload, Status, UploadId, UploadRecord};
+use tenax_protocol::tus::{
+    self, ChecksumAlgorithm, parse_checksum, parse_concat, parse_defer_length, parse_metadata,
+};
+use tenax_protocol::{FileName, parse_u64};
+
+use crate::AppState;
+use crate::body::{data_stream, detached};
+use crate::checksum::{HeaderChecksum, TrailerChecksum};
+use crate::common::{absolute_url, header_str, no_store};
+use crate::problem::Problem;
+
+/// The extensions offered in `Tus-Extension`.
+pub(crate) const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation";
+
+/// The media type of tus chunks.
+const OFFSET_STREAM: &str = "application/offset+octet-stream";
+
+/// Adds `Tus-Resumable` to an answer (§2.1: every response but OPTIONS').
+pub(crate) fn resumable(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert("tus-resumable", HeaderValue::from_static(tus::VERSION));
+    response
+}
+
+/// The answer to a request without a supported `Tus-Resumable` (§2.1).
+fn check_version(headers: &HeaderMap) -> Result<(), Problem> {
+    match headers.get("tus-resumable") {
+        Some(version) if version == tus::VERSION => Ok(()),
+        _ => Err(Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "urn:tenax:problem:tus-version",
+            "Unsupported tus version",
+            "this server speaks tus 1.0.0",
+        )
+        .with_header(
+            HeaderName::from_static("tus-version"),
+            HeaderValue::from_static(tus::VERSION),
+        )),
+    }
+}
+
+fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>, Problem> {
+    header_str(headers, name)?
+        .map(|text| {
+            parse_u64(text).map_err(|error| Problem::bad_request(format!("{name}: {error}")))
+        })
+        .transpose()
+}
+
+fn tus_problem(error: tus::TusError) -> Problem {
+    Problem::bad_request(error.to_string())
+}
+
+/// Whether the request carries an offset stream (creation-with-upload, PATCH).
+fn has_offset_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|media| media.trim().eq_ignore_ascii_case(OFFSET_STREAM))
+        })
+}
+
+fn body_announced(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(length) => length != "0",
+        None => headers.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+/// `Upload-Expires` of an active upload.
+fn expires(state: &AppState, record: &UploadRecord) -> Option<HeaderValue> {
+    if !matches!(record.status, Status::Active) {
+        return None;
+    }
+    let at = UNIX_EPOCH + Duration::from_secs(record.updated_at) + state.engine.config().upload_ttl;
+    HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
+}
+
+/// `POST /uploads` with `Tus-Resumable`: creation (§2.3).
+pub(crate) async fn create(state: AppState, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    detached(async move {
+        resumable(
+            create_inner(&state, &uri, &headers, body)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+        )
+    })
+    .await
+}
+
+async fn create_inner(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    check_version(headers)?;
+    let length = number(headers, "upload-length")?;
+    let deferred = header_str(headers, "upload-defer-length")?
+        .map(parse_defer_length)
+        .transpose()
+        .map_err(tus_problem)?
+        .is_some();
+    let concat = header_str(headers, "upload-concat")?
+        .map(parse_concat)
+        .transpose()
+        .map_err(tus_problem)?;
+    let metadata = header_str(headers, "upload-metadata")?
+        .map(parse_metadata)
+        .transpose()
+        .map_err(tus_problem)?
+        .unwrap_or_default();
+    let name = metadata
+        .get("filename")
+        .and_then(Option::as_ref)
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .and_then(|text| FileName::new(text).ok());
+    let content_type = ["filetype", "contentType", "type"]
+        .iter()
+        .find_map(|key| metadata.get(*key).and_then(Option::as_ref))
+        .and_then(|bytes| String::from_utf8(bytes.clone()).ok());
+    let new = NewUpload {
+        name,
+        total: length,
+        content_type,
+        metadata: metadata
+            .into_iter()
+            .map(|(key, value)| (key, value.map(|v| STANDARD.encode(v)).unwrap_or_default()))
+            .collect(),
+        concat: None,
+    };
+
+    if let Some(tus::Concat::Final(urls)) = concat {
+        if length.is_some() || deferred {
+            return Err(Problem::bad_request(
+                "a final upload takes its length from its parts",
+            ));
+        }
+        if body_announced(headers) {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "urn:tenax:problem:final-upload",
+                "Final upload",
+                "a final upload takes no body",
+            ));
+        }
+        let parts = urls
+            .iter()
+            .map(|url| part_id(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let id = state.engine.concatenate(parts, new).await?;
+        let location = absolute_url(uri, headers, &format!("/uploads/{id}"))?;
+        return Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response());
+    }
+    if length.is_some() == deferred {
+        return Err(Problem::bad_request(
+            "send exactly one of Upload-Length and Upload-Defer-Length: 1",
+        ));
+    }
+    if let (Some(length), Some(max)) = (length, state.config.max_upload_size)
+        && length > max
+    {
+        return Err(too_large(max));
+    }
+    let new = NewUpload {
+        concat: concat.map(|_| Concat::Partial),
+        ..new
+    };
+    let id = state.engine.create(new).await?;
+    let location = absolute_url(uri, headers, &format!("/uploads/{id}"))?;
+    let mut lease = state.engine.lease(id).await?;
+    if length == Some(0) {
+        lease.finalize().await?;
+    } else if has_offset_stream(headers) && body_announced(headers) {
+        // creation-with-upload: the body is the first chunk, at offset 0.
+        if let Err(problem) = append(state, &mut lease, headers, body).await {
+            // The upload exists; tell the client where, with the problem.
+            return Ok(with_offset(state, &lease, problem.into_response()));
+        }
+    }
+    let response = (StatusCode::CREATED, [(header::LOCATION, location)]).into_response();
+    Ok(with_offset(state, &lease, response))
+}
+
+fn too_large(max: u64) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "urn:tenax:problem:too-large",
+        "Upload too large",
+        format!("uploads are limited to {max} bytes"),
+    )
+}
+
+/// The id of a partial upload named in `Upload-Concat: final;…`: an
+/// absolute URL or a path, which must be one of our upload URLs.
+fn part_id(url: &str) -> Result<UploadId, Problem> {
+    let path = match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("", |slash| &rest[slash..]),
+        None => url,
+    };
+    let id = path
+        .strip_prefix("/uploads/")
+        .ok_or_else(|| Problem::bad_request(format!("{url} is not an upload of this server")))?;
+    UploadId::parse(id).map_err(|_| Problem::not_found(format!("no upload at {url}")))
+}
+
+/// `Upload-Offset` (and `Upload-Expires`) on an answer.
+fn with_offset(state: &AppState, lease: &Lease, mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert("upload-offset", HeaderValue::from(lease.held()));
+    if let Some(expires) = expires(state, lease.record()) {
+        headers.insert("upload-expires", expires);
+    }
+    response
+}
+
+/// Appends the request body at the upload's offset, checking a checksum if
+/// one was given, and finalises when the length is reached.
+async fn append(
+    state: &AppState,
+    lease: &mut Lease,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), Problem> {
+    let limit = lease
+        .record()
+        .total
+        .map_or(u64::MAX, |total| total - lease.held());
+    if let Some(length) = number(headers, header::CONTENT_LENGTH.as_str())?
+        && length > limit
+    {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "urn:tenax:problem:past-length",
+            "Chunk past the upload's length",
+            format!("the upload takes {limit} more bytes"),
+        ));
+    }
+    let checksum = header_str(headers, "upload-checksum")?
+        .map(parse_checksum)
+        .transpose()
+        .map_err(tus_problem)?;
+    let trailer_announced = headers
+        .get_all(header::TRAILER)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| {
+            value
+                .split(',')
+                .any(|name| name.trim().eq_ignore_ascii_case("upload-checksum"))
+        });
+    let idle = state.config.body_idle_timeout;
+    let outcome = if let Some(checksum) = checksum {
+        let check = Box::new(HeaderChecksum::new(checksum.algorithm, checksum.digest));
+        lease
+            .append_checked(data_stream(body, idle, None), limit, check)
+            .await?
+    } else if trailer_announced {
+        let trailers = Arc::new(Mutex::new(None));
+        let check = Box::new(TrailerChecksum::new(Arc::clone(&trailers)));
+        lease
+            .append_checked(data_stream(body, idle, Some(trailers)), limit, check)
+            .await?
+    } else {
+        lease
+            .append(data_stream(body, idle, None), 0, limit)
+            .await?
+    };
+    if lease.record().total == Some(lease.held()) {
+        lease.finalize().await?;
+    }
+    match outcome.interruption {
+        Some(tenax_core::Interruption::Overrun) => Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "urn:tenax:problem:past-length",
+            "Chunk past the upload's length",
+            "the body ran past the upload's length; the bytes up to it were kept",
+        )),
+        Some(tenax_core::Interruption::ShuttingDown) => Err(EngineError::ShuttingDown.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `PATCH /uploads/{id}` with `Tus-Resumable` (§2.2).
+pub(crate) async fn patch(
+    state: AppState,
+    id: UploadId,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    detached(async move {
+        let result = async {
+            check_version(&headers)?;
+            if !has_offset_stream(&headers) {
+                return Err(Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "urn:tenax:problem:media-type",
+                    "Unsupported media type",
+                    format!("a tus PATCH carries {OFFSET_STREAM}"),
+                ));
+            }
+            let offset = number(&headers, "upload-offset")?
+                .ok_or_else(|| Problem::bad_request("Upload-Offset is required"))?;
+            let length = number(&headers, "upload-length")?;
+            // Reject a malformed checksum before touching the upload.
+            if let Some(value) = header_str(&headers, "upload-checksum")? {
+                parse_checksum(value).map_err(tus_problem)?;
+            }
+            let mut lease = state.engine.lease(id).await?;
+            if matches!(lease.record().concat, Some(Concat::Final(_))) {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "urn:tenax:problem:final-upload",
+                    "Final upload",
+                    "a final upload cannot be patched",
+                ));
+            }
+            if offset != lease.held() {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "urn:tenax:problem:offset-mismatch",
+                    "Upload-Offset mismatch",
+                    format!("the upload holds {} bytes; send from there", lease.held()),
+                )
+                .with("expected-offset", lease.held())
+                .with("provided-offset", offset));
+            }
+            if let Status::Complete(_) = lease.record().status {
+                return if body_announced(&headers) {
+                    Err(Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "urn:tenax:problem:complete",
+                        "Upload complete",
+                        "the upload is already complete",
+                    ))
+                } else {
+                    Ok(with_offset(
+                        &state,
+                        &lease,
+                        StatusCode::NO_CONTENT.into_response(),
+                    ))
+                };
+            }
+            if let Some(length) = length {
+                match lease.record().total {
+                    Some(total) if total != length => {
+                        return Err(Problem::bad_request(format!(
+                            "Upload-Length {length} differs from the {total} set before"
+                        )));
+                    }
+                    Some(_) => {}
+                    None if length < lease.held() => {
+                        return Err(Problem::bad_request(format!(
+                            "Upload-Length {length} is below the {} bytes held",
+                            lease.held()
+                        )));
+                    }
+                    None => {
+                        if let Some(max) = state.config.max_upload_size
+                            && length > max
+                        {
+                            return Err(too_large(max));
+                        }
+                        lease.set_total(length).await?;
+                    }
+                }
+            }
+            let result = append(&state, &mut lease, &headers, body).await;
+            Ok(with_offset(
+                &state,
+                &lease,
+                result.map_or_else(IntoResponse::into_response, |()| {
+                    StatusCode::NO_CONTENT.into_response()
+                }),
+            ))
+        };
+        resumable(result.await.unwrap_or_else(IntoResponse::into_response))
+    })
+    .await
+}
+
+/// `HEAD /uploads/{id}` with `Tus-Resumable` (§2.2).
+pub(crate) async fn head(state: AppState, id: UploadId, headers: HeaderMap) -> Response {
+    let result = async {
+        check_version(&headers)?;
+        let lease = state.engine.lease(id).await?;
+        let record = lease.record();
+        let mut response = with_offset(&state, &lease, StatusCode::OK.into_response());
+        let out = response.headers_mut();
+        out.insert(header::CACHE_CONTROL, no_store());
+        match record.total {
+            Some(total) => out.insert("upload-length", HeaderValue::from(total)),
+            None => out.insert("upload-defer-length", HeaderValue::from_static("1")),
+        };
+        if !record.metadata.is_empty() {
+            let metadata = record
+                .metadata
+                .iter()
+                .map(|(key, value)| {
+                    if value.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{key} {value}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            if let Ok(value) = HeaderValue::from_str(&metadata) {
+                out.insert("upload-metadata", value);
+            }
+        }
+        let concat = match &record.concat {
+            Some(Concat::Partial) => Some("partial".to_owned()),
+            Some(Concat::Final(parts)) => Some(format!(
+                "final;{}",
+                parts
+                    .iter()
+                    .map(|part| format!("/uploads/{part}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+            None => None,
+        };
+        if let Some(value) = concat.and_then(|concat| HeaderValue::from_str(&concat).ok()) {
+            out.insert("upload-concat", value);
+        }
+        Ok::<_, Problem>(response)
+    };
+    resumable(result.await.unwrap_or_else(IntoResponse::into_response))
+}
+
+/// The tus part of an `OPTIONS` answer (§2.2).
+pub(crate) fn capabilities(state: &AppState, headers: &mut HeaderMap) {
+    headers.insert("tus-resumable", HeaderValue::from_static(tus::VERSION));
+    headers.insert("tus-version", HeaderValue::from_static(tus::VERSION));
+    headers.insert("tus-extension", HeaderValue::from_static(EXTENSIONS));
+    let algorithms = ChecksumAlgorithm::ALL
+        .iter()
+        .map(|algorithm| algorithm.name())
+        .collect::<Vec<_>>()
+        .join(",");
+    if let Ok(value) = HeaderValue::from_str(&algorithms) {
+        headers.insert("tus-checksum-algorithm", value);
+    }
+    if let Some(max) = state.config.max_upload_size {
+        headers.insert("tus-max-size", HeaderValue::from(max));
+    }
+}

@@ -1,0 +1,411 @@
+//! Invariant checks shared by the fuzz targets (`fuzz/fuzz_targets/*.rs`)
+//! and the corpus replay test (`crates/protocol/tests/fuzz_corpus.rs`).
+//!
+//! Both include this file with `#[path = ...] mod checks;`, so a corpus or
+//! regression file goes through exactly the same code whether libFuzzer or
+//! `cargo test` feeds it. Every check panics on a violation; inputs that are
+//! not meaningful (not UTF-8, too short for `arbitrary`) are skipped.
+
+// Each fuzz target uses only one entry point.
+#![allow(dead_code)]
+
+use std::path::{Component, Path};
+
+use arbitrary::{Arbitrary, Unstructured};
+use tenax_protocol::seed::{
+    Phase, SeedAction, SeedRequest, UploadState, decide, held_range, parse_held_range,
+};
+use tenax_protocol::{ContentRange, FileName, Total, UploadId, parse_u64};
+
+// ---------------------------------------------------------------------------
+// content_range
+
+/// `ContentRange::parse` on arbitrary bytes (when UTF-8), plus `parse_u64`
+/// against `str::parse`.
+pub(crate) fn content_range(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    number(text);
+    let Ok(range) = ContentRange::parse(text) else {
+        return;
+    };
+    if let ContentRange::Bytes { first, last, total } = range {
+        assert!(first <= last, "{text:?}: first > last");
+        assert!(last != u64::MAX, "{text:?}: last == u64::MAX");
+        if let Total::Known(total) = total {
+            assert!(last < total, "{text:?}: last >= total");
+        }
+        assert_eq!(range.body_len(), last - first + 1, "{text:?}: body_len");
+    } else {
+        assert_eq!(range.body_len(), 0, "{text:?}: query with a body");
+    }
+    let formatted = range.to_string();
+    assert_eq!(
+        ContentRange::parse(&formatted),
+        Ok(range),
+        "{text:?}: parse(to_string()) does not round-trip via {formatted:?}"
+    );
+    // What was accepted is exactly the canonical form up to leading zeros:
+    // no stray characters, no alternative spellings.
+    assert_eq!(
+        strip_leading_zeros(text),
+        formatted,
+        "{text:?}: accepted a non-canonical spelling"
+    );
+}
+
+/// `parse_u64` agrees with `str::parse::<u64>` except for the sign that
+/// std accepts and the wire grammar does not.
+fn number(text: &str) {
+    let expected = if text.starts_with('+') {
+        None
+    } else {
+        text.parse::<u64>().ok()
+    };
+    assert_eq!(parse_u64(text).ok(), expected, "parse_u64({text:?})");
+    if let Ok(n) = parse_u64(text) {
+        assert_eq!(parse_u64(&n.to_string()), Ok(n));
+    }
+}
+
+/// Drops the leading zeros of every run of ASCII digits (keeping one `0`).
+fn strip_leading_zeros(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut in_number = false;
+    while let Some(c) = chars.next() {
+        if c == '0' && !in_number && chars.peek().is_some_and(char::is_ascii_digit) {
+            continue;
+        }
+        in_number = c.is_ascii_digit();
+        out.push(c);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// seed_decide
+
+/// Interesting 64-bit values, picked by [`Num::Edge`].
+const EDGES: [u64; 12] = [
+    0,
+    1,
+    2,
+    9,
+    10,
+    262_143,
+    262_144,
+    1 << 32,
+    1 << 63,
+    u64::MAX - 2,
+    u64::MAX - 1,
+    u64::MAX,
+];
+
+/// A number, biased towards small and edge values.
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub(crate) enum Num {
+    Small(u8),
+    Edge(u8),
+    Any(u64),
+}
+
+impl Num {
+    fn get(self) -> u64 {
+        match self {
+            Num::Small(n) => u64::from(n),
+            Num::Edge(i) => EDGES[usize::from(i) % EDGES.len()],
+            Num::Any(n) => n,
+        }
+    }
+}
+
+/// An offset, absolute or close to the upload's `held`.
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub(crate) enum Pos {
+    Abs(Num),
+    HeldMinus(u8),
+    HeldPlus(u8),
+}
+
+impl Pos {
+    fn get(self, held: u64) -> u64 {
+        match self {
+            Pos::Abs(n) => n.get(),
+            Pos::HeldMinus(d) => held.saturating_sub(u64::from(d)),
+            Pos::HeldPlus(d) => held.saturating_add(u64::from(d)),
+        }
+    }
+}
+
+/// The `Content-Length` header.
+#[derive(Debug, Clone, Arbitrary)]
+pub(crate) enum LengthHeader {
+    Absent,
+    /// The length the `Content-Range` announces (or, without one, the
+    /// upload's known total: a whole-object PUT of the right size).
+    Matching,
+    Value(Num),
+    Text(String),
+}
+
+/// The `Content-Range` header.
+#[derive(Debug, Clone, Arbitrary)]
+pub(crate) enum RangeHeader {
+    Absent,
+    Bytes {
+        first: Pos,
+        last: Pos,
+        total: Option<Pos>,
+    },
+    Query {
+        total: Option<Pos>,
+    },
+    Text(String),
+}
+
+/// One request against one upload state.
+#[derive(Debug, Clone, Arbitrary)]
+pub(crate) struct SeedInput {
+    pub held: Num,
+    /// The known total, as an excess over `held` (so always `>= held`).
+    pub total_over_held: Option<Num>,
+    pub complete: bool,
+    pub content_length: LengthHeader,
+    pub content_range: RangeHeader,
+}
+
+impl SeedInput {
+    pub(crate) fn state(&self) -> UploadState {
+        let held = self.held.get();
+        UploadState {
+            held,
+            total: self.total_over_held.map(|n| held.saturating_add(n.get())),
+            phase: if self.complete {
+                Phase::Complete
+            } else {
+                Phase::Active
+            },
+        }
+    }
+
+    /// The header texts `(Content-Range, Content-Length)`.
+    pub(crate) fn headers(&self) -> (Option<String>, Option<String>) {
+        let state = self.state();
+        let held = state.held;
+        let total = |t: Option<Pos>| t.map_or_else(|| "*".to_owned(), |t| t.get(held).to_string());
+        let (range, announced) = match &self.content_range {
+            RangeHeader::Absent => (None, state.total.unwrap_or(0)),
+            RangeHeader::Bytes {
+                first,
+                last,
+                total: t,
+            } => {
+                let (first, last) = (first.get(held), last.get(held));
+                (
+                    Some(format!("bytes {first}-{last}/{}", total(*t))),
+                    last.wrapping_sub(first).wrapping_add(1),
+                )
+            }
+            RangeHeader::Query { total: t } => (Some(format!("bytes */{}", total(*t))), 0),
+            RangeHeader::Text(text) => (Some(text.clone()), 0),
+        };
+        let length = match &self.content_length {
+            LengthHeader::Absent => None,
+            LengthHeader::Matching => Some(announced.to_string()),
+            LengthHeader::Value(n) => Some(n.get().to_string()),
+            LengthHeader::Text(text) => Some(text.clone()),
+        };
+        (range, length)
+    }
+}
+
+/// Decodes `data` the way libFuzzer's typed targets do and checks it.
+pub(crate) fn seed_decide_bytes(data: &[u8]) {
+    if let Ok(input) = SeedInput::arbitrary_take_rest(Unstructured::new(data)) {
+        seed_decide(&input);
+    }
+}
+
+/// Classifies the headers, applies the decision table and checks the
+/// invariants of PROTOCOLS §1.3 on the result.
+pub(crate) fn seed_decide(input: &SeedInput) {
+    let state = input.state();
+    let held = state.held;
+    if let Some(total) = state.total {
+        assert!(total >= held, "bad generator: total < held");
+    }
+    held_range_round_trip(held);
+
+    let (range, length) = input.headers();
+    if let Some(range) = &range {
+        // Whatever text is there, a progress header that parses must be
+        // one `held_range` can produce again.
+        if let Ok(h) = parse_held_range(range) {
+            assert!(h > 0, "parse_held_range({range:?}) == 0");
+            held_range_round_trip(h);
+        }
+    }
+    let ctx = format!("{state:?} {range:?} {length:?}");
+
+    let request = match SeedRequest::classify(range.as_deref(), length.as_deref()) {
+        Ok(request) => request,
+        Err(error) => {
+            assert!(matches!(error.status(), 400 | 411), "{ctx}: {error:?}");
+            return;
+        }
+    };
+    match request {
+        SeedRequest::Chunk { first, last, total } => {
+            assert!(range.is_some(), "{ctx}: chunk without Content-Range");
+            assert!(first <= last && last != u64::MAX, "{ctx}: {request:?}");
+            if let Total::Known(total) = total {
+                assert!(last < total, "{ctx}: {request:?}");
+            }
+        }
+        SeedRequest::Query { .. } => {
+            assert!(range.is_some(), "{ctx}: query without Content-Range");
+        }
+        SeedRequest::Whole { .. } => {
+            assert!(range.is_none(), "{ctx}: whole PUT with Content-Range");
+        }
+    }
+    if let Some(length) = length.as_deref() {
+        assert_eq!(
+            parse_u64(length).ok(),
+            Some(request.body_len()),
+            "{ctx}: Content-Length vs {request:?}"
+        );
+    }
+
+    let action = match decide(state, request) {
+        Ok(action) => action,
+        Err(error) => {
+            assert!(
+                state.phase == Phase::Active,
+                "{ctx}: error on a final upload"
+            );
+            assert!(matches!(error.status(), 400 | 411), "{ctx}: {error:?}");
+            return;
+        }
+    };
+    let ctx = format!("{ctx} {request:?} -> {action:?}");
+    assert_eq!(
+        action == SeedAction::ReplayFinal,
+        state.phase == Phase::Complete,
+        "{ctx}: ReplayFinal iff complete"
+    );
+    match action {
+        SeedAction::ReplayFinal => {}
+        SeedAction::Append {
+            skip,
+            write,
+            total,
+            completes,
+        } => {
+            let first = match request {
+                SeedRequest::Chunk { first, .. } => first,
+                SeedRequest::Whole { .. } => 0,
+                SeedRequest::Query { .. } => panic!("{ctx}: append without a body"),
+            };
+            assert_eq!(first.checked_add(skip), Some(held), "{ctx}: first + skip");
+            assert_eq!(
+                skip.checked_add(write),
+                Some(request.body_len()),
+                "{ctx}: skip + write"
+            );
+            assert!(write > 0, "{ctx}: empty append");
+            let end = held
+                .checked_add(write)
+                .unwrap_or_else(|| panic!("{ctx}: held + write overflows"));
+            if let Some(known) = state.total {
+                assert_eq!(total, Some(known), "{ctx}: total changed");
+            }
+            match total {
+                Some(total) => {
+                    assert!(end <= total, "{ctx}: writes past the total");
+                    assert_eq!(completes, end == total, "{ctx}: completes");
+                }
+                None => assert!(!completes, "{ctx}: completes without a total"),
+            }
+        }
+        SeedAction::Finalize { total } => {
+            assert_eq!(total, held, "{ctx}: finalize at a size other than held");
+            if let Some(known) = state.total {
+                assert_eq!(known, total, "{ctx}: finalize at another total");
+            }
+        }
+        SeedAction::Report { total } => {
+            if let Some(total) = total {
+                assert!(total >= held, "{ctx}: reported total below held");
+            }
+            if let Some(known) = state.total {
+                assert_eq!(total, Some(known), "{ctx}: reported total changed");
+            }
+        }
+        SeedAction::Gap => match request {
+            SeedRequest::Chunk { first, .. } => assert!(first > held, "{ctx}: not a gap"),
+            _ => panic!("{ctx}: gap without a chunk"),
+        },
+    }
+}
+
+/// `parse_held_range(held_range(h)) == h` for `h > 0`; no header for 0.
+fn held_range_round_trip(h: u64) {
+    match held_range(h) {
+        None => assert_eq!(h, 0, "held_range({h}) is None"),
+        Some(header) => {
+            assert!(h > 0, "held_range(0) is {header:?}");
+            assert_eq!(parse_held_range(&header), Ok(h), "{header:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// names
+
+/// `UploadId::parse` round-trips; an accepted `FileName` is one plain path
+/// component.
+pub(crate) fn names(data: &[u8]) {
+    if let Ok(bytes) = <[u8; 16]>::try_from(data.get(..16).unwrap_or_default()) {
+        let id = UploadId::from_bytes(bytes);
+        let text = id.to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(UploadId::parse(&text), Ok(id), "{text:?}");
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(id) = UploadId::parse(text) {
+        assert_eq!(id.to_string(), text, "id {text:?} is not canonical");
+        assert_eq!(UploadId::parse(&id.to_string()), Ok(id));
+    }
+    // Also try every line on its own, so one input exercises several names.
+    for name in std::iter::once(text).chain(text.lines()) {
+        file_name(name);
+    }
+}
+
+fn file_name(text: &str) {
+    let Ok(name) = FileName::new(text) else {
+        return;
+    };
+    assert_eq!(name.as_str(), text);
+    assert_eq!(name.to_string(), text);
+    assert!((1..=255).contains(&text.len()), "{text:?}: length");
+    assert!(!text.starts_with('.'), "{text:?}: leading dot");
+    assert!(
+        !text.contains(['/', '\\', '\0']),
+        "{text:?}: separator or NUL"
+    );
+    assert!(!text.chars().any(char::is_control), "{text:?}: control");
+    let mut components = Path::new(text).components();
+    assert_eq!(
+        components.next(),
+        Some(Component::Normal(text.as_ref())),
+        "{text:?}: not a plain component"
+    );
+    assert_eq!(components.next(), None, "{text:?}: several components");
+    assert_eq!(Path::new(text).file_name(), Some(text.as_ref()));
+}

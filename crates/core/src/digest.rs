@@ -37,18 +37,40 @@ impl Digests {
         self.upto += bytes.len() as u64;
     }
 
-    /// Feeds a batch of chunks. SHA-256 and MD5 run on two threads: together
-    /// they cost more than the disk write, and each is strictly sequential.
-    pub(crate) fn update_batch(&mut self, batch: &[Bytes]) {
-        let (sha256, md5) = (&mut self.sha256, &mut self.md5);
-        std::thread::scope(|scope| {
-            scope.spawn(|| batch.iter().for_each(|chunk| sha256.update(chunk)));
-            batch.iter().for_each(|chunk| md5.update(chunk));
+    /// Feeds a batch of chunks on two blocking threads at once: SHA-256 on
+    /// one, MD5 and CRC32C on the other. Each hash is strictly sequential,
+    /// and together they cost more than the disk write.
+    pub(crate) async fn update_concurrently(
+        self,
+        batch: &[Bytes],
+    ) -> Result<Digests, tokio::task::JoinError> {
+        let Digests {
+            mut sha256,
+            mut md5,
+            mut crc32c,
+            upto,
+        } = self;
+        let len: u64 = batch.iter().map(|chunk| chunk.len() as u64).sum();
+        let for_sha = batch.to_vec();
+        let for_rest = batch.to_vec();
+        let sha = tokio::task::spawn_blocking(move || {
+            for_sha.iter().for_each(|chunk| sha256.update(chunk));
+            sha256
         });
-        for chunk in batch {
-            self.crc32c = crc32c::crc32c_append(self.crc32c, chunk);
-            self.upto += chunk.len() as u64;
-        }
+        let rest = tokio::task::spawn_blocking(move || {
+            for chunk in &for_rest {
+                md5.update(chunk);
+                crc32c = crc32c::crc32c_append(crc32c, chunk);
+            }
+            (md5, crc32c)
+        });
+        let (sha256, (md5, crc32c)) = (sha.await?, rest.await?);
+        Ok(Digests {
+            sha256,
+            md5,
+            crc32c,
+            upto: upto + len,
+        })
     }
 
     pub(crate) fn finish(self) -> DigestValues {
@@ -68,16 +90,18 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn known_values_and_split_invariance() {
+    #[tokio::test]
+    async fn known_values_and_split_invariance() {
         let data = b"The quick brown fox jumps over the lazy dog";
         let mut whole = Digests::default();
         whole.update(data);
-        let mut split = Digests::default();
-        split.update_batch(&[
-            Bytes::from_static(&data[..7]),
-            Bytes::from_static(&data[7..]),
-        ]);
+        let split = Digests::default()
+            .update_concurrently(&[
+                Bytes::from_static(&data[..7]),
+                Bytes::from_static(&data[7..]),
+            ])
+            .await
+            .expect("hashing threads");
         assert_eq!(split.upto(), data.len() as u64);
         let (whole, split) = (whole.finish(), split.finish());
         assert_eq!(whole, split);

@@ -473,7 +473,27 @@ impl Lease {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: fmt::Display,
     {
-        self.append_observed(body, skip, limit, &mut |_| {}).await
+        self.append_observed(body, skip, limit, &mut |_| {}, None)
+            .await
+    }
+
+    /// Like [`Lease::append`], and about every `every` while the body
+    /// streams, makes what arrived durable and calls `report` with the
+    /// number of bytes held (for progress answers such as RUFH's 104).
+    pub async fn append_reporting<S, E>(
+        &mut self,
+        body: S,
+        skip: u64,
+        limit: u64,
+        every: Duration,
+        report: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<AppendOutcome, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: fmt::Display,
+    {
+        self.append_observed(body, skip, limit, &mut |_| {}, Some((every, report)))
+            .await
     }
 
     /// Appends a body that carries a checksum: the chunk is staged (a crash
@@ -497,7 +517,7 @@ impl Lease {
         self.engine.inner.storage.put_record(&record).await?;
         self.loaded.record = record;
         let appended = self
-            .append_observed(body, 0, limit, &mut |bytes| check.update(bytes))
+            .append_observed(body, 0, limit, &mut |bytes| check.update(bytes), None)
             .await;
         let whole = matches!(&appended, Ok(outcome) if outcome.interruption.is_none());
         let keep = whole && check.verify();
@@ -532,6 +552,7 @@ impl Lease {
         skip: u64,
         limit: u64,
         observe: &mut (dyn FnMut(&[u8]) + Send),
+        mut progress: Option<(Duration, &mut (dyn FnMut(u64) + Send))>,
     ) -> Result<AppendOutcome, Error>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
@@ -566,6 +587,7 @@ impl Lease {
         let mut failure = None;
         // Once told to stop, take only what has already arrived (a dying
         // connection's last bytes are still worth keeping), up to a bound.
+        let mut last_report = tokio::time::Instant::now();
         let mut drain_budget = DRAIN_LIMIT;
         let mut drain_deadline = None;
         loop {
@@ -622,6 +644,18 @@ impl Lease {
                     break;
                 }
                 batch_len = 0;
+                if let Some((every, report)) = progress.as_mut()
+                    && last_report.elapsed() >= *every
+                {
+                    last_report = tokio::time::Instant::now();
+                    match pipeline.sync().await {
+                        Ok(held) => report(held),
+                        Err(error) => {
+                            failure = Some(error);
+                            break;
+                        }
+                    }
+                }
             }
             if interruption == Some(Interruption::Overrun) {
                 break;
@@ -754,16 +788,13 @@ impl Pipeline {
             return Err(StorageError::Io(std::io::Error::other("writer lost")));
         };
         self.in_flight = Some(tokio::spawn(async move {
-            let hashing = digests.map(|mut digests| {
+            let hashing = digests.map(|digests| {
                 let batch = batch.clone();
-                tokio::task::spawn_blocking(move || {
-                    digests.update_batch(&batch);
-                    digests
-                })
+                tokio::spawn(async move { digests.update_concurrently(&batch).await.ok() })
             });
             let written = writer.write(batch).await;
             let digests = match hashing {
-                Some(hashing) => hashing.await.ok(),
+                Some(hashing) => hashing.await.ok().flatten(),
                 None => None,
             };
             (writer, digests, written)
@@ -781,6 +812,16 @@ impl Pipeline {
         self.writer = Some(writer);
         self.digests = digests;
         written
+    }
+
+    /// Waits for the batch in flight and makes everything durable; returns
+    /// the durable length.
+    async fn sync(&mut self) -> Result<u64, StorageError> {
+        self.wait().await?;
+        match self.writer.as_mut() {
+            Some(writer) => writer.sync().await,
+            None => Err(StorageError::Io(std::io::Error::other("writer lost"))),
+        }
     }
 
     async fn drain(

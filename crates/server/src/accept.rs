@@ -8,11 +8,16 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+
+use axum::http::{Request, Version};
+use hyper::body::Incoming;
 use tenax_core::Engine;
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 
 use crate::ServerConfig;
+use crate::interim::{self, Interim};
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops
 /// accepting, tells the engine to stop every append (each keeps and commits
@@ -48,9 +53,11 @@ pub async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone());
+        let shared = Arc::new(interim::Shared::default());
+        let service = interim_service(app.clone(), Arc::clone(&shared));
+        let io = TokioIo::new(interim::InterimIo::new(stream, shared));
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(io, service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -67,4 +74,30 @@ pub async fn serve(
     {
         tracing::warn!("connections still open after the grace period; closing them");
     }
+}
+
+/// The application as a hyper service that gives each HTTP/1.1 request an
+/// [`Interim`] handle, closed as soon as its response is ready.
+fn interim_service(
+    app: Router,
+    shared: Arc<interim::Shared>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let guard = (request.version() == Version::HTTP_11).then(|| {
+            let (handle, guard) = Interim::open(&shared);
+            request.extensions_mut().insert(handle);
+            guard
+        });
+        let response = app.clone().oneshot(request);
+        async move {
+            let response = response.await;
+            drop(guard);
+            response
+        }
+    })
 }

@@ -17,6 +17,7 @@ mod checksum;
 mod common;
 mod cors;
 mod files;
+mod interim;
 mod problem;
 mod rufh;
 mod seed;

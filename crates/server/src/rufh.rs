@@ -1,6 +1,8 @@
 //! The IETF "Resumable Uploads for HTTP" draft (PROTOCOLS §3), interop
 //! versions 5 to 9, as a thin adapter over the engine.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +15,7 @@ use tenax_protocol::rufh::{
 use crate::AppState;
 use crate::body::{data_stream, detached};
 use crate::common::{absolute_url, no_store};
+use crate::interim::Interim;
 use crate::problem::Problem;
 
 /// What a request says about itself.
@@ -115,10 +118,44 @@ fn disposition_name(headers: &HeaderMap) -> Option<FileName> {
     })
 }
 
+/// How often an append in progress reports its durable offset in a 104.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Interim answers for a request whose client speaks our interop version.
+struct Interims {
+    interim: Interim,
+    version: u32,
+}
+
+impl Interims {
+    fn new(interim: Option<Interim>, version: Option<u32>) -> Option<Interims> {
+        Some(Interims {
+            interim: interim?,
+            version: version?,
+        })
+    }
+
+    /// `104 Upload Resumption Supported` with these headers.
+    fn send(&self, mut headers: HeaderMap) {
+        headers.insert(
+            "upload-draft-interop-version",
+            HeaderValue::from(self.version),
+        );
+        self.interim
+            .send(104, "Upload Resumption Supported", &headers);
+    }
+}
+
 /// Creation (§3.3): a request with `Upload-Complete` to the collection.
-pub(crate) async fn create(state: AppState, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn create(
+    state: AppState,
+    uri: Uri,
+    headers: HeaderMap,
+    interim: Option<Interim>,
+    body: Body,
+) -> Response {
     detached(async move {
-        create_inner(state, &uri, &headers, body)
+        create_inner(state, &uri, &headers, interim, body)
             .await
             .unwrap_or_else(IntoResponse::into_response)
     })
@@ -129,6 +166,7 @@ async fn create_inner(
     state: AppState,
     uri: &Uri,
     headers: &HeaderMap,
+    interim: Option<Interim>,
     body: Body,
 ) -> Result<Response, Problem> {
     if headers.contains_key("upload-incomplete") {
@@ -179,8 +217,15 @@ async fn create_inner(
     };
     let id = state.engine.create(new).await?;
     let location = absolute_url(uri, headers, &format!("/uploads/{id}"))?;
+    let interims = Interims::new(interim, fields.version);
+    if let Some(interims) = &interims {
+        let mut resumption = HeaderMap::new();
+        resumption.insert(header::LOCATION, location.clone());
+        resumption.insert("upload-limit", upload_limit(&state));
+        interims.send(resumption);
+    }
     let mut lease = state.engine.lease(id).await?;
-    let result = append(&state, &mut lease, complete, body).await;
+    let result = append(&state, &mut lease, complete, body, interims.as_ref()).await;
     let mut response = result.map_or_else(IntoResponse::into_response, |()| {
         StatusCode::CREATED.into_response()
     });
@@ -195,18 +240,26 @@ async fn append(
     lease: &mut Lease,
     complete: bool,
     body: Body,
+    interims: Option<&Interims>,
 ) -> Result<(), Problem> {
     let limit = lease
         .record()
         .total
         .map_or(u64::MAX, |total| total - lease.held());
-    let outcome = lease
-        .append(
-            data_stream(body, state.config.body_idle_timeout, None),
-            0,
-            limit,
-        )
-        .await?;
+    let body = data_stream(body, state.config.body_idle_timeout, None);
+    let outcome = match interims {
+        Some(interims) => {
+            let mut report = |held: u64| {
+                let mut progress = HeaderMap::new();
+                progress.insert("upload-offset", HeaderValue::from(held));
+                interims.send(progress);
+            };
+            lease
+                .append_reporting(body, 0, limit, PROGRESS_EVERY, &mut report)
+                .await?
+        }
+        None => lease.append(body, 0, limit).await?,
+    };
     match outcome.interruption {
         None if complete => {
             let held = lease.held();
@@ -244,6 +297,7 @@ pub(crate) async fn patch(
     state: AppState,
     id: UploadId,
     headers: HeaderMap,
+    interim: Option<Interim>,
     body: Body,
 ) -> Response {
     detached(async move {
@@ -334,7 +388,8 @@ pub(crate) async fn patch(
             if let Some(length) = length {
                 lease.set_total(length).await?;
             }
-            let result = append(&state, &mut lease, complete, body).await;
+            let interims = Interims::new(interim, fields.version);
+            let result = append(&state, &mut lease, complete, body, interims.as_ref()).await;
             let status = if matches!(lease.record().status, Status::Complete(_)) {
                 StatusCode::OK
             } else {

@@ -2,12 +2,14 @@
 //! dialect: each request goes to the adapter its headers name
 //! (PROTOCOLS §0, "Routing").
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use crate::common::upload_id;
+use crate::interim::Interim;
 use crate::problem::Problem;
 use crate::{AppState, rufh, seed, tus};
 
@@ -47,11 +49,21 @@ pub(crate) async fn create(
     query: Query<seed::NameQuery>,
     uri: Uri,
     headers: HeaderMap,
+    interim: Option<Extension<Interim>>,
     body: Body,
 ) -> Response {
     match Dialect::of(&headers) {
         Dialect::Tus => tus::create(state, uri, headers, body).await,
-        Dialect::Rufh => rufh::create(state, uri, headers, body).await,
+        Dialect::Rufh => {
+            rufh::create(
+                state,
+                uri,
+                headers,
+                interim.map(|Extension(interim)| interim),
+                body,
+            )
+            .await
+        }
         Dialect::Seed => seed::initiate(State(state), query, uri, headers, body)
             .await
             .into_response(),
@@ -63,6 +75,7 @@ pub(crate) async fn patch(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    interim: Option<Extension<Interim>>,
     body: Body,
 ) -> Response {
     let id = match upload_id(&id) {
@@ -71,7 +84,16 @@ pub(crate) async fn patch(
     };
     match Dialect::of(&headers) {
         Dialect::Tus => tus::patch(state, id, headers, body).await,
-        Dialect::Rufh | Dialect::Seed => rufh::patch(state, id, headers, body).await,
+        Dialect::Rufh | Dialect::Seed => {
+            rufh::patch(
+                state,
+                id,
+                headers,
+                interim.map(|Extension(interim)| interim),
+                body,
+            )
+            .await
+        }
     }
 }
 

@@ -1,0 +1,1035 @@
+//! Upload throughput and memory benchmark for `tenax serve` (a script, not a test).
+//!
+//! In one run it measures, for a file of `--size` bytes (1 GiB by default):
+//!
+//! * the disk limit: a sequential write of the file in 8 MiB buffers into the
+//!   filesystem of the data directory, then one `fdatasync` (plus, for
+//!   information, the same write with an `fdatasync` after every chunk);
+//! * the HTTP limit: the same upload driver, same chunking, against an
+//!   in-process hyper sink on loopback that reads and drops the body and
+//!   answers 308/200 like tenax does, without touching disk;
+//! * tenax itself: a fresh `tenax serve` (with a fresh data directory) per
+//!   configuration and repetition, the final `sha256` checked against the
+//!   file's, and the server's peak RSS (`VmHWM`) read just before it is
+//!   stopped.
+//!
+//! It prints a table, the ratios against the limits with the targets
+//! (≥ 0.8× the limit at 8 MiB chunks, peak RSS ≤ 32 MiB), and a final JSON
+//! line. See `bench/README.md`; `bench/run` builds and runs it.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+use tokio_util::io::ReaderStream;
+
+const MIB: u64 = 1 << 20;
+/// Buffer of the sequential-write baseline.
+const WRITE_BUFFER: usize = 8 << 20;
+/// Target: tenax at 8 MiB chunks reaches this fraction of the limit.
+const TARGET_RATIO: f64 = 0.8;
+/// Target: the server's peak RSS.
+const TARGET_RSS: u64 = 32 * MIB;
+
+const USAGE: &str = "\
+usage: upload_bench (--server-bin PATH | --url URL) [options]
+  --server-bin PATH   the tenax binary; a fresh `tenax serve` per run
+  --url URL           an already running server instead (no RSS figure)
+  --size SIZE         upload size (default 1GiB)
+  --chunks LIST       chunk sizes, comma separated (default 8MiB,256KiB)
+  --repeat N          repetitions of every measurement (default 2)
+  --work-dir DIR      scratch directory, on the disk to measure
+                      (default target/bench); the data dirs go below it
+  --no-per-chunk-sync skip the informational fdatasync-per-chunk baselines
+  --keep              keep the generated file
+Sizes take a B, KiB, MiB or GiB suffix.";
+
+#[derive(Debug)]
+struct Options {
+    server_bin: Option<PathBuf>,
+    url: Option<String>,
+    size: u64,
+    chunks: Vec<u64>,
+    repeat: usize,
+    work_dir: PathBuf,
+    per_chunk_sync: bool,
+    keep: bool,
+}
+
+fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("bad size {text:?}"))?;
+    let factor = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => bail!("bad size unit in {text:?}"),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| anyhow!("size {text:?} too large"))
+}
+
+fn parse_options() -> anyhow::Result<Options> {
+    let mut options = Options {
+        server_bin: None,
+        url: None,
+        size: 1 << 30,
+        chunks: vec![8 << 20, 256 << 10],
+        repeat: 2,
+        work_dir: PathBuf::from("target/bench"),
+        per_chunk_sync: true,
+        keep: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| anyhow!("{arg} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--server-bin" => options.server_bin = Some(PathBuf::from(value()?)),
+            "--url" => options.url = Some(value()?.trim_end_matches('/').to_owned()),
+            "--size" => options.size = parse_size(&value()?)?,
+            "--chunks" => {
+                options.chunks = value()?
+                    .split(',')
+                    .map(parse_size)
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            "--repeat" => options.repeat = value()?.parse().context("--repeat")?,
+            "--work-dir" => options.work_dir = PathBuf::from(value()?),
+            "--no-per-chunk-sync" => options.per_chunk_sync = false,
+            "--keep" => options.keep = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    ensure!(
+        options.server_bin.is_some() != options.url.is_some(),
+        "give exactly one of --server-bin and --url\n{USAGE}"
+    );
+    ensure!(options.size > 0, "--size must be positive");
+    ensure!(options.repeat > 0, "--repeat must be positive");
+    ensure!(
+        options.chunks.iter().all(|&chunk| chunk > 0),
+        "chunk sizes must be positive"
+    );
+    Ok(options)
+}
+
+/// `8MiB`, `256KiB`, `1GiB`.
+fn human(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 30) {
+        format!("{}GiB", bytes >> 30)
+    } else if bytes.is_multiple_of(1 << 20) {
+        format!("{}MiB", bytes >> 20)
+    } else if bytes.is_multiple_of(1 << 10) {
+        format!("{}KiB", bytes >> 10)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
+fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------
+// Process statistics from /proc.
+
+/// Clock ticks per second for /proc CPU times.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// `(comm, utime + stime in ticks)` from a `/proc/.../stat` file.
+fn stat_cpu(path: &Path) -> Option<(String, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_owned();
+    let fields: Vec<&str> = text[close + 2..].split_whitespace().collect();
+    // After "pid (comm) ": state is field 3, utime 14, stime 15 (1-based).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((comm, utime + stime))
+}
+
+fn process_cpu_ticks(pid: &str) -> u64 {
+    stat_cpu(Path::new(&format!("/proc/{pid}/stat"))).map_or(0, |(_, ticks)| ticks)
+}
+
+/// CPU ticks per thread name (threads of the same name summed).
+fn thread_cpu_ticks(pid: u32) -> BTreeMap<String, u64> {
+    let mut threads = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for entry in entries.flatten() {
+            if let Some((comm, ticks)) = stat_cpu(&entry.path().join("stat")) {
+                *threads.entry(comm).or_insert(0) += ticks;
+            }
+        }
+    }
+    threads
+}
+
+fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+// ---------------------------------------------------------------------------
+// The test file.
+
+/// Writes `size` random bytes to `path`, returns their sha256.
+fn generate(path: &Path, size: u64) -> anyhow::Result<String> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |since| since.as_nanos() as u64);
+    let mut rng = tenax_testkit::Rng::new(seed);
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; WRITE_BUFFER];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buffer.len() as u64) as usize;
+        rng.fill(&mut buffer[..n]);
+        hasher.update(&buffer[..n]);
+        file.write_all(&buffer[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Reads the whole file, so every timed run starts with it in page cache.
+fn warm(path: &Path) -> anyhow::Result<()> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buffer = vec![0u8; WRITE_BUFFER];
+    while file.read(&mut buffer)? > 0 {}
+    Ok(())
+}
+
+/// The disk baseline: copies `source` into a new file of `dir` in
+/// `WRITE_BUFFER` reads and writes, calling `fdatasync` after every
+/// `sync_every` bytes (and at the end). Time includes the final sync.
+fn fsync_write(source: &Path, dir: &Path, sync_every: Option<u64>) -> anyhow::Result<Duration> {
+    let target = dir.join("fsync-baseline.bin");
+    let _ = std::fs::remove_file(&target);
+    let mut input = std::fs::File::open(source)?;
+    let buffer_len =
+        sync_every.map_or(WRITE_BUFFER as u64, |every| every.min(WRITE_BUFFER as u64)) as usize;
+    let mut buffer = vec![0u8; buffer_len];
+    let started = Instant::now();
+    let mut output = std::fs::File::create(&target)?;
+    let mut since_sync = 0u64;
+    loop {
+        let n = input.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        output.write_all(&buffer[..n])?;
+        since_sync += n as u64;
+        if sync_every.is_some_and(|every| since_sync >= every) {
+            output.sync_data()?;
+            since_sync = 0;
+        }
+    }
+    output.sync_data()?;
+    let elapsed = started.elapsed();
+    drop(output);
+    std::fs::remove_file(&target)?;
+    Ok(elapsed)
+}
+
+/// Hashes the (cached) file with one algorithm; returns the time taken.
+fn hash_file(path: &Path, algorithm: &str) -> anyhow::Result<Duration> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buffer = vec![0u8; WRITE_BUFFER];
+    let mut sha256 = Sha256::new();
+    let mut md5 = md5::Md5::new();
+    let mut crc = 0u32;
+    let started = Instant::now();
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        let data = &buffer[..n];
+        match algorithm {
+            "sha256" => sha256.update(data),
+            "md5" => md5.update(data),
+            _ => crc = crc32c::crc32c_append(crc, data),
+        }
+    }
+    let elapsed = started.elapsed();
+    std::hint::black_box((sha256.finalize(), md5.finalize(), crc));
+    Ok(elapsed)
+}
+
+// ---------------------------------------------------------------------------
+// The HTTP sink: answers like the seed dialect, discards the bytes.
+
+#[derive(Debug, Default)]
+struct SinkStats {
+    connections: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Starts the sink on its own runtime thread; returns its address.
+fn start_sink(stats: Arc<SinkStats>) -> anyhow::Result<SocketAddr> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sink")
+        .enable_all()
+        .build()?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("sink-main".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    eprintln!("sink: cannot register the listener");
+                    return;
+                };
+                let next_id = Arc::new(AtomicU64::new(1));
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    stats.connections.fetch_add(1, Ordering::Relaxed);
+                    let (stats, next_id) = (Arc::clone(&stats), Arc::clone(&next_id));
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |request| {
+                            sink_handle(request, Arc::clone(&stats), Arc::clone(&next_id))
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        })?;
+    Ok(address)
+}
+
+fn sink_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *response.status_mut() = status;
+    response
+}
+
+async fn sink_handle(
+    request: Request<Incoming>,
+    stats: Arc<SinkStats>,
+    next_id: Arc<AtomicU64>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let host = header("host").unwrap_or_default();
+    let content_range = header("content-range");
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    // Read and drop the body.
+    let mut body = request.into_body();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            received += data.len() as u64;
+        }
+    }
+    stats.bytes.fetch_add(received, Ordering::Relaxed);
+    if method == hyper::Method::POST && path == "/uploads" {
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let mut response = sink_response(StatusCode::OK, "");
+        if let Ok(location) = format!("http://{host}/uploads/sink{id}").parse() {
+            response.headers_mut().insert("location", location);
+        }
+        return Ok(response);
+    }
+    if method != hyper::Method::PUT || !path.starts_with("/uploads/") {
+        return Ok(sink_response(StatusCode::NOT_FOUND, "no such resource"));
+    }
+    // "bytes A-B/N"
+    let parsed = content_range.as_deref().and_then(|range| {
+        let (span, total) = range.strip_prefix("bytes ")?.split_once('/')?;
+        let (first, last) = span.split_once('-')?;
+        Some((
+            first.parse::<u64>().ok()?,
+            last.parse::<u64>().ok()?,
+            total.parse::<u64>().ok()?,
+        ))
+    });
+    let Some((first, last, total)) = parsed else {
+        return Ok(sink_response(StatusCode::BAD_REQUEST, "bad Content-Range"));
+    };
+    if last < first || received != last - first + 1 {
+        return Ok(sink_response(StatusCode::BAD_REQUEST, "length mismatch"));
+    }
+    if last + 1 == total {
+        let body = json!({ "size": total.to_string() }).to_string();
+        return Ok(sink_response(StatusCode::OK, &body));
+    }
+    let mut response = sink_response(StatusCode::PERMANENT_REDIRECT, "");
+    if let Ok(range) = format!("bytes=0-{last}").parse() {
+        response.headers_mut().insert("range", range);
+    }
+    Ok(response)
+}
+
+// ---------------------------------------------------------------------------
+// The upload driver.
+
+/// Uploads `path` (of `size` bytes) to `base` in `chunk`-byte PUTs; returns
+/// the elapsed time (initiation to final answer) and the final JSON.
+async fn upload(
+    client: &reqwest::Client,
+    base: &str,
+    path: &Path,
+    size: u64,
+    chunk: u64,
+) -> anyhow::Result<(Duration, Value)> {
+    let started = Instant::now();
+    let response = client
+        .post(format!("{base}/uploads"))
+        .header("x-upload-content-length", size.to_string())
+        .header("content-length", "0")
+        .send()
+        .await
+        .context("initiation")?;
+    ensure!(
+        response.status() == reqwest::StatusCode::OK,
+        "initiation answered {}",
+        response.status()
+    );
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| anyhow!("initiation answered no Location"))?
+        .to_owned();
+    response.bytes().await?;
+    settle().await;
+    let read_capacity = chunk.min(MIB) as usize;
+    let mut offset = 0u64;
+    loop {
+        let len = chunk.min(size - offset);
+        let last = offset + len - 1;
+        let mut file = tokio::fs::File::open(path).await?;
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        let stream = ReaderStream::with_capacity(file.take(len), read_capacity);
+        let response = client
+            .put(&location)
+            .header("content-range", format!("bytes {offset}-{last}/{size}"))
+            .header("content-length", len.to_string())
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .with_context(|| format!("PUT bytes {offset}-{last}"))?;
+        let status = response.status();
+        let range = response
+            .headers()
+            .get("range")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await?;
+        settle().await;
+        offset = last + 1;
+        if offset == size {
+            ensure!(
+                status == reqwest::StatusCode::OK,
+                "last chunk answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            let info: Value = serde_json::from_slice(&body).context("final JSON")?;
+            return Ok((started.elapsed(), info));
+        }
+        ensure!(
+            status == reqwest::StatusCode::PERMANENT_REDIRECT,
+            "PUT bytes {}-{last} answered {status}: {}",
+            offset - len,
+            String::from_utf8_lossy(&body)
+        );
+        let expected = format!("bytes=0-{last}");
+        ensure!(
+            range.as_deref() == Some(expected.as_str()),
+            "PUT answered Range {range:?}, expected {expected}"
+        );
+    }
+}
+
+/// Lets the finished connection return to the client's pool.
+async fn settle() {
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Distinct TCP connections to or from `port` on loopback that the kernel
+/// still knows of (established or in TIME_WAIT): how many connections an
+/// upload used, if the server listens on a port of its own.
+fn connections_on(port: u16) -> usize {
+    let mut peers = std::collections::BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port_of = |field: Option<&&str>| {
+                field
+                    .and_then(|address| address.rsplit(':').next())
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+            };
+            let (local, remote) = (port_of(fields.get(1)), port_of(fields.get(2)));
+            // state 0A is LISTEN.
+            if fields.get(3) == Some(&"0A") {
+                continue;
+            }
+            if local == Some(port) {
+                peers.extend(remote);
+            } else if remote == Some(port) {
+                peers.extend(local);
+            }
+        }
+    }
+    peers.len()
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .http1_only()
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .tcp_nodelay(true)
+        .build()?)
+}
+
+// ---------------------------------------------------------------------------
+// The tenax server.
+
+#[derive(Debug)]
+struct Server {
+    child: Child,
+    url: String,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Server {
+    fn start(binary: &Path, data: &Path, log: &Path) -> anyhow::Result<Server> {
+        let log = std::fs::File::create(log)?;
+        let mut child = Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout pipe"))?;
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| anyhow!("unexpected first line from the server: {line:?}"))?
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(Server {
+            child,
+            url,
+            _stdout: stdout,
+        })
+    }
+
+    /// SIGTERM, then SIGKILL after 15 s.
+    fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("server {pid} ignored SIGTERM; killing it");
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Results.
+
+#[derive(Debug, Clone)]
+struct Run {
+    seconds: f64,
+    mb_s: f64,
+    /// Server peak RSS in bytes (tenax runs started here).
+    peak_rss: Option<u64>,
+    /// CPU seconds of the server process (tenax runs started here).
+    server_cpu: Option<f64>,
+    /// CPU seconds of this process (driver, plus the sink for sink runs).
+    driver_cpu: f64,
+    /// Server CPU seconds per thread name.
+    threads: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    runs: Vec<Run>,
+}
+
+impl Series {
+    fn best(&self) -> f64 {
+        self.runs.iter().map(|run| run.mb_s).fold(0.0, f64::max)
+    }
+
+    fn median(&self) -> f64 {
+        let mut values: Vec<f64> = self.runs.iter().map(|run| run.mb_s).collect();
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        if n == 0 {
+            0.0
+        } else if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        }
+    }
+
+    fn max_rss(&self) -> Option<u64> {
+        self.runs.iter().filter_map(|run| run.peak_rss).max()
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "best_mb_s": round(self.best()),
+            "median_mb_s": round(self.median()),
+            "runs_mb_s": self.runs.iter().map(|run| round(run.mb_s)).collect::<Vec<_>>(),
+            "runs_seconds": self.runs.iter().map(|run| round(run.seconds)).collect::<Vec<_>>(),
+            "peak_rss_bytes": self.runs.iter().map(|run| run.peak_rss).collect::<Vec<_>>(),
+            "server_cpu_seconds": self.runs.iter().map(|run| run.server_cpu.map(round)).collect::<Vec<_>>(),
+            "driver_cpu_seconds": self.runs.iter().map(|run| round(run.driver_cpu)).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn round(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB as f64)
+}
+
+// ---------------------------------------------------------------------------
+
+fn main() -> anyhow::Result<()> {
+    let options = parse_options()?;
+    // One thread: the connection goes back to reqwest's pool in a task of
+    // its own; on one thread `settle` below lets it run before the next
+    // request, so that every chunk goes over the same connection.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(options))
+}
+
+async fn run(options: Options) -> anyhow::Result<()> {
+    let ticks = clock_ticks();
+    let self_pid = std::process::id().to_string();
+    let work = options.work_dir.clone();
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let work = work.canonicalize()?;
+    let file = work.join("upload.bin");
+    let size = options.size;
+
+    let started_all = Instant::now();
+    println!(
+        "generating {} of random data in {}",
+        human(size),
+        file.display()
+    );
+    let generated = Instant::now();
+    let sha256 = {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || generate(&file, size)).await??
+    };
+    println!(
+        "  done in {:.1} s, sha256 {sha256}",
+        generated.elapsed().as_secs_f64()
+    );
+
+    let warm_up =
+        |file: PathBuf| async move { tokio::task::spawn_blocking(move || warm(&file)).await? };
+
+    let stats = Arc::new(SinkStats::default());
+    let sink = format!("http://{}", start_sink(Arc::clone(&stats))?);
+    let client = client()?;
+
+    // Series keyed by name, in the order they are printed.
+    let mut names: Vec<String> = Vec::new();
+    let mut series: BTreeMap<String, Series> = BTreeMap::new();
+    let mut record = |name: String, run: Run| {
+        if !names.contains(&name) {
+            names.push(name.clone());
+        }
+        series.entry(name).or_default().runs.push(run);
+    };
+    let cpu_now = |pid: &str| process_cpu_ticks(pid) as f64 / ticks;
+
+    for repetition in 1..=options.repeat {
+        println!("repetition {repetition}/{}", options.repeat);
+
+        // (a) fsync'd sequential write.
+        let mut syncs: Vec<(String, Option<u64>)> = vec![("fsync write".into(), None)];
+        if options.per_chunk_sync {
+            for &chunk in &options.chunks {
+                syncs.push((
+                    format!("fsync write, fdatasync every {}", human(chunk)),
+                    Some(chunk),
+                ));
+            }
+        }
+        for (name, every) in syncs {
+            warm_up(file.clone()).await?;
+            let cpu = cpu_now(&self_pid);
+            let elapsed = {
+                let (file, work) = (file.clone(), work.clone());
+                tokio::task::spawn_blocking(move || fsync_write(&file, &work, every)).await??
+            };
+            let run = Run {
+                seconds: elapsed.as_secs_f64(),
+                mb_s: mb_per_s(size, elapsed),
+                peak_rss: None,
+                server_cpu: None,
+                driver_cpu: cpu_now(&self_pid) - cpu,
+                threads: BTreeMap::new(),
+            };
+            println!("  {name:<40} {:>8.1} MB/s", run.mb_s);
+            record(name, run);
+        }
+
+        // For information: what the server's digests cost on one thread.
+        for algorithm in ["sha256", "md5", "crc32c"] {
+            let name = format!("hash {algorithm} (1 thread, from cache)");
+            let cpu = cpu_now(&self_pid);
+            let elapsed = {
+                let file = file.clone();
+                tokio::task::spawn_blocking(move || hash_file(&file, algorithm)).await??
+            };
+            let run = Run {
+                seconds: elapsed.as_secs_f64(),
+                mb_s: mb_per_s(size, elapsed),
+                peak_rss: None,
+                server_cpu: None,
+                driver_cpu: cpu_now(&self_pid) - cpu,
+                threads: BTreeMap::new(),
+            };
+            println!("  {name:<40} {:>8.1} MB/s", run.mb_s);
+            record(name, run);
+        }
+
+        // (b) loopback HTTP into the sink.
+        for &chunk in &options.chunks {
+            let name = format!("HTTP sink @ {}", human(chunk));
+            warm_up(file.clone()).await?;
+            let connections = stats.connections.load(Ordering::Relaxed);
+            let cpu = cpu_now(&self_pid);
+            let (elapsed, _) = upload(&client, &sink, &file, size, chunk)
+                .await
+                .with_context(|| name.clone())?;
+            let opened = stats.connections.load(Ordering::Relaxed) - connections;
+            let run = Run {
+                seconds: elapsed.as_secs_f64(),
+                mb_s: mb_per_s(size, elapsed),
+                peak_rss: None,
+                server_cpu: None,
+                driver_cpu: cpu_now(&self_pid) - cpu,
+                threads: BTreeMap::new(),
+            };
+            println!(
+                "  {name:<40} {:>8.1} MB/s  ({opened} new connection(s), driver+sink CPU {:.1} s)",
+                run.mb_s, run.driver_cpu
+            );
+            record(name, run);
+        }
+
+        // tenax.
+        for &chunk in &options.chunks {
+            let name = format!("tenax @ {}", human(chunk));
+            warm_up(file.clone()).await?;
+            let data = work.join(format!("data-{}", human(chunk)));
+            let _ = std::fs::remove_dir_all(&data);
+            let server = match (&options.server_bin, &options.url) {
+                (Some(binary), _) => Some(Server::start(
+                    binary,
+                    &data,
+                    &work.join(format!("server-{}.log", human(chunk))),
+                )?),
+                _ => None,
+            };
+            let base = server
+                .as_ref()
+                .map(|server| server.url.clone())
+                .or_else(|| options.url.clone())
+                .ok_or_else(|| anyhow!("no server"))?;
+            let pid = server.as_ref().map(|server| server.child.id());
+            let server_cpu = pid.map(|pid| process_cpu_ticks(&pid.to_string()));
+            // A fresh client: a fresh connection per server.
+            let client = self::client()?;
+            let cpu = cpu_now(&self_pid);
+            let outcome = upload(&client, &base, &file, size, chunk).await;
+            let driver_cpu = cpu_now(&self_pid) - cpu;
+            let peak_rss = pid
+                .and_then(|pid| status_kib(pid, "VmHWM"))
+                .map(|kib| kib * 1024);
+            let server_cpu = pid
+                .zip(server_cpu)
+                .map(|(pid, before)| (process_cpu_ticks(&pid.to_string()) - before) as f64 / ticks);
+            let threads = pid.map_or_else(BTreeMap::new, |pid| {
+                let live = thread_cpu_ticks(pid);
+                let total = process_cpu_ticks(&pid.to_string());
+                let exited = total.saturating_sub(live.values().sum());
+                live.into_iter()
+                    .chain([("(exited threads)".to_owned(), exited)])
+                    .map(|(name, t)| (name, t as f64 / ticks))
+                    .collect()
+            });
+            let connections = server
+                .as_ref()
+                .and_then(|server| server.url.rsplit(':').next()?.parse::<u16>().ok())
+                .map(connections_on);
+            if let Some(server) = server {
+                server.stop()?;
+            }
+            let _ = std::fs::remove_dir_all(&data);
+            let (elapsed, info) = outcome.with_context(|| name.clone())?;
+            let got = info.get("sha256").and_then(Value::as_str).unwrap_or("");
+            ensure!(
+                got == sha256,
+                "{name}: the server's sha256 {got:?} differs from the file's {sha256}"
+            );
+            let got_size = info.get("size").and_then(Value::as_str).unwrap_or("");
+            ensure!(
+                got_size == size.to_string(),
+                "{name}: the server reports size {got_size:?}"
+            );
+            let run = Run {
+                seconds: elapsed.as_secs_f64(),
+                mb_s: mb_per_s(size, elapsed),
+                peak_rss,
+                server_cpu,
+                driver_cpu,
+                threads,
+            };
+            println!(
+                "  {name:<40} {:>8.1} MB/s  (sha256 ok, peak RSS {}, server CPU {}, driver CPU {:.1} s, {} connection(s))",
+                run.mb_s,
+                run.peak_rss.map_or("n/a".into(), mib),
+                run.server_cpu
+                    .map_or("n/a".into(), |cpu| format!("{cpu:.1} s")),
+                run.driver_cpu,
+                connections.map_or("?".into(), |n| n.to_string()),
+            );
+            record(name, run);
+        }
+    }
+    if !options.keep {
+        let _ = std::fs::remove_file(&file);
+    }
+
+    // The table.
+    println!();
+    println!(
+        "{} upload, {} repetition(s); MB = 10^6 bytes; best / median",
+        human(size),
+        options.repeat
+    );
+    println!(
+        "{:<40} {:>9} {:>9} {:>12} {:>11}",
+        "measurement", "best", "median", "peak RSS", "server CPU"
+    );
+    for name in &names {
+        let s = &series[name];
+        let cpu = s
+            .runs
+            .iter()
+            .filter_map(|run| run.server_cpu)
+            .fold(None, |acc: Option<f64>, cpu| {
+                Some(acc.map_or(cpu, |a| a.min(cpu)))
+            });
+        println!(
+            "{name:<40} {:>9.1} {:>9.1} {:>12} {:>11}",
+            s.best(),
+            s.median(),
+            s.max_rss().map_or("".into(), mib),
+            cpu.map_or("".into(), |cpu| format!("{cpu:.1} s")),
+        );
+    }
+
+    // Ratios.
+    println!();
+    let fsync = series.get("fsync write").map_or(0.0, Series::best);
+    let mut ratios = serde_json::Map::new();
+    let mut all_ok = true;
+    for &chunk in &options.chunks {
+        let label = human(chunk);
+        let tenax = series
+            .get(&format!("tenax @ {label}"))
+            .map_or(0.0, Series::best);
+        let http = series
+            .get(&format!("HTTP sink @ {label}"))
+            .map_or(0.0, Series::best);
+        let limit = fsync.min(http);
+        let ratio = tenax / limit;
+        let target = chunk == 8 * MIB;
+        let verdict = if target {
+            let ok = ratio >= TARGET_RATIO;
+            all_ok &= ok;
+            format!(
+                "   target >= {TARGET_RATIO:.1}: {}",
+                if ok { "MET" } else { "MISSED" }
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "tenax@{label} / limit (min of fsync write {fsync:.1}, HTTP sink {http:.1} = {limit:.1} MB/s): {ratio:.2}{verdict}"
+        );
+        println!(
+            "    tenax@{label} / fsync write: {:.2}   tenax@{label} / HTTP sink@{label}: {:.2}",
+            tenax / fsync,
+            tenax / http
+        );
+        ratios.insert(
+            label,
+            json!({
+                "tenax_mb_s": round(tenax),
+                "limit_mb_s": round(limit),
+                "over_limit": round(ratio),
+                "over_fsync_write": round(tenax / fsync),
+                "over_http_sink": round(tenax / http),
+                "target": if target { Some(TARGET_RATIO) } else { None },
+            }),
+        );
+    }
+    let mut rss = serde_json::Map::new();
+    for &chunk in &options.chunks {
+        let label = human(chunk);
+        if let Some(peak) = series
+            .get(&format!("tenax @ {label}"))
+            .and_then(Series::max_rss)
+        {
+            let ok = peak <= TARGET_RSS;
+            all_ok &= ok;
+            println!(
+                "server peak RSS @ {label}: {} (highest of {} run(s))   target <= {}: {}",
+                mib(peak),
+                options.repeat,
+                mib(TARGET_RSS),
+                if ok { "MET" } else { "MISSED" }
+            );
+            rss.insert(label, json!(peak));
+        }
+    }
+
+    // Per-thread server CPU of the last tenax run of every chunk size.
+    for &chunk in &options.chunks {
+        let label = human(chunk);
+        if let Some(run) = series
+            .get(&format!("tenax @ {label}"))
+            .and_then(|s| s.runs.last())
+            .filter(|run| !run.threads.is_empty())
+        {
+            let mut threads: Vec<_> = run.threads.iter().collect();
+            threads.sort_by(|a, b| b.1.total_cmp(a.1));
+            let list: Vec<String> = threads
+                .iter()
+                .filter(|(_, cpu)| **cpu >= 0.05)
+                .map(|(name, cpu)| format!("{name} {cpu:.1} s"))
+                .collect();
+            println!(
+                "server CPU by thread @ {label} (last run, {:.1} s wall): {}",
+                run.seconds,
+                list.join(", ")
+            );
+        }
+    }
+    println!(
+        "total bench time {:.0} s",
+        started_all.elapsed().as_secs_f64()
+    );
+
+    let results: serde_json::Map<String, Value> = names
+        .iter()
+        .map(|name| (name.clone(), series[name].json()))
+        .collect();
+    let line = json!({
+        "bench": "upload_bench",
+        "size_bytes": size,
+        "chunks_bytes": options.chunks,
+        "repeat": options.repeat,
+        "work_dir": work.display().to_string(),
+        "results": results,
+        "ratios": ratios,
+        "server_peak_rss_bytes": rss,
+        "targets": { "ratio_at_8MiB": TARGET_RATIO, "peak_rss_bytes": TARGET_RSS },
+        "targets_met": all_ok,
+    });
+    println!("{line}");
+    Ok(())
+}

@@ -85,8 +85,9 @@ pub struct FinalInfo {
     pub size: u64,
     /// SHA-256, lowercase hex.
     pub sha256: String,
-    /// MD5, base64 (as GCS writes `md5Hash`).
-    pub md5: String,
+    /// MD5, base64 (as GCS writes `md5Hash`), unless the server computes no MD5.
+    #[serde(default)]
+    pub md5: Option<String>,
     /// CRC32C, big-endian, base64 (as GCS writes `crc32c`).
     pub crc32c: String,
     /// Completion time, seconds since the Unix epoch.

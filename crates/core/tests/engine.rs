@@ -279,6 +279,7 @@ async fn expired_uploads_are_not_found() {
         storage,
         EngineConfig {
             upload_ttl: Duration::ZERO,
+            ..EngineConfig::default()
         },
     )
     .await
@@ -457,4 +458,25 @@ async fn concatenation_joins_finished_partials_in_order() {
         std::fs::read(dir.path().join("files/joined.bin")).expect("published"),
         data
     );
+}
+
+#[tokio::test]
+async fn md5_is_left_out_when_switched_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Arc::new(LocalDisk::open(dir.path()).expect("data dir"));
+    let config = EngineConfig {
+        md5: false,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::open(storage, config).await.expect("engine");
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    let mut lease = engine.lease(id).await.expect("lease");
+    let data = pattern(3 << 20);
+    lease
+        .append(stream::iter(frames(&data, 65_536)), 0, u64::MAX)
+        .await
+        .expect("append");
+    let info = lease.finalize().await.expect("finalize");
+    assert_eq!(info.md5, None);
+    assert_eq!(info.sha256, hex_sha256(&data));
 }

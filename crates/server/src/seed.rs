@@ -308,17 +308,21 @@ fn incomplete_response(no_308: bool) -> Response {
     response
 }
 
-/// The final 200: object JSON as GCS writes it, plus `sha256`.
+/// The final 200: object JSON as GCS writes it, plus `sha256`. Without
+/// MD5 (`serve --no-md5`) `md5Hash` is left out, as GCS does for composite
+/// objects.
 fn final_response(record: &tenax_core::UploadRecord, info: &FinalInfo) -> Response {
-    let body = json!({
+    let mut body = json!({
         "id": record.id.to_string(),
         "name": record.name.as_ref().map(FileName::as_str),
         "size": info.size.to_string(),
         "contentType": record.content_type,
         "sha256": info.sha256,
-        "md5Hash": info.md5,
         "crc32c": info.crc32c,
     });
+    if let Some(md5) = &info.md5 {
+        body["md5Hash"] = md5.clone().into();
+    }
     (
         StatusCode::OK,
         [(header::CACHE_CONTROL, no_store())],

@@ -274,6 +274,7 @@ impl Engine {
         let mut guard: OwnedMutexGuard<Option<Loaded>> = Arc::clone(&slot.state).lock_owned().await;
         if guard.as_ref().is_none_or(|loaded| loaded.dirty) {
             let mut stored = self.inner.storage.load(id).await?;
+            self.publish(&mut stored.record).await?;
             if let Some(from) = stored.record.staged_from.take() {
                 // A checksummed chunk was cut short by a crash: it was never
                 // verified, so it goes.
@@ -402,6 +403,23 @@ impl Engine {
     /// Engine settings.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// Publishes a complete upload under its name if that is not done yet,
+    /// and records that it is.
+    async fn publish(&self, record: &mut UploadRecord) -> Result<(), Error> {
+        let Status::Complete(info) = &mut record.status else {
+            return Ok(());
+        };
+        if info.published {
+            return Ok(());
+        }
+        self.inner.storage.publish(record).await?;
+        if let Status::Complete(info) = &mut record.status {
+            info.published = true;
+        }
+        self.inner.storage.put_record(record).await?;
+        Ok(())
     }
 
     fn new_digests(&self) -> Digests {
@@ -741,6 +759,7 @@ impl Lease {
         let values = digests.finish();
         let completed_at = now();
         let info = FinalInfo {
+            published: self.loaded.record.name.is_none(),
             size: held,
             sha256: values.sha256,
             md5: values.md5,
@@ -751,10 +770,10 @@ impl Lease {
         record.total = Some(held);
         record.updated_at = completed_at;
         record.status = Status::Complete(info.clone());
-        // Record first, then the move: `LocalDisk::load` finishes a move
-        // that a crash interrupted, so the file is published whole or not yet.
+        // Record first, then publication, then the record again: a crash in
+        // between publishes at the next lease, so the file appears whole.
         storage.put_record(&record).await?;
-        storage.publish(&record).await?;
+        self.engine.publish(&mut record).await?;
         self.loaded.record = record;
         tracing::info!(id = %self.id(), size = held, sha256 = %info.sha256, "upload complete");
         Ok(info)
@@ -768,9 +787,8 @@ impl Lease {
         self.loaded.append = None;
         let storage = &self.engine.inner.storage;
         storage.put_record(&record).await?;
-        if !matches!(self.loaded.record.status, Status::Complete(_)) || record.name.is_none() {
-            storage.discard(record.id).await?;
-        }
+        // A published file is another link to the data: it stays.
+        storage.discard(record.id).await?;
         self.loaded.record = record;
         self.loaded.held = 0;
         tracing::info!(id = %self.id(), "upload cancelled");

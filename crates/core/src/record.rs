@@ -92,6 +92,10 @@ pub struct FinalInfo {
     pub crc32c: String,
     /// Completion time, seconds since the Unix epoch.
     pub completed_at: u64,
+    /// Whether the file is published under the upload's name (set once the
+    /// publication is durable; a crash before that publishes again).
+    #[serde(default)]
+    pub published: bool,
 }
 
 mod id_text {

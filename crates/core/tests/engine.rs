@@ -84,7 +84,11 @@ async fn appends_in_pieces_and_publishes_with_digests() {
         std::fs::read(dir.path().join("files/a.bin")).expect("published"),
         data
     );
-    assert!(!dir.path().join(format!("uploads/{id}.bin")).exists());
+    // The upload keeps its own bytes under its id.
+    assert_eq!(
+        std::fs::read(dir.path().join(format!("uploads/{id}.bin"))).expect("data"),
+        data
+    );
 }
 
 #[tokio::test]
@@ -479,4 +483,73 @@ async fn md5_is_left_out_when_switched_off() {
     let info = lease.finalize().await.expect("finalize");
     assert_eq!(info.md5, None);
     assert_eq!(info.sha256, hex_sha256(&data));
+}
+
+#[tokio::test]
+async fn a_newer_upload_of_a_name_replaces_the_file_but_not_the_older_uploads_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let mut ids = Vec::new();
+    for content in [&b"first version"[..], &b"second"[..]] {
+        let id = engine
+            .create(named("v.txt", Some(content.len() as u64)))
+            .await
+            .expect("create");
+        let mut lease = engine.lease(id).await.expect("lease");
+        lease
+            .append(stream::iter(frames(content, 4)), 0, content.len() as u64)
+            .await
+            .expect("append");
+        lease.finalize().await.expect("finalize");
+        ids.push(id);
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("files/v.txt")).expect("published"),
+        b"second"
+    );
+    let first = engine.peek(ids[0]).await.expect("peek");
+    let mut stream = engine
+        .storage()
+        .read(&first.record, 0..first.held)
+        .await
+        .expect("read");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_eq!(bytes, b"first version");
+}
+
+#[tokio::test]
+async fn a_publication_cut_by_a_crash_is_finished_at_the_next_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = {
+        let engine = engine(dir.path()).await;
+        let id = engine
+            .create(named("p.bin", Some(5)))
+            .await
+            .expect("create");
+        let mut lease = engine.lease(id).await.expect("lease");
+        lease
+            .append(stream::iter(frames(b"hello", 5)), 0, 5)
+            .await
+            .expect("append");
+        lease.finalize().await.expect("finalize");
+        id
+    };
+    // What a crash after the first record write leaves: complete, not published.
+    std::fs::remove_file(dir.path().join("files/p.bin")).expect("unpublish");
+    let record_path = dir.path().join(format!("uploads/{id}.json"));
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).expect("record")).expect("json");
+    record["status"]["published"] = false.into();
+    std::fs::write(&record_path, serde_json::to_vec(&record).expect("json")).expect("write record");
+
+    let engine = engine(dir.path()).await;
+    let lease = engine.lease(id).await.expect("lease");
+    assert!(matches!(&lease.record().status, Status::Complete(info) if info.published));
+    assert_eq!(
+        std::fs::read(dir.path().join("files/p.bin")).expect("published"),
+        b"hello"
+    );
 }

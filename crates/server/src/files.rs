@@ -1,13 +1,14 @@
-//! `GET /files/NAME`: completed files.
+//! Completed files: `GET /files/NAME` and `GET /uploads/{id}`.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tenax_core::StorageError;
+use tenax_core::{Status, StorageError};
 use tenax_protocol::FileName;
 
 use crate::AppState;
+use crate::common::upload_id;
 use crate::problem::Problem;
 
 /// Serves a published file whole (ranges arrive with the download work).
@@ -32,12 +33,53 @@ pub(crate) async fn get_file(
                 .map_err(tenax_core::Error::from)?,
         )
     };
+    Ok(whole(body, len, None))
+}
+
+/// Serves a completed upload by id, whatever its dialect or name. An upload
+/// still in progress is not served as if it were complete (PROTOCOLS case
+/// 85): 409, naming the bytes held.
+pub(crate) async fn get_upload(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = upload_id(&id)?;
+    let snapshot = state.engine.peek(id).await?;
+    match &snapshot.record.status {
+        Status::Complete(info) => {
+            let stream = state
+                .engine
+                .storage()
+                .read(&snapshot.record, 0..info.size)
+                .await
+                .map_err(tenax_core::Error::from)?;
+            Ok(whole(
+                Body::from_stream(stream),
+                info.size,
+                snapshot.record.content_type.as_deref(),
+            ))
+        }
+        Status::Cancelled => Err(tenax_core::Error::Gone.into()),
+        Status::Active => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "urn:tenax:problem:incomplete-upload",
+            "Upload incomplete",
+            format!(
+                "the upload holds {} bytes and is not complete",
+                snapshot.held
+            ),
+        )
+        .with("held", snapshot.held)),
+    }
+}
+
+fn whole(body: Body, len: u64, content_type: Option<&str>) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    Ok(response)
+    let content_type = content_type
+        .and_then(|value| HeaderValue::from_str(value).ok())
+        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_TYPE, content_type);
+    response
 }

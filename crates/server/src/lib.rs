@@ -84,6 +84,7 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
         .route(
             "/uploads/{id}",
             put(seed::put_by_id)
+                .get(files::get_upload)
                 .post(seed::put_by_id)
                 .patch(uploads::patch)
                 .head(uploads::head)

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! DATA/uploads/ID.json   the record, replaced atomically (temp, fsync, rename, fsync dir)
-//! DATA/uploads/ID.bin    the bytes while the upload is active (or complete without a name)
-//! DATA/files/NAME        published files, moved into place by rename
+//! DATA/uploads/ID.bin    the upload's bytes, in progress or complete
+//! DATA/files/NAME        published files: a second link to a complete upload's bytes
 //! ```
 //!
 //! The number of bytes held is the length of `ID.bin` after `fdatasync`:
@@ -56,14 +56,6 @@ impl LocalDisk {
 
     fn file_path(&self, name: &FileName) -> PathBuf {
         self.files.join(name.as_str())
-    }
-
-    /// Where a complete upload's bytes are.
-    fn published_path(&self, record: &UploadRecord) -> PathBuf {
-        match &record.name {
-            Some(name) => self.file_path(name),
-            None => self.data_path(record.id),
-        }
     }
 }
 
@@ -162,17 +154,7 @@ impl Storage for LocalDisk {
             let record = read_record(&this.record_path(id))?;
             let held = match &record.status {
                 Status::Active => fs::metadata(this.data_path(id))?.len(),
-                Status::Complete(info) => {
-                    // A crash between writing the record and the rename leaves
-                    // the data behind: finish the move now.
-                    if let Some(name) = &record.name
-                        && this.data_path(id).exists()
-                    {
-                        fs::rename(this.data_path(id), this.file_path(name))?;
-                        sync_dir(&this.files)?;
-                    }
-                    info.size
-                }
+                Status::Complete(info) => info.size,
                 Status::Cancelled => 0,
             };
             Ok(Stored { record, held })
@@ -226,26 +208,32 @@ impl Storage for LocalDisk {
         record: &UploadRecord,
         range: Range<u64>,
     ) -> Result<ByteStream, StorageError> {
-        let path = match record.status {
-            Status::Complete(_) => self.published_path(record),
-            _ => self.data_path(record.id),
-        };
-        stream_range(path, range).await
+        stream_range(self.data_path(record.id), range).await
     }
 
     async fn publish(&self, record: &UploadRecord) -> Result<(), StorageError> {
         let Some(name) = &record.name else {
             return Ok(());
         };
-        let (from, to, dir) = (
+        let (data, to, dir) = (
             self.data_path(record.id),
             self.file_path(name),
             self.files.clone(),
         );
+        let temp = self.files.join(format!(".{}.publish", record.id));
         blocking(move || {
-            // `rename` replaces an older file of the same name atomically:
-            // readers see the old file or the new one, whole.
-            fs::rename(from, to)?;
+            // A second link to the upload's data, renamed over the name:
+            // `rename` replaces an older file of the same name atomically,
+            // so readers see the old file or the new one, whole; and the
+            // upload keeps its own bytes under its id whatever later
+            // uploads publish under the same name.
+            match fs::remove_file(&temp) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+            fs::hard_link(data, &temp)?;
+            fs::rename(&temp, to)?;
             sync_dir(&dir)
         })
         .await

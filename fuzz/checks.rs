@@ -12,9 +12,11 @@
 use std::path::{Component, Path};
 
 use arbitrary::{Arbitrary, Unstructured};
+use tenax_protocol::rufh::{self, UploadLimit};
 use tenax_protocol::seed::{
     Phase, SeedAction, SeedRequest, UploadState, decide, held_range, parse_held_range,
 };
+use tenax_protocol::tus::{self, Concat};
 use tenax_protocol::{ContentRange, FileName, Total, UploadId, parse_u64};
 
 // ---------------------------------------------------------------------------
@@ -408,4 +410,162 @@ fn file_name(text: &str) {
     );
     assert_eq!(components.next(), None, "{text:?}: several components");
     assert_eq!(Path::new(text).file_name(), Some(text.as_ref()));
+}
+
+// ---------------------------------------------------------------------------
+// tus_headers
+
+/// The tus header parsers (`Upload-Metadata`, `Upload-Checksum`,
+/// `Upload-Concat`, `Upload-Defer-Length`) on the whole input and on every
+/// line of it.
+pub(crate) fn tus_headers(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for value in std::iter::once(text).chain(text.lines()) {
+        metadata(value);
+        checksum(value);
+        concat(value);
+        if tus::parse_defer_length(value).is_ok() {
+            assert_eq!(value.trim(), "1", "{value:?}: Upload-Defer-Length");
+        }
+    }
+}
+
+/// Accepted keys are plain tokens, and `format_metadata` writes a header
+/// that parses back to the same map.
+fn metadata(value: &str) {
+    let Ok(metadata) = tus::parse_metadata(value) else {
+        return;
+    };
+    for key in metadata.keys() {
+        assert!(!key.is_empty(), "{value:?}: empty key");
+        assert!(
+            !key.contains(|c: char| c.is_whitespace() || c == ','),
+            "{value:?}: key {key:?} contains whitespace or a comma"
+        );
+    }
+    let formatted = tus::format_metadata(&metadata);
+    assert_eq!(
+        tus::parse_metadata(&formatted),
+        Ok(metadata),
+        "{value:?}: parse_metadata(format_metadata()) does not round-trip via {formatted:?}"
+    );
+}
+
+/// An accepted digest has the algorithm's length.
+fn checksum(value: &str) {
+    let Ok(checksum) = tus::parse_checksum(value) else {
+        return;
+    };
+    assert_eq!(
+        checksum.digest.len(),
+        checksum.algorithm.digest_len(),
+        "{value:?}: digest length of {}",
+        checksum.algorithm.name()
+    );
+}
+
+/// `final;` lists at least one URL, none empty or containing a space.
+fn concat(value: &str) {
+    match tus::parse_concat(value) {
+        Ok(Concat::Partial) => assert_eq!(value.trim(), "partial", "{value:?}"),
+        Ok(Concat::Final(urls)) => {
+            assert!(!urls.is_empty(), "{value:?}: final without URLs");
+            for url in &urls {
+                assert!(
+                    !url.is_empty() && !url.contains(' '),
+                    "{value:?}: bad URL {url:?}"
+                );
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+// ---------------------------------------------------------------------------
+// structured_fields
+
+/// The largest SF Integer (RFC 9651 §3.3.1).
+const SF_INTEGER_MAX: u64 = 999_999_999_999_999;
+
+/// The RUFH Structured Field readers on the whole input and on every line
+/// of it, plus `UploadLimit::to_field` on a limit built from the first
+/// bytes.
+pub(crate) fn structured_fields(data: &[u8]) {
+    if let Some(limit) = limit_from_bytes(data) {
+        limit_to_field(limit);
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for value in std::iter::once(text).chain(text.lines()) {
+        let _ = rufh::parse_boolean(value);
+        if let Some(n) = rufh::parse_integer(value) {
+            assert!(n <= SF_INTEGER_MAX, "{value:?}: integer {n} too large");
+            assert_eq!(rufh::parse_integer(&n.to_string()), Some(n), "{value:?}");
+        }
+        if let Some(version) = rufh::parse_interop_version(value) {
+            assert!((5..=9).contains(&version), "{value:?}: version {version}");
+            assert_eq!(
+                rufh::parse_integer(value),
+                Some(u64::from(version)),
+                "{value:?}: version vs integer"
+            );
+        }
+        if let Some(limit) = UploadLimit::parse(value) {
+            limit_to_field(limit);
+        }
+    }
+}
+
+/// A limit from the first 33 bytes: a byte of flags (which optional members
+/// are present, which values are reduced into the SF Integer range), then
+/// four little-endian `u64`.
+fn limit_from_bytes(data: &[u8]) -> Option<UploadLimit> {
+    let (&flags, rest) = data.split_first()?;
+    let words: [u8; 32] = rest.get(..32)?.try_into().ok()?;
+    let value = |i: usize| {
+        let word: [u8; 8] = words[i * 8..][..8].try_into().unwrap_or_default();
+        let n = u64::from_le_bytes(word);
+        if flags & (0x10 << i) == 0 {
+            n % (SF_INTEGER_MAX + 1)
+        } else {
+            n
+        }
+    };
+    let present = |i: usize| flags & (1 << i) != 0;
+    Some(UploadLimit {
+        max_size: present(0).then(|| value(0)),
+        min_size: value(1),
+        max_append_size: present(2).then(|| value(2)),
+        max_age: present(3).then(|| value(3)),
+    })
+}
+
+/// `to_field` always writes a field that parses: the same limit when every
+/// value is an SF Integer, else the limit with its values capped.
+fn limit_to_field(limit: UploadLimit) {
+    let field = limit.to_field();
+    let cap = |n: u64| n.min(SF_INTEGER_MAX);
+    let capped = UploadLimit {
+        max_size: limit.max_size.map(cap),
+        min_size: cap(limit.min_size),
+        max_append_size: limit.max_append_size.map(cap),
+        max_age: limit.max_age.map(cap),
+    };
+    let reparsed = UploadLimit::parse(&field);
+    assert!(
+        reparsed.is_some(),
+        "{limit:?}: to_field() {field:?} does not parse"
+    );
+    if capped == limit {
+        assert_eq!(
+            reparsed,
+            Some(limit),
+            "{limit:?}: parse(to_field()) does not round-trip via {field:?}"
+        );
+    } else {
+        assert_eq!(reparsed, Some(capped), "{limit:?}: not capped in {field:?}");
+    }
 }

@@ -62,6 +62,16 @@ fn names_corpus() {
     replay("names", checks::names);
 }
 
+#[test]
+fn tus_headers_corpus() {
+    replay("tus_headers", checks::tus_headers);
+}
+
+#[test]
+fn structured_fields_corpus() {
+    replay("structured_fields", checks::structured_fields);
+}
+
 /// The hand-written `seed_decide` seeds must decode into inputs (a change
 /// to `checks::SeedInput` silently turns old files into other inputs).
 #[test]

@@ -22,6 +22,11 @@ pub(crate) struct ServeArgs {
     /// Data directory (created if missing).
     #[arg(long, default_value = "./tenax-data", env = "TENAX_DATA")]
     data: PathBuf,
+    /// Compute no MD5 of completed uploads (their final answer then has no
+    /// `md5Hash`). MD5 is the slowest digest and caps one upload near
+    /// 0.7 GB/s; only GCS-style clients that validate MD5 need it.
+    #[arg(long, env = "TENAX_NO_MD5")]
+    no_md5: bool,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -33,9 +38,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .init();
     let storage = LocalDisk::open(&args.data)
         .with_context(|| format!("cannot open the data directory {}", args.data.display()))?;
-    let engine = Engine::open(Arc::new(storage), EngineConfig::default())
-        .await
-        .context("cannot read the uploads in the data directory")?;
+    let engine = Engine::open(
+        Arc::new(storage),
+        EngineConfig {
+            md5: !args.no_md5,
+            ..EngineConfig::default()
+        },
+    )
+    .await
+    .context("cannot read the uploads in the data directory")?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tenax_client::{Event, Progress, Uploader};
+use tenax_client::{Event, Progress, Protocol, Uploader};
 
 /// Arguments of `tenax upload`.
 #[derive(clap::Args, Debug)]
@@ -23,6 +23,20 @@ pub(crate) struct UploadArgs {
     /// The server: `http://host:port` (the upload is named after the file)
     /// or `http://host:port/api/upload?file=NAME`.
     pub(crate) url: String,
+
+    /// The upload protocol: `seed` (Google-style "308 Resume Incomplete"),
+    /// `tus` (tus 1.0.0 at `{base}/uploads`), `ietf` (the IETF resumable
+    /// upload draft, interop 9, at `{base}/uploads`) or `auto` (ask the
+    /// server with `OPTIONS {base}/uploads`: tus if offered, else ietf, else
+    /// seed).
+    #[arg(long, value_enum, value_name = "PROTOCOL", default_value = "seed")]
+    pub(crate) protocol: ProtocolArg,
+
+    /// Upload the file as N parts over N connections at once (tus
+    /// concatenation; needs `--protocol tus` or `auto` and a server that
+    /// offers it, otherwise a warning and one connection).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) parallel: u16,
 
     /// Bytes per request: a number of bytes or a size such as `256KiB`,
     /// `8MiB`, `1GiB` (`KB`, `MB`, `GB` are powers of 1000).
@@ -46,8 +60,8 @@ pub(crate) struct UploadArgs {
     #[arg(long, short)]
     pub(crate) quiet: bool,
 
-    /// Print the result as one JSON line on stdout (url, name, size, sha256,
-    /// bytes_sent, retries, seconds).
+    /// Print the result as one JSON line on stdout (url, protocol, parts,
+    /// name, size, sha256, bytes_sent, retries, seconds).
     #[arg(long)]
     pub(crate) json: bool,
 
@@ -59,6 +73,30 @@ pub(crate) struct UploadArgs {
     /// Do not keep a resume journal.
     #[arg(long, conflicts_with = "journal_dir")]
     pub(crate) no_journal: bool,
+}
+
+/// The values of `--protocol`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProtocolArg {
+    /// Google-style "308 Resume Incomplete" at `/api/upload?file=NAME`.
+    Seed,
+    /// tus 1.0.0 at `/uploads`.
+    Tus,
+    /// The IETF resumable upload draft (interop 9) at `/uploads`.
+    Ietf,
+    /// Ask the server which one it speaks.
+    Auto,
+}
+
+impl From<ProtocolArg> for Protocol {
+    fn from(arg: ProtocolArg) -> Self {
+        match arg {
+            ProtocolArg::Seed => Protocol::Seed,
+            ProtocolArg::Tus => Protocol::Tus,
+            ProtocolArg::Ietf => Protocol::Ietf,
+            ProtocolArg::Auto => Protocol::Auto,
+        }
+    }
 }
 
 /// Runs `tenax upload`. Upload failures are reported on stderr and turned
@@ -87,6 +125,8 @@ pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
         .max_time(args.max_time)
         .stall_timeout(args.stall_timeout)
         .journal_dir(journal_dir)
+        .protocol(args.protocol.into())
+        .parallel(usize::from(args.parallel))
         .on_progress(move |progress: Progress| {
             reporter.set_length(progress.total);
             reporter.set_position(progress.acknowledged);
@@ -109,6 +149,8 @@ pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
             if args.json {
                 let line = serde_json::json!({
                     "url": report.url,
+                    "protocol": report.protocol,
+                    "parts": report.parts,
                     "name": report.name,
                     "size": report.size,
                     "sha256": report.sha256,
@@ -147,6 +189,8 @@ fn describe(event: &Event, total: u64) -> Option<String> {
         }
         Event::Resumed { from } => Some(format!("resuming at byte {from} of {total}")),
         Event::Restarted { reason } => Some(format!("starting over: {reason}")),
+        Event::Warning { message } => Some(format!("warning: {message}")),
+        Event::ProtocolChosen { protocol } => Some(format!("the server speaks {protocol}")),
         _ => None,
     }
 }
@@ -286,5 +330,12 @@ mod tests {
         let line = describe(&Event::Resumed { from: 4 }, 10);
         assert_eq!(line.as_deref(), Some("resuming at byte 4 of 10"));
         assert_eq!(describe(&Event::Acknowledged, 10), None);
+        let line = describe(
+            &Event::Warning {
+                message: "no concatenation".into(),
+            },
+            10,
+        );
+        assert_eq!(line.as_deref(), Some("warning: no concatenation"));
     }
 }

@@ -1764,7 +1764,7 @@ async fn case88_length_and_chunked_is_framed_by_chunked_and_closed() {
             .await
             .expect("an answer");
         assert_eq!(
-            resp.header("connection").as_deref(),
+            resp.header("connection"),
             Some("close"),
             "{}",
             resp.describe()

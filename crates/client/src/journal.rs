@@ -60,14 +60,27 @@ impl FileIdentity {
 pub(crate) struct Entry {
     /// Format version (1).
     pub(crate) version: u32,
-    /// The session URL.
+    /// The session (upload) URL; empty for a parallel upload.
     pub(crate) session: String,
+    /// The dialect the session speaks (`seed`, `tus` or `ietf`; entries
+    /// written before dialects existed are `seed`).
+    #[serde(default = "seed")]
+    pub(crate) protocol: String,
+    /// The part upload URLs of a parallel (tus concatenation) upload, in
+    /// file order; `None` for a part not created yet. Empty otherwise.
+    #[serde(default)]
+    pub(crate) parts: Vec<Option<String>>,
     /// The canonical local path (informational).
     pub(crate) file: String,
     /// The endpoint sessions are created at (informational).
     pub(crate) endpoint: String,
     /// The file's identity when the session was created.
     pub(crate) identity: FileIdentity,
+}
+
+/// The protocol of entries that do not name one.
+fn seed() -> String {
+    "seed".to_owned()
 }
 
 /// The journal slot of one (file, URL) pair.
@@ -159,6 +172,8 @@ mod tests {
         let entry = Entry {
             version: 1,
             session: "http://h/uploads/00112233445566778899aabbccddeeff".into(),
+            protocol: "tus".into(),
+            parts: vec![Some("http://h/uploads/1".into()), None],
             file: file.display().to_string(),
             endpoint: "http://h/api/upload?file=data.bin".into(),
             identity: identity_of(&file),
@@ -221,6 +236,18 @@ mod tests {
         if cfg!(unix) {
             assert_ne!(replaced, again);
         }
+    }
+
+    #[test]
+    fn old_entries_are_seed_sessions() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let journal = Journal::new(dir.path(), Path::new("/f"), "u");
+        let old = r#"{"version":1,"session":"http://h/uploads/x","file":"/f","endpoint":"u",
+            "identity":{"size":1,"mtime_ns":null,"ino":null,"dev":null}}"#;
+        fs::write(journal.path(), old).expect("write");
+        let entry = journal.load().expect("load").expect("entry");
+        assert_eq!(entry.protocol, "seed");
+        assert!(entry.parts.is_empty());
     }
 
     #[test]

@@ -1,11 +1,21 @@
 //! The tenax client: resumable uploads over plain HTTP.
 //!
-//! [`Uploader`] speaks the seed protocol (Google-style "308 Resume
-//! Incomplete", `PROTOCOLS.md` §1): it creates a session with `POST`, streams
-//! the file in chunks with `PUT` + `Content-Range`, and after any trouble asks
-//! the server how much it holds (`Content-Range: bytes */SIZE`) and goes on
-//! from there. It never assumes a chunk arrived: only the server's `Range`
-//! moves the upload forward.
+//! [`Uploader`] speaks three dialects ([`Protocol`]), chosen by the caller or
+//! asked of the server ([`Protocol::Auto`]):
+//!
+//! * seed (Google-style "308 Resume Incomplete", `PROTOCOLS.md` §1, the
+//!   default): a session from `POST`, chunks with `PUT` + `Content-Range`,
+//!   progress from `Content-Range: bytes */SIZE` queries;
+//! * tus 1.0.0 (§2): `POST /uploads`, `PATCH` + `Upload-Offset`, `HEAD`; with
+//!   [`Uploader::parallel`] the file goes up as several partial uploads at
+//!   once, then a final concatenation;
+//! * the IETF resumable-upload draft (§3, interop 9): `POST /uploads` with
+//!   `Upload-Complete: ?0`, `PATCH` + `Upload-Offset` + `Upload-Complete`,
+//!   `HEAD`.
+//!
+//! After any trouble it asks the server how much it holds and goes on from
+//! there. It never assumes a chunk arrived: only the server's answer moves
+//! the upload forward.
 //!
 //! * Retries: exponential backoff with jitter (1 s doubling to 60 s), the
 //!   server's `Retry-After` honoured, a stall watchdog for connections that
@@ -19,6 +29,7 @@
 //!
 //! Errors map to the CLI's exit codes with [`Error::exit_code`].
 
+mod dialect;
 mod error;
 mod hash;
 mod journal;
@@ -26,5 +37,6 @@ mod retry;
 mod target;
 mod uploader;
 
+pub use dialect::{Protocol, UnknownProtocol};
 pub use error::Error;
 pub use uploader::{Event, Progress, UploadReport, Uploader};

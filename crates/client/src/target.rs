@@ -7,6 +7,10 @@
 //! * `http://host:port` (optionally with a path prefix and/or a trailing
 //!   `/`): the upload goes to `…/api/upload?file=NAME` where `NAME` is the
 //!   local file's base name.
+//!
+//! The tus and IETF dialects create uploads at the collection `{base}/uploads`
+//! instead, where `{base}` is the URL without `/api/upload` and its query; the
+//! name travels in `Upload-Metadata` or `Content-Disposition`.
 
 use std::path::Path;
 
@@ -21,6 +25,8 @@ pub(crate) struct Target {
     pub(crate) endpoint: Url,
     /// The upload's name on the server.
     pub(crate) name: String,
+    /// The tus / IETF collection, `{base}/uploads`.
+    pub(crate) collection: Url,
 }
 
 /// The collection path appended to a bare server URL.
@@ -46,6 +52,7 @@ pub(crate) fn interpret(url: &str, file: &Path) -> Result<Target, Error> {
             return Err(invalid("the file= parameter is empty"));
         }
         return Ok(Target {
+            collection: collection_of(&parsed),
             endpoint: parsed,
             name,
         });
@@ -68,9 +75,21 @@ pub(crate) fn interpret(url: &str, file: &Path) -> Result<Target, Error> {
     };
     parsed.set_query(Some(&query));
     Ok(Target {
+        collection: collection_of(&parsed),
         endpoint: parsed,
         name,
     })
+}
+
+/// `{base}/uploads` for a seed endpoint: its path without a trailing
+/// `/api/upload`, then `/uploads`, with no query.
+fn collection_of(endpoint: &Url) -> Url {
+    let mut collection = endpoint.clone();
+    let path = endpoint.path().trim_end_matches('/');
+    let base = path.strip_suffix(&format!("/{COLLECTION}")).unwrap_or(path);
+    collection.set_path(&format!("{base}/uploads"));
+    collection.set_query(None);
+    collection
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (a space
@@ -103,6 +122,24 @@ mod tests {
             assert_eq!(
                 t.endpoint.as_str(),
                 "http://h:8080/api/upload?file=report.pdf"
+            );
+        }
+    }
+
+    #[test]
+    fn collections_for_tus_and_ietf() {
+        let cases = [
+            ("http://h:8080", "http://h:8080/uploads"),
+            ("http://h:8080/", "http://h:8080/uploads"),
+            ("http://h/tenax/", "http://h/tenax/uploads"),
+            ("http://h/api/upload?file=x", "http://h/uploads"),
+            ("http://h/p/api/upload?file=x&y=1", "http://h/p/uploads"),
+        ];
+        for (url, collection) in cases {
+            assert_eq!(
+                target(url, "a.bin").collection.as_str(),
+                collection,
+                "{url}"
             );
         }
     }

@@ -2,29 +2,27 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, future, stream};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE, RETRY_AFTER};
-use reqwest::{Response, Url};
+use reqwest::header::{LOCATION, RETRY_AFTER};
+use reqwest::{Method, Response, Url};
 use serde::{Deserialize, Serialize};
 use tenax_protocol::parse_u64;
-use tenax_protocol::seed::parse_held_range;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::time::Instant;
 use tokio_util::io::ReaderStream;
 
+use crate::dialect::{Answer, Capabilities, Creation, Dialect, Protocol};
 use crate::error::Error;
 use crate::hash::{self, HashCursor};
 use crate::journal::{Entry, FileIdentity, Journal};
 use crate::retry;
 use crate::target::{self, Target};
 
-/// Content type announced for every upload.
-const OCTET_STREAM: &str = "application/octet-stream";
 /// Read size of the streamed chunk bodies.
 const READ_CAPACITY: usize = 256 * 1024;
 /// Largest error or final response body read into memory.
@@ -36,14 +34,17 @@ const MAX_BAD_REQUESTS: u32 = 3;
 type ProgressFn = dyn Fn(Progress) + Send + Sync;
 
 /// Uploads files with the seed protocol (Google-style "308 Resume
-/// Incomplete"), resuming across dropped connections, server errors and,
-/// with a journal directory, across runs.
+/// Incomplete"), tus 1.0.0 or the IETF resumable-upload draft (see
+/// [`Protocol`]), resuming across dropped connections, server errors and,
+/// with a journal directory, across runs. With tus, a file can be sent as
+/// several parts at once ([`Uploader::parallel`]).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), tenax_client::Error> {
 /// use std::time::Duration;
 /// let report = tenax_client::Uploader::new()
 ///     .chunk_size(16 << 20)
+///     .protocol(tenax_client::Protocol::Auto)
 ///     .max_time(Some(Duration::from_secs(3600)))
 ///     .on_progress(|p| eprintln!("{}/{} bytes", p.acknowledged, p.total))
 ///     .upload("backup.tar", "http://localhost:8080/")
@@ -61,6 +62,8 @@ pub struct Uploader {
     min_delay: Duration,
     max_delay: Duration,
     journal_dir: Option<PathBuf>,
+    protocol: Protocol,
+    parallel: usize,
     on_progress: Option<Arc<ProgressFn>>,
 }
 
@@ -75,6 +78,8 @@ impl std::fmt::Debug for Uploader {
             .field("min_delay", &self.min_delay)
             .field("max_delay", &self.max_delay)
             .field("journal_dir", &self.journal_dir)
+            .field("protocol", &self.protocol)
+            .field("parallel", &self.parallel)
             .field("on_progress", &self.on_progress.is_some())
             .finish()
     }
@@ -91,6 +96,8 @@ impl Default for Uploader {
             min_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
             journal_dir: None,
+            protocol: Protocol::Seed,
+            parallel: 1,
             on_progress: None,
         }
     }
@@ -99,7 +106,8 @@ impl Default for Uploader {
 impl Uploader {
     /// An uploader with the defaults: 8 MiB chunks, 100 retries without
     /// progress, no time limit, a 30 s stall timeout, a 10 s connect timeout,
-    /// backoff from 1 s to 60 s and no journal.
+    /// backoff from 1 s to 60 s, no journal, the seed protocol and one
+    /// connection.
     pub fn new() -> Self {
         Self::default()
     }
@@ -151,6 +159,26 @@ impl Uploader {
         self
     }
 
+    /// The protocol to speak (default [`Protocol::Seed`]). With
+    /// [`Protocol::Auto`] the server is asked first (`OPTIONS
+    /// {base}/uploads`). tus and ietf uploads go to `{base}/uploads`, the name
+    /// travelling in `Upload-Metadata` / `Content-Disposition`.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Upload the file as `parts` contiguous parts at once (default 1). Needs
+    /// tus with the `concatenation` extension: each part is a partial tus
+    /// upload with its own retries, then a final upload concatenates them.
+    /// When the dialect cannot do that (seed, ietf, or a server without
+    /// `concatenation`), the upload uses one connection and an
+    /// [`Event::Warning`] says so. Zero is treated as one.
+    pub fn parallel(mut self, parts: usize) -> Self {
+        self.parallel = parts.max(1);
+        self
+    }
+
     /// Calls `callback` on every progress report and event. It runs on the
     /// upload task, so it should be quick.
     pub fn on_progress(mut self, callback: impl Fn(Progress) + Send + Sync + 'static) -> Self {
@@ -180,31 +208,30 @@ impl Uploader {
             let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
             Journal::new(dir, &canonical, target.endpoint.as_str())
         });
-        let client = self.client()?;
-        let mut run = Run {
-            session: target.endpoint.clone(),
+        let mut shared = Shared {
             up: self,
-            client,
+            client: self.client()?,
             path: path.to_owned(),
             target,
+            dialect: Dialect::Seed,
             size: meta.len(),
             identity: FileIdentity::of(&meta),
             hash: Arc::new(Mutex::new(HashCursor::default())),
-            hash_file,
+            hash_file: tokio::sync::Mutex::new(hash_file),
             journal,
+            sessions: Mutex::new(Vec::new()),
+            acked: Vec::new(),
             bytes_sent: Arc::new(AtomicU64::new(0)),
             local_error: Arc::new(Mutex::new(None)),
-            acknowledged: 0,
-            high_water: 0,
-            retries: 0,
-            failures: 0,
-            bad_requests: 0,
-            backoff: Box::new(retry::delays(self.min_delay, self.max_delay)),
-            last_error: String::new(),
+            retries: AtomicU32::new(0),
+            last_error: Mutex::new(String::new()),
             started: Instant::now(),
             deadline: self.max_time.map(|limit| Instant::now() + limit),
         };
-        run.drive().await
+        let parts = shared.negotiate().await?;
+        shared.acked = (0..parts).map(|_| AtomicU64::new(0)).collect();
+        *lock(&shared.sessions) = vec![None; parts];
+        shared.drive(parts).await
     }
 
     /// Cancels a session (`DELETE`). A session that is already gone counts
@@ -263,7 +290,19 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A new session was created on the server.
+    /// [`Protocol::Auto`] chose a dialect.
+    ProtocolChosen {
+        /// The dialect spoken from now on.
+        protocol: Protocol,
+    },
+    /// Something the user asked for cannot be done; the upload goes on
+    /// without it (e.g. `parallel` without tus concatenation).
+    Warning {
+        /// What and why.
+        message: String,
+    },
+    /// A new session was created on the server (one per part for a
+    /// parallel upload, plus the final concatenation).
     SessionCreated {
         /// The session URL.
         url: String,
@@ -296,8 +335,13 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct UploadReport {
-    /// The session URL the file was uploaded through.
+    /// The session URL the file was uploaded through (the final
+    /// concatenation for a parallel upload).
     pub url: String,
+    /// The dialect spoken (never [`Protocol::Auto`]).
+    pub protocol: Protocol,
+    /// How many parts were uploaded at once (1 unless parallel).
+    pub parts: usize,
     /// The upload's name on the server.
     pub name: String,
     /// Size in bytes.
@@ -331,10 +375,10 @@ struct ServerObject {
 /// A server answer the loop can act on.
 #[derive(Debug)]
 enum Reply {
-    /// `308`: this many bytes are held.
+    /// Not complete: this many bytes are held.
     Incomplete(u64),
-    /// `200`: the upload is final.
-    Complete(ServerObject),
+    /// The upload is final; with the seed final JSON if the answer had it.
+    Complete(Option<ServerObject>),
 }
 
 /// Why an attempt did not produce a [`Reply`].
@@ -345,7 +389,8 @@ enum Failure {
         reason: String,
         retry_after: Option<Duration>,
     },
-    /// `416`: the server has less than we assumed; query.
+    /// `416` (seed) or `409` (tus, ietf): the server has another offset
+    /// than we assumed; query.
     Gap(String),
     /// `400`: query, but give up if it keeps happening.
     BadRequest(String),
@@ -363,295 +408,233 @@ impl Failure {
         }
     }
 }
+/// Locks a mutex, ignoring poisoning (every guarded value here stays
+/// consistent across a panic).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
-/// The state of one upload.
-struct Run<'a> {
+/// Where part `index` of `parts` contiguous parts of `size` bytes starts
+/// (`index == parts` gives `size`).
+fn split(size: u64, parts: usize, index: usize) -> u64 {
+    let (Ok(parts), Ok(index)) = (u128::try_from(parts), u128::try_from(index)) else {
+        return size;
+    };
+    if parts == 0 {
+        return size;
+    }
+    // `index <= parts`, so the quotient is at most `size`.
+    u64::try_from(u128::from(size) * index.min(parts) / parts).unwrap_or(size)
+}
+
+/// What every lane (part) of one upload shares.
+struct Shared<'a> {
     up: &'a Uploader,
     client: reqwest::Client,
     path: PathBuf,
     target: Target,
+    /// The dialect spoken (resolved from [`Protocol::Auto`] first).
+    dialect: Dialect,
     size: u64,
     identity: FileIdentity,
-    /// The session URL (the endpoint until a session is open).
-    session: Url,
     hash: Arc<Mutex<HashCursor>>,
     /// A handle for reading gaps into the hash.
-    hash_file: tokio::fs::File,
+    hash_file: tokio::sync::Mutex<tokio::fs::File>,
     journal: Option<Journal>,
+    /// The upload URL of each lane, as journaled.
+    sessions: Mutex<Vec<Option<String>>>,
+    /// Bytes the server acknowledged, per lane.
+    acked: Vec<AtomicU64>,
     bytes_sent: Arc<AtomicU64>,
     /// A read error met by a body stream.
     local_error: Arc<Mutex<Option<io::Error>>>,
-    acknowledged: u64,
-    /// The most the server has acknowledged in the current session.
-    high_water: u64,
-    retries: u32,
+    /// Failed attempts, all lanes together.
+    retries: AtomicU32,
+    last_error: Mutex<String>,
+    started: Instant,
+    deadline: Option<Instant>,
+}
+
+/// The consecutive-failure bookkeeping of one lane.
+struct Retrier {
     /// Consecutive failures without progress.
     failures: u32,
     /// Consecutive `400` answers without progress.
     bad_requests: u32,
     backoff: Box<dyn Iterator<Item = Duration> + Send + Sync>,
-    last_error: String,
-    started: Instant,
-    deadline: Option<Instant>,
 }
 
-impl Run<'_> {
-    /// The upload loop.
-    async fn drive(&mut self) -> Result<UploadReport, Error> {
-        let mut from_journal = self.open_session().await?;
-        let mut resuming = from_journal;
-        let mut restarts_left = 1u32;
-        // `None`: ask the server before sending.
-        let mut offset = if from_journal { None } else { Some(0) };
-        loop {
-            let chunk_at = offset.filter(|&o| o < self.size);
-            let result = match chunk_at {
-                Some(at) => self.send_chunk(at).await,
-                None => self.query().await,
-            };
-            self.check_local()?;
-            match result {
-                Ok(Reply::Complete(object)) => return self.finish(object).await,
-                Ok(Reply::Incomplete(held)) => {
-                    if held > self.size {
-                        return Err(Error::Protocol(format!(
-                            "the server claims {held} bytes of a {}-byte file",
-                            self.size
-                        )));
-                    }
-                    self.acknowledged = held;
-                    if held > self.high_water {
-                        self.high_water = held;
-                        self.failures = 0;
-                        self.bad_requests = 0;
-                        self.backoff =
-                            Box::new(retry::delays(self.up.min_delay, self.up.max_delay));
-                    }
-                    if resuming {
-                        resuming = false;
-                        self.emit(Event::Resumed { from: held });
-                    } else {
-                        self.emit(Event::Acknowledged);
-                    }
-                    if let Some(at) = chunk_at
-                        && held <= at
-                    {
-                        self.failed(Failure::transient(format!(
-                            "the server acknowledged none of the chunk at offset {at}"
-                        )))
-                        .await?;
-                        resuming = true;
-                        offset = None;
-                    } else {
-                        offset = Some(held);
-                    }
-                }
-                Err(Failure::Gone { status, detail }) => {
-                    let reason = if from_journal {
-                        from_journal = false;
-                        "the interrupted session no longer exists on the server".to_owned()
-                    } else if restarts_left > 0 {
-                        restarts_left -= 1;
-                        format!("the session is gone on the server (HTTP {status}: {detail})")
-                    } else {
-                        self.forget();
-                        return Err(Error::Rejected { status, detail });
-                    };
-                    self.emit(Event::Restarted { reason });
-                    self.session = self.create_session().await?;
-                    self.acknowledged = 0;
-                    self.high_water = 0;
-                    resuming = false;
-                    offset = Some(0);
-                }
-                Err(Failure::Fatal(error)) => {
-                    if matches!(error, Error::Rejected { .. }) {
-                        self.forget();
-                    }
-                    return Err(error);
-                }
-                Err(failure) => {
-                    self.failed(failure).await?;
-                    resuming = true;
-                    offset = None;
-                }
-            }
+impl Retrier {
+    fn new(up: &Uploader) -> Self {
+        Retrier {
+            failures: 0,
+            bad_requests: 0,
+            backoff: Box::new(retry::delays(up.min_delay, up.max_delay)),
         }
     }
+}
 
-    /// Resumes the journaled session if the file is unchanged, otherwise
-    /// creates one. Returns whether the session came from the journal.
-    async fn open_session(&mut self) -> Result<bool, Error> {
-        if let Some(journal) = &self.journal {
-            match journal.load() {
-                Ok(Some(entry)) => match Url::parse(&entry.session) {
-                    Ok(url) if entry.identity == self.identity => {
-                        self.session = url;
-                        return Ok(true);
-                    }
-                    Ok(url) => {
-                        let _ = journal.remove();
-                        // Best effort: free the server's space.
-                        let _ = self
-                            .client
-                            .delete(url)
-                            .timeout(self.up.stall_timeout)
-                            .send()
-                            .await;
-                        self.emit(Event::Restarted {
-                            reason: "file changed since the interrupted upload".to_owned(),
-                        });
-                    }
-                    Err(_) => {}
-                },
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(journal = %journal.path().display(), error = %e, "ignoring an unreadable journal entry");
-                }
-            }
+impl Shared<'_> {
+    /// Resolves the dialect (asking the server for [`Protocol::Auto`]) and
+    /// the number of parts to upload at once.
+    async fn negotiate(&mut self) -> Result<usize, Error> {
+        let wanted = self.up.parallel;
+        let capabilities = match self.up.protocol {
+            Protocol::Auto => Some(self.probe().await?),
+            Protocol::Tus if wanted > 1 => Some(self.probe().await?),
+            _ => None,
+        };
+        self.dialect = match self.up.protocol {
+            Protocol::Seed => Dialect::Seed,
+            Protocol::Tus => Dialect::Tus,
+            Protocol::Ietf => Dialect::Ietf,
+            Protocol::Auto => capabilities.unwrap_or_default().dialect(),
+        };
+        if self.up.protocol == Protocol::Auto {
+            self.emit(Event::ProtocolChosen {
+                protocol: self.dialect.protocol(),
+            });
         }
-        self.session = self.create_session().await?;
-        Ok(false)
+        if wanted < 2 {
+            return Ok(1);
+        }
+        let refusal = if self.dialect != Dialect::Tus {
+            Some(format!(
+                "parallel uploads need tus concatenation; the {} upload uses one connection",
+                self.dialect.protocol()
+            ))
+        } else if !capabilities.is_some_and(|c| c.concatenation) {
+            Some(
+                "the server does not offer tus concatenation; the upload uses one connection"
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            self.emit(Event::Warning { message });
+            return Ok(1);
+        }
+        // At least one byte per part.
+        Ok(usize::try_from(self.size)
+            .map_or(wanted, |size| wanted.min(size))
+            .max(1))
     }
 
-    /// `POST`s to the endpoint until a session exists, then journals it.
-    async fn create_session(&mut self) -> Result<Url, Error> {
+    /// `OPTIONS {base}/uploads`, retried on transient trouble. A server
+    /// that answers it with an error offers nothing (seed only).
+    async fn probe(&self) -> Result<Capabilities, Error> {
+        let mut retrier = Retrier::new(self.up);
         loop {
             let request = self
                 .client
-                .post(self.target.endpoint.clone())
-                .header("X-Upload-Content-Length", self.size)
-                .header("X-Upload-Content-Type", OCTET_STREAM)
-                .header(CONTENT_LENGTH, 0);
+                .request(Method::OPTIONS, self.target.collection.clone());
             let failure = match self.send_watched(request, &AtomicU64::new(0)).await {
-                Ok(response) => match self.session_from(response).await {
-                    Ok(url) => {
-                        self.journal_session(&url);
-                        self.emit(Event::SessionCreated {
-                            url: url.to_string(),
-                        });
-                        return Ok(url);
-                    }
-                    Err(failure) => failure,
+                Ok(response) if response.status().is_success() => {
+                    return Ok(Capabilities::of(response.headers()));
+                }
+                Ok(response) => match self.failure_of(response).await {
+                    failure @ Failure::Transient { .. } => failure,
+                    _ => return Ok(Capabilities::default()),
                 },
                 Err(failure) => failure,
             };
-            match failure {
-                Failure::Fatal(error) => return Err(error),
-                Failure::BadRequest(detail) => {
-                    return Err(Error::Rejected {
-                        status: 400,
-                        detail,
-                    });
-                }
-                Failure::Gone { status, detail } => {
-                    return Err(Error::Rejected { status, detail });
-                }
-                failure => self.failed(failure).await?,
-            }
+            self.failed(&mut retrier, failure).await?;
         }
     }
 
-    /// Reads the session URL off the answer to a session-creating `POST`.
-    async fn session_from(&self, response: Response) -> Result<Url, Failure> {
-        let status = response.status().as_u16();
-        if !matches!(status, 200 | 201) {
-            return Err(match self.failure_of(response).await {
-                Failure::Gap(detail) => Failure::Fatal(Error::Rejected {
-                    status: 416,
-                    detail,
-                }),
-                failure => failure,
-            });
-        }
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                Failure::Fatal(Error::Protocol(
-                    "the server created a session without a Location".to_owned(),
-                ))
-            })?;
-        self.target.endpoint.join(location).map_err(|e| {
-            Failure::Fatal(Error::Protocol(format!(
-                "the session Location {location:?} is invalid: {e}"
-            )))
-        })
-    }
-
-    /// Sends the chunk starting at `at`, streamed from the file.
-    async fn send_chunk(&mut self, at: u64) -> Result<Reply, Failure> {
-        if hash::lock(&self.hash).upto() < at {
-            let caught_up = hash::catch_up(&self.hash, &mut self.hash_file, at).await;
-            caught_up.map_err(|e| Failure::Fatal(self.local_io(e)))?;
-        }
-        let local = |e| Failure::Fatal(self.local_io(e));
-        let len = self.up.chunk_size.min(self.size - at);
-        let last = at + len - 1;
-        let mut file = tokio::fs::File::open(&self.path).await.map_err(local)?;
-        file.seek(io::SeekFrom::Start(at)).await.map_err(local)?;
-        let moved = Arc::new(AtomicU64::new(0));
-        let body = {
-            let (counter, hash, sent, slot) = (
-                moved.clone(),
-                self.hash.clone(),
-                self.bytes_sent.clone(),
-                self.local_error.clone(),
-            );
-            let mut pos = at;
-            let reads = ReaderStream::with_capacity(file.take(len), READ_CAPACITY).map(
-                move |item: io::Result<Bytes>| {
-                    match &item {
-                        Ok(block) => {
-                            hash::lock(&hash).feed(pos, block);
-                            let n = block.len() as u64;
-                            pos += n;
-                            counter.fetch_add(n, Ordering::Relaxed);
-                            sent.fetch_add(n, Ordering::Relaxed);
-                        }
-                        Err(e) => record(&slot, io::Error::new(e.kind(), e.to_string())),
-                    }
-                    item
-                },
-            );
-            let (moved, slot) = (moved.clone(), self.local_error.clone());
-            let short = stream::once(async move {
-                if moved.load(Ordering::Relaxed) < len {
-                    let e = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the file is shorter than when the upload started",
-                    );
-                    record(&slot, io::Error::new(e.kind(), e.to_string()));
-                    Err(e)
-                } else {
-                    Ok(Bytes::new())
-                }
-            })
-            .filter(|item| future::ready(item.is_err()));
-            reqwest::Body::wrap_stream(reads.chain(short))
+    /// Uploads the file in `parts` lanes (then concatenates them) and checks
+    /// the result.
+    async fn drive(&self, parts: usize) -> Result<UploadReport, Error> {
+        let resume = self.resume_points(parts).await;
+        let (session, object) = if parts <= 1 {
+            let mut lane = Lane::new(self, Some(0), Kind::Whole, 0, self.size);
+            let object = lane.drive(resume.into_iter().next().flatten()).await?;
+            (lane.session, object)
+        } else {
+            let mut lanes: Vec<Lane<'_, '_>> = (0..parts)
+                .map(|i| {
+                    let start = split(self.size, parts, i);
+                    let end = split(self.size, parts, i + 1);
+                    Lane::new(self, Some(i), Kind::Part, start, end - start)
+                })
+                .collect();
+            future::try_join_all(
+                lanes
+                    .iter_mut()
+                    .zip(resume)
+                    .map(|(lane, url)| lane.drive(url)),
+            )
+            .await?;
+            let urls = lanes.into_iter().map(|lane| lane.session).collect();
+            let mut last = Lane::new(self, None, Kind::Final(urls), 0, self.size);
+            let object = last.drive(None).await?;
+            (last.session, object)
         };
-        let request = self
-            .client
-            .put(self.session.clone())
-            .header(CONTENT_RANGE, format!("bytes {at}-{last}/{}", self.size))
-            .header(CONTENT_LENGTH, len)
-            .header(CONTENT_TYPE, OCTET_STREAM)
-            .body(body);
-        let response = self.send_watched(request, &moved).await?;
-        self.reply_of(response).await
+        let object = object.ok_or_else(|| {
+            Error::Protocol("the upload completed without a final answer".to_owned())
+        })?;
+        self.finish(object, &session, parts).await
     }
 
-    /// Asks the server how much it holds (`bytes */SIZE`; finalises when it
-    /// holds everything).
-    async fn query(&mut self) -> Result<Reply, Failure> {
-        let request = self
-            .client
-            .put(self.session.clone())
-            .header(CONTENT_RANGE, format!("bytes */{}", self.size))
-            .header(CONTENT_LENGTH, 0);
-        let response = self.send_watched(request, &AtomicU64::new(0)).await?;
-        self.reply_of(response).await
+    /// The journaled upload URLs to resume, one per lane (`None`: create).
+    /// A journal of a changed file, another dialect or another number of
+    /// parts is dropped (and its uploads deleted, best effort).
+    async fn resume_points(&self, parts: usize) -> Vec<Option<Url>> {
+        let fresh = vec![None; parts];
+        let Some(journal) = &self.journal else {
+            return fresh;
+        };
+        let entry = match journal.load() {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return fresh,
+            Err(e) => {
+                tracing::warn!(journal = %journal.path().display(), error = %e, "ignoring an unreadable journal entry");
+                return fresh;
+            }
+        };
+        let urls: Vec<Option<Url>> = if entry.parts.is_empty() {
+            vec![Url::parse(&entry.session).ok()]
+        } else {
+            entry
+                .parts
+                .iter()
+                .map(|part| part.as_deref().and_then(|u| Url::parse(u).ok()))
+                .collect()
+        };
+        let reason = if entry.identity != self.identity {
+            Some("file changed since the interrupted upload".to_owned())
+        } else if Dialect::named(&entry.protocol) != Some(self.dialect) || urls.len() != parts {
+            Some(format!(
+                "the interrupted upload used {} in {} part(s), this one uses {} in {parts}",
+                entry.protocol,
+                urls.len(),
+                self.dialect.protocol()
+            ))
+        } else {
+            None
+        };
+        let Some(reason) = reason else {
+            *lock(&self.sessions) = urls
+                .iter()
+                .map(|url| url.as_ref().map(Url::to_string))
+                .collect();
+            return urls;
+        };
+        let _ = journal.remove();
+        for url in urls.into_iter().flatten() {
+            // Best effort: free the server's space.
+            let _ = self
+                .client
+                .delete(url)
+                .timeout(self.up.stall_timeout)
+                .send()
+                .await;
+        }
+        self.emit(Event::Restarted { reason });
+        fresh
     }
 
     /// Sends a request under the stall watchdog and the time limit: the
@@ -695,34 +678,29 @@ impl Run<'_> {
         }
     }
 
-    /// Turns a chunk or query answer into a [`Reply`] or [`Failure`].
-    async fn reply_of(&self, response: Response) -> Result<Reply, Failure> {
-        match response.status().as_u16() {
-            200 | 201 => {
-                let body = self.read_body(response).await?;
-                serde_json::from_slice(&body)
-                    .map(Reply::Complete)
-                    .map_err(|e| {
-                        Failure::Fatal(Error::Protocol(format!(
-                            "the final response is not the expected JSON: {e}"
-                        )))
-                    })
-            }
-            308 => match response.headers().get(RANGE) {
-                None => Ok(Reply::Incomplete(0)),
-                Some(value) => value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| parse_held_range(v).ok())
-                    .map(Reply::Incomplete)
-                    .ok_or_else(|| {
-                        Failure::Fatal(Error::Protocol(format!(
-                            "the server sent an invalid progress Range {value:?}"
-                        )))
-                    }),
-            },
-            _ => Err(self.failure_of(response).await),
+    /// Reads the upload URL off the answer to a creating `POST`.
+    async fn session_from(&self, response: Response) -> Result<Url, Failure> {
+        let status = response.status().as_u16();
+        if !matches!(status, 200 | 201) {
+            return Err(match self.failure_of(response).await {
+                Failure::Gap(detail) => Failure::Fatal(Error::Rejected { status, detail }),
+                failure => failure,
+            });
         }
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Failure::Fatal(Error::Protocol(
+                    "the server created an upload without a Location".to_owned(),
+                ))
+            })?;
+        response.url().join(location).map_err(|e| {
+            Failure::Fatal(Error::Protocol(format!(
+                "the upload Location {location:?} is invalid: {e}"
+            )))
+        })
     }
 
     /// Classifies an error answer, reading its problem details.
@@ -741,6 +719,7 @@ impl Run<'_> {
             400 => Failure::BadRequest(detail),
             404 | 410 => Failure::Gone { status, detail },
             416 => Failure::Gap(detail),
+            409 if self.dialect.conflict_is_gap() => Failure::Gap(detail),
             408 | 429 | 500..=599 => Failure::Transient {
                 reason: format!("HTTP {status}: {detail}"),
                 retry_after,
@@ -771,27 +750,27 @@ impl Run<'_> {
         }
     }
 
-    /// Books a failed attempt: gives up when the policy says so, otherwise
-    /// reports it and sleeps (transient failures only).
-    async fn failed(&mut self, failure: Failure) -> Result<(), Error> {
+    /// Books a failed attempt of a lane: gives up when the policy says so,
+    /// otherwise reports it and sleeps (transient failures only).
+    async fn failed(&self, retry: &mut Retrier, failure: Failure) -> Result<(), Error> {
         self.check_identity()?;
-        self.retries += 1;
-        self.failures += 1;
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        retry.failures += 1;
         let (reason, delay) = match failure {
             Failure::Transient {
                 reason,
                 retry_after,
             } => {
-                let backoff = self.backoff.next().unwrap_or(self.up.max_delay);
+                let backoff = retry.backoff.next().unwrap_or(self.up.max_delay);
                 (reason, retry_after.unwrap_or(backoff))
             }
             Failure::Gap(detail) => (
-                format!("HTTP 416, the server is missing earlier bytes: {detail}"),
+                format!("the server holds another offset than expected: {detail}"),
                 Duration::ZERO,
             ),
             Failure::BadRequest(detail) => {
-                self.bad_requests += 1;
-                if self.bad_requests >= MAX_BAD_REQUESTS {
+                retry.bad_requests += 1;
+                if retry.bad_requests >= MAX_BAD_REQUESTS {
                     return Err(Error::Rejected {
                         status: 400,
                         detail,
@@ -804,10 +783,10 @@ impl Run<'_> {
             }
             Failure::Fatal(error) => return Err(error),
         };
-        self.last_error = reason.clone();
-        if self.failures > self.up.max_retries {
+        *lock(&self.last_error) = reason.clone();
+        if retry.failures > self.up.max_retries {
             return Err(Error::RetriesExhausted {
-                attempts: self.failures,
+                attempts: retry.failures,
                 last_error: reason,
             });
         }
@@ -823,8 +802,13 @@ impl Run<'_> {
     }
 
     /// Checks the final answer against the local file and builds the report.
-    async fn finish(&mut self, object: ServerObject) -> Result<UploadReport, Error> {
-        // The session is finished whatever the verdict.
+    async fn finish(
+        &self,
+        object: ServerObject,
+        session: &Url,
+        parts: usize,
+    ) -> Result<UploadReport, Error> {
+        // The upload is finished whatever the verdict.
         self.forget();
         let remote_size = match &object.size {
             serde_json::Value::String(s) => parse_u64(s).ok(),
@@ -840,9 +824,12 @@ impl Run<'_> {
                 remote: remote_size,
             });
         }
-        hash::catch_up(&self.hash, &mut self.hash_file, self.size)
-            .await
-            .map_err(|e| self.local_io(e))?;
+        {
+            let mut file = self.hash_file.lock().await;
+            hash::catch_up(&self.hash, &mut file, self.size)
+                .await
+                .map_err(|e| self.local_io(e))?;
+        }
         self.check_identity()?;
         let local = hash::lock(&self.hash).finish();
         let remote = object
@@ -851,28 +838,44 @@ impl Run<'_> {
         if !remote.eq_ignore_ascii_case(&local) {
             return Err(Error::DigestMismatch { local, remote });
         }
-        self.acknowledged = self.size;
         self.emit(Event::Completed);
         Ok(UploadReport {
-            url: self.session.to_string(),
+            url: session.to_string(),
+            protocol: self.dialect.protocol(),
+            parts,
             name: self.target.name.clone(),
             size: self.size,
             sha256: local,
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
-            retries: self.retries,
+            retries: self.retries.load(Ordering::Relaxed),
             elapsed: self.started.elapsed(),
         })
     }
 
-    /// Journals the session (best effort: a journal that cannot be written
-    /// only costs resumability across runs).
-    fn journal_session(&self, session: &Url) {
+    /// Journals the upload URL of lane `index` (best effort: a journal that
+    /// cannot be written only costs resumability across runs).
+    fn journal_session(&self, index: usize, url: &Url) {
+        let mut sessions = lock(&self.sessions);
+        if let Some(slot) = sessions.get_mut(index) {
+            *slot = Some(url.to_string());
+        }
         let Some(journal) = &self.journal else {
             return;
         };
+        let parallel = sessions.len() > 1;
         let entry = Entry {
             version: 1,
-            session: session.to_string(),
+            session: if parallel {
+                String::new()
+            } else {
+                url.to_string()
+            },
+            protocol: self.dialect.protocol().as_str().to_owned(),
+            parts: if parallel {
+                sessions.clone()
+            } else {
+                Vec::new()
+            },
             file: self.path.display().to_string(),
             endpoint: self.target.endpoint.to_string(),
             identity: self.identity.clone(),
@@ -882,7 +885,7 @@ impl Run<'_> {
         }
     }
 
-    /// Drops the journal entry (the session is finished or dead).
+    /// Drops the journal entry (the upload is finished or dead).
     fn forget(&self) {
         if let Some(journal) = &self.journal
             && let Err(e) = journal.remove()
@@ -893,12 +896,7 @@ impl Run<'_> {
 
     /// Fails if a body stream met a read error.
     fn check_local(&self) -> Result<(), Error> {
-        let error = self
-            .local_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        match error {
+        match lock(&self.local_error).take() {
             Some(e) => Err(self.local_io(e)),
             None => Ok(()),
         }
@@ -925,19 +923,356 @@ impl Run<'_> {
     fn time_limit(&self) -> Error {
         Error::TimeLimit {
             limit: self.up.max_time.unwrap_or_default(),
-            last_error: self.last_error.clone(),
+            last_error: lock(&self.last_error).clone(),
         }
     }
 
     fn emit(&self, event: Event) {
         if let Some(callback) = &self.up.on_progress {
             callback(Progress {
-                acknowledged: self.acknowledged,
+                acknowledged: self.acked.iter().map(|a| a.load(Ordering::Relaxed)).sum(),
                 total: self.size,
                 bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
-                retries: self.retries,
+                retries: self.retries.load(Ordering::Relaxed),
                 event,
             });
+        }
+    }
+}
+
+/// What a lane uploads.
+#[derive(Debug)]
+enum Kind {
+    /// The whole file.
+    Whole,
+    /// One part of a parallel upload (a tus partial upload).
+    Part,
+    /// The concatenation of these part uploads (created complete).
+    Final(Vec<Url>),
+}
+
+/// The next request of a lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Send from this offset (or, at the end, complete the upload).
+    Send(u64),
+    /// Ask the server how much it holds.
+    Query,
+    /// Ask for the final JSON with the server's digest (seed status query).
+    Fetch,
+}
+
+/// One upload resource and its own retry loop: the whole file, or one part
+/// of it, or the final concatenation.
+struct Lane<'s, 'a> {
+    sh: &'s Shared<'a>,
+    /// The lane's slot in the journal and progress (none for the final).
+    index: Option<usize>,
+    kind: Kind,
+    /// Where the lane's bytes start in the file.
+    start: u64,
+    /// How many bytes the lane uploads.
+    len: u64,
+    /// The upload URL (the endpoint until one is open).
+    session: Url,
+    /// The most the server has acknowledged of the current upload.
+    high_water: u64,
+    retry: Retrier,
+}
+
+impl<'s, 'a> Lane<'s, 'a> {
+    fn new(sh: &'s Shared<'a>, index: Option<usize>, kind: Kind, start: u64, len: u64) -> Self {
+        Lane {
+            sh,
+            index,
+            kind,
+            start,
+            len,
+            session: sh.target.endpoint.clone(),
+            high_water: 0,
+            retry: Retrier::new(sh.up),
+        }
+    }
+
+    /// The upload loop: resumes `resume` (from the journal) or creates an
+    /// upload, then sends, queries and retries until the server holds every
+    /// byte. Returns the seed final JSON for a whole file or a final
+    /// concatenation, `None` for a part.
+    async fn drive(&mut self, resume: Option<Url>) -> Result<Option<ServerObject>, Error> {
+        let sh = self.sh;
+        let mut from_journal = resume.is_some();
+        self.session = match resume {
+            Some(url) => url,
+            None => self.create().await?,
+        };
+        let mut resuming = from_journal;
+        let mut restarts_left = 1u32;
+        let mut step = self.first_step(from_journal);
+        loop {
+            let sent_at = match step {
+                Step::Send(at)
+                    if at < self.len || (at == self.len && sh.dialect.completes_explicitly()) =>
+                {
+                    Some(at)
+                }
+                _ => None,
+            };
+            let result = match (step, sent_at) {
+                (_, Some(at)) => self.send_chunk(at).await,
+                (Step::Fetch, _) => self.fetch().await,
+                _ => self.query().await,
+            };
+            sh.check_local()?;
+            match result {
+                Ok(Reply::Complete(Some(object))) => {
+                    self.set_acked(self.len);
+                    return Ok(Some(object));
+                }
+                Ok(Reply::Complete(None)) => {
+                    self.set_acked(self.len);
+                    sh.emit(Event::Acknowledged);
+                    if matches!(self.kind, Kind::Part) {
+                        return Ok(None);
+                    }
+                    step = Step::Fetch;
+                }
+                Ok(Reply::Incomplete(held)) => {
+                    if held > self.len {
+                        return Err(Error::Protocol(format!(
+                            "the server claims {held} bytes of a {}-byte upload",
+                            self.len
+                        )));
+                    }
+                    self.set_acked(held);
+                    if held > self.high_water {
+                        self.high_water = held;
+                        self.retry = Retrier::new(sh.up);
+                    }
+                    if resuming {
+                        resuming = false;
+                        sh.emit(Event::Resumed {
+                            from: self.start + held,
+                        });
+                    } else {
+                        sh.emit(Event::Acknowledged);
+                    }
+                    let stuck = match (step, sent_at) {
+                        (_, Some(at)) if at == self.len => Some(format!(
+                            "the server holds all {held} bytes but did not complete the upload"
+                        )),
+                        (_, Some(at)) if held <= at => Some(format!(
+                            "the server acknowledged none of the chunk at offset {}",
+                            self.start + at
+                        )),
+                        (Step::Fetch, _) => Some(format!(
+                            "the upload was reported complete, but its status query reports {held} bytes"
+                        )),
+                        _ => None,
+                    };
+                    match stuck {
+                        Some(reason) => {
+                            sh.failed(&mut self.retry, Failure::transient(reason))
+                                .await?;
+                            resuming = true;
+                            step = Step::Query;
+                        }
+                        None => step = Step::Send(held),
+                    }
+                }
+                Err(Failure::Gone { status, detail }) => {
+                    let reason = if from_journal {
+                        from_journal = false;
+                        "the interrupted upload no longer exists on the server".to_owned()
+                    } else if restarts_left > 0 {
+                        restarts_left -= 1;
+                        format!("the upload is gone on the server (HTTP {status}: {detail})")
+                    } else {
+                        sh.forget();
+                        return Err(Error::Rejected { status, detail });
+                    };
+                    sh.emit(Event::Restarted { reason });
+                    self.session = self.create().await?;
+                    self.set_acked(0);
+                    self.high_water = 0;
+                    resuming = false;
+                    step = self.first_step(false);
+                }
+                Err(Failure::Fatal(error)) => {
+                    if matches!(error, Error::Rejected { .. }) {
+                        sh.forget();
+                    }
+                    return Err(error);
+                }
+                Err(failure) => {
+                    sh.failed(&mut self.retry, failure).await?;
+                    resuming = true;
+                    if step != Step::Fetch {
+                        step = Step::Query;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where a lane starts: a fresh upload sends from 0, a journaled one asks
+    /// first, a final concatenation is complete at once.
+    fn first_step(&self, from_journal: bool) -> Step {
+        if from_journal || matches!(self.kind, Kind::Final(_)) {
+            Step::Query
+        } else {
+            Step::Send(0)
+        }
+    }
+
+    fn set_acked(&self, held: u64) {
+        if let Some(slot) = self.index.and_then(|i| self.sh.acked.get(i)) {
+            slot.store(held, Ordering::Relaxed);
+        }
+    }
+
+    /// `POST`s until an upload exists, then journals it.
+    async fn create(&mut self) -> Result<Url, Error> {
+        let sh = self.sh;
+        loop {
+            let creation = match &self.kind {
+                Kind::Whole => Creation::Whole,
+                Kind::Part => Creation::Part,
+                Kind::Final(parts) => Creation::Final(parts),
+            };
+            let request = sh
+                .dialect
+                .create(&sh.client, &sh.target, self.len, creation)?;
+            let failure = match sh.send_watched(request, &AtomicU64::new(0)).await {
+                Ok(response) => match sh.session_from(response).await {
+                    Ok(url) => {
+                        if let Some(index) = self.index {
+                            sh.journal_session(index, &url);
+                        }
+                        sh.emit(Event::SessionCreated {
+                            url: url.to_string(),
+                        });
+                        return Ok(url);
+                    }
+                    Err(failure) => failure,
+                },
+                Err(failure) => failure,
+            };
+            match failure {
+                Failure::Fatal(error) => return Err(error),
+                Failure::BadRequest(detail) => {
+                    return Err(Error::Rejected {
+                        status: 400,
+                        detail,
+                    });
+                }
+                Failure::Gone { status, detail } => {
+                    return Err(Error::Rejected { status, detail });
+                }
+                failure => sh.failed(&mut self.retry, failure).await?,
+            }
+        }
+    }
+
+    /// Sends the chunk starting at lane offset `at`, streamed from the file
+    /// (an empty completing request when `at` is the lane's end).
+    async fn send_chunk(&mut self, at: u64) -> Result<Reply, Failure> {
+        let sh = self.sh;
+        let from = self.start + at;
+        if self.start == 0 && hash::lock(&sh.hash).upto() < from {
+            let mut file = sh.hash_file.lock().await;
+            let caught_up = hash::catch_up(&sh.hash, &mut file, from).await;
+            caught_up.map_err(|e| Failure::Fatal(sh.local_io(e)))?;
+        }
+        let local = |e| Failure::Fatal(sh.local_io(e));
+        let len = sh.up.chunk_size.min(self.len - at);
+        let moved = Arc::new(AtomicU64::new(0));
+        let body = if len == 0 {
+            reqwest::Body::from(Bytes::new())
+        } else {
+            let mut file = tokio::fs::File::open(&sh.path).await.map_err(local)?;
+            file.seek(io::SeekFrom::Start(from)).await.map_err(local)?;
+            let (counter, hash, sent, slot) = (
+                moved.clone(),
+                sh.hash.clone(),
+                sh.bytes_sent.clone(),
+                sh.local_error.clone(),
+            );
+            let mut pos = from;
+            let reads = ReaderStream::with_capacity(file.take(len), READ_CAPACITY).map(
+                move |item: io::Result<Bytes>| {
+                    match &item {
+                        Ok(block) => {
+                            hash::lock(&hash).feed(pos, block);
+                            let n = block.len() as u64;
+                            pos += n;
+                            counter.fetch_add(n, Ordering::Relaxed);
+                            sent.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) => record(&slot, io::Error::new(e.kind(), e.to_string())),
+                    }
+                    item
+                },
+            );
+            let (moved, slot) = (moved.clone(), sh.local_error.clone());
+            let short = stream::once(async move {
+                if moved.load(Ordering::Relaxed) < len {
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file is shorter than when the upload started",
+                    );
+                    record(&slot, io::Error::new(e.kind(), e.to_string()));
+                    Err(e)
+                } else {
+                    Ok(Bytes::new())
+                }
+            })
+            .filter(|item| future::ready(item.is_err()));
+            reqwest::Body::wrap_stream(reads.chain(short))
+        };
+        let request = sh
+            .dialect
+            .chunk(&sh.client, &self.session, (at, len, self.len), body);
+        let response = sh.send_watched(request, &moved).await?;
+        self.reply_of(response, sh.dialect).await
+    }
+
+    /// Asks the server how much it holds (seed: `bytes */SIZE`, which
+    /// finalises when it holds everything; tus, ietf: `HEAD`).
+    async fn query(&self) -> Result<Reply, Failure> {
+        let sh = self.sh;
+        let request = sh.dialect.query(&sh.client, &self.session, self.len);
+        let response = sh.send_watched(request, &AtomicU64::new(0)).await?;
+        self.reply_of(response, sh.dialect).await
+    }
+
+    /// Asks for the final JSON (and the server's SHA-256) with a seed status
+    /// query, which every dialect's upload answers.
+    async fn fetch(&self) -> Result<Reply, Failure> {
+        let sh = self.sh;
+        let request = Dialect::status_query(&sh.client, &self.session);
+        let response = sh.send_watched(request, &AtomicU64::new(0)).await?;
+        self.reply_of(response, Dialect::Seed).await
+    }
+
+    /// Turns an answer (read as `dialect` speaks) into a [`Reply`] or
+    /// [`Failure`].
+    async fn reply_of(&self, response: Response, dialect: Dialect) -> Result<Reply, Failure> {
+        let status = response.status().as_u16();
+        match dialect.answer(status, response.headers(), self.len) {
+            Err(reason) => Err(Failure::Fatal(Error::Protocol(reason))),
+            Ok(Answer::Held(held)) => Ok(Reply::Incomplete(held)),
+            Ok(Answer::Complete) => Ok(Reply::Complete(None)),
+            Ok(Answer::FinalJson) => {
+                let body = self.sh.read_body(response).await?;
+                serde_json::from_slice(&body)
+                    .map(|object| Reply::Complete(Some(object)))
+                    .map_err(|e| {
+                        Failure::Fatal(Error::Protocol(format!(
+                            "the final response is not the expected JSON: {e}"
+                        )))
+                    })
+            }
+            Ok(Answer::Error) => Err(self.sh.failure_of(response).await),
         }
     }
 }
@@ -1027,6 +1362,8 @@ mod tests {
     fn report_serialises_seconds() {
         let report = UploadReport {
             url: "http://h/uploads/x".into(),
+            protocol: Protocol::Tus,
+            parts: 1,
             name: "a".into(),
             size: 3,
             sha256: "ab".into(),
@@ -1037,5 +1374,16 @@ mod tests {
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["elapsed"], 1.5);
         assert_eq!(json["size"], 3);
+        assert_eq!(json["protocol"], "tus");
+    }
+
+    #[test]
+    fn parts_are_contiguous_and_cover_the_file() {
+        for (size, parts) in [(10u64, 3usize), (2, 2), (u64::MAX, 7), (64 << 20, 3)] {
+            let bounds: Vec<u64> = (0..=parts).map(|i| split(size, parts, i)).collect();
+            assert_eq!(bounds[0], 0);
+            assert_eq!(bounds[parts], size);
+            assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
+        }
     }
 }

@@ -780,7 +780,7 @@ impl Lease {
     }
 
     /// Cancels the upload: its data is removed, its record remembers it.
-    pub async fn cancel(mut self) -> Result<(), Error> {
+    pub async fn cancel(&mut self) -> Result<(), Error> {
         let mut record = self.loaded.record.clone();
         record.status = Status::Cancelled;
         record.updated_at = now();

@@ -1,5 +1,6 @@
 //! Small pieces every dialect adapter uses.
 
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use tenax_core::UploadId;
 use tenax_protocol::FileName;
@@ -56,4 +57,13 @@ pub(crate) fn absolute_url(
         .ok_or_else(|| Problem::bad_request("the request names no host"))?;
     HeaderValue::from_str(&format!("http://{host}{path}"))
         .map_err(|_| Problem::bad_request("invalid Host header"))
+}
+
+/// Whether the request has a body (a chunked or HTTP/2 body counts even
+/// before its first byte).
+pub(crate) fn has_body(headers: &HeaderMap, body: &Body) -> bool {
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(length) => length != "0",
+        None => !http_body::Body::is_end_stream(body),
+    }
 }

@@ -14,7 +14,7 @@ use tenax_protocol::rufh::{
 
 use crate::AppState;
 use crate::body::{data_stream, detached};
-use crate::common::{absolute_url, no_store};
+use crate::common::{absolute_url, has_body, no_store};
 use crate::interim::Interim;
 use crate::problem::Problem;
 
@@ -87,6 +87,16 @@ fn flag(value: bool) -> HeaderValue {
     HeaderValue::from_static(if value { "?1" } else { "?0" })
 }
 
+/// Echoes the request's interop version on an answer (§3.2: on every response).
+pub(crate) fn echo_version(headers: &HeaderMap, mut response: Response) -> Response {
+    if let Some(version) = Fields::read(headers).version {
+        response
+            .headers_mut()
+            .insert("upload-draft-interop-version", HeaderValue::from(version));
+    }
+    response
+}
+
 /// Headers every RUFH answer about an upload carries.
 fn progress(
     state: &AppState,
@@ -144,6 +154,15 @@ impl Interims {
         self.interim
             .send(104, "Upload Resumption Supported", &headers);
     }
+}
+
+/// The `filename` of tus-style `Upload-Metadata`, which tus-js-client
+/// sends in its draft modes too.
+fn metadata_name(headers: &HeaderMap) -> Option<FileName> {
+    let metadata =
+        tenax_protocol::tus::parse_metadata(headers.get("upload-metadata")?.to_str().ok()?).ok()?;
+    let name = metadata.get("filename")?.as_ref()?;
+    FileName::new(std::str::from_utf8(name).ok()?).ok()
 }
 
 /// Creation (§3.3): a request with `Upload-Complete` to the collection.
@@ -210,7 +229,7 @@ async fn create_inner(
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     let new = NewUpload {
-        name: disposition_name(headers),
+        name: disposition_name(headers).or_else(|| metadata_name(headers)),
         total: length,
         content_type,
         ..NewUpload::default()
@@ -273,7 +292,13 @@ async fn append(
             Ok(())
         }
         None | Some(Interruption::Body(_) | Interruption::Superseded) => Ok(()),
-        Some(Interruption::Overrun) => Err(inconsistent("the body runs past the upload's length")),
+        Some(Interruption::Overrun) => {
+            // Past a known length the upload can never become valid (§3.3).
+            lease.cancel().await?;
+            Err(inconsistent(
+                "the body runs past the upload's length; the upload is void",
+            ))
+        }
         Some(Interruption::ShuttingDown) => Err(EngineError::ShuttingDown.into()),
     }
 }
@@ -288,7 +313,7 @@ pub(crate) async fn head(state: AppState, id: UploadId, headers: HeaderMap) -> R
             fields.version,
             StatusCode::NO_CONTENT.into_response(),
         ),
-        Err(error) => Problem::from(error).into_response(),
+        Err(error) => echo_version(&headers, Problem::from(error).into_response()),
     }
 }
 
@@ -303,6 +328,11 @@ pub(crate) async fn patch(
     detached(async move {
         let fields = Fields::read(&headers);
         let result = async {
+            if headers.contains_key("upload-incomplete") {
+                return Err(Problem::bad_request(
+                    "Upload-Incomplete (interop version 3) is not supported; send Upload-Complete (interop 5 to 9)",
+                ));
+            }
             let media = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|value| value.to_str().ok())
@@ -324,9 +354,8 @@ pub(crate) async fn patch(
                 .complete
                 .ok_or_else(|| Problem::bad_request("Upload-Complete is required"))?;
             let mut lease = state.engine.lease(id).await?;
-            let has_body = fields.content_length.is_none_or(|length| length > 0);
             if matches!(lease.record().status, Status::Complete(_)) {
-                if has_body && fields.content_length.is_some() {
+                if has_body(&headers, &body) {
                     return Err(draft_problem(
                         StatusCode::BAD_REQUEST,
                         COMPLETED_UPLOAD,

@@ -143,7 +143,7 @@ pub(crate) async fn cancel_by_id(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    let lease = state.engine.lease(upload_id(&id)?).await?;
+    let mut lease = state.engine.lease(upload_id(&id)?).await?;
     lease.cancel().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -159,7 +159,7 @@ pub(crate) async fn cancel_by_name(
             .as_deref()
             .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?,
     )?;
-    let lease = state
+    let mut lease = state
         .engine
         .lease_name(&name, NewUpload::default, |_| false)
         .await?;

@@ -19,7 +19,7 @@ use tenax_protocol::{FileName, parse_u64};
 use crate::AppState;
 use crate::body::{data_stream, detached};
 use crate::checksum::{HeaderChecksum, TrailerChecksum};
-use crate::common::{absolute_url, header_str, no_store};
+use crate::common::{absolute_url, has_body, header_str, no_store};
 use crate::problem::Problem;
 
 /// The extensions offered in `Tus-Extension`.
@@ -37,7 +37,7 @@ pub(crate) fn resumable(mut response: Response) -> Response {
 }
 
 /// The answer to a request without a supported `Tus-Resumable` (§2.1).
-fn check_version(headers: &HeaderMap) -> Result<(), Problem> {
+pub(crate) fn check_version(headers: &HeaderMap) -> Result<(), Problem> {
     match headers.get("tus-resumable") {
         Some(version) if version == tus::VERSION => Ok(()),
         _ => Err(Problem::new(
@@ -66,7 +66,7 @@ fn tus_problem(error: tus::TusError) -> Problem {
 }
 
 /// Whether the request carries an offset stream (creation-with-upload, PATCH).
-fn has_offset_stream(headers: &HeaderMap) -> bool {
+pub(crate) fn has_offset_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -76,13 +76,6 @@ fn has_offset_stream(headers: &HeaderMap) -> bool {
                 .next()
                 .is_some_and(|media| media.trim().eq_ignore_ascii_case(OFFSET_STREAM))
         })
-}
-
-fn body_announced(headers: &HeaderMap) -> bool {
-    match headers.get(header::CONTENT_LENGTH) {
-        Some(length) => length != "0",
-        None => headers.contains_key(header::TRANSFER_ENCODING),
-    }
 }
 
 /// `Upload-Expires` of an active upload.
@@ -154,7 +147,7 @@ async fn create_inner(
                 "a final upload takes its length from its parts",
             ));
         }
-        if body_announced(headers) {
+        if has_body(headers, &body) {
             return Err(Problem::new(
                 StatusCode::FORBIDDEN,
                 "urn:tenax:problem:final-upload",
@@ -189,7 +182,7 @@ async fn create_inner(
     let mut lease = state.engine.lease(id).await?;
     if length == Some(0) {
         lease.finalize().await?;
-    } else if has_offset_stream(headers) && body_announced(headers) {
+    } else if has_offset_stream(headers) && has_body(headers, &body) {
         // creation-with-upload: the body is the first chunk, at offset 0.
         if let Err(problem) = append(state, &mut lease, headers, body).await {
             // The upload exists; tell the client where, with the problem.
@@ -325,76 +318,84 @@ pub(crate) async fn patch(
                 parse_checksum(value).map_err(tus_problem)?;
             }
             let mut lease = state.engine.lease(id).await?;
-            if matches!(lease.record().concat, Some(Concat::Final(_))) {
-                return Err(Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "urn:tenax:problem:final-upload",
-                    "Final upload",
-                    "a final upload cannot be patched",
-                ));
-            }
-            if offset != lease.held() {
-                return Err(Problem::new(
-                    StatusCode::CONFLICT,
-                    "urn:tenax:problem:offset-mismatch",
-                    "Upload-Offset mismatch",
-                    format!("the upload holds {} bytes; send from there", lease.held()),
-                )
-                .with("expected-offset", lease.held())
-                .with("provided-offset", offset));
-            }
-            if let Status::Complete(_) = lease.record().status {
-                return if body_announced(&headers) {
-                    Err(Problem::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "urn:tenax:problem:complete",
-                        "Upload complete",
-                        "the upload is already complete",
-                    ))
-                } else {
-                    Ok(with_offset(
-                        &state,
-                        &lease,
-                        StatusCode::NO_CONTENT.into_response(),
-                    ))
-                };
-            }
-            if let Some(length) = length {
-                match lease.record().total {
-                    Some(total) if total != length => {
-                        return Err(Problem::bad_request(format!(
-                            "Upload-Length {length} differs from the {total} set before"
-                        )));
-                    }
-                    Some(_) => {}
-                    None if length < lease.held() => {
-                        return Err(Problem::bad_request(format!(
-                            "Upload-Length {length} is below the {} bytes held",
-                            lease.held()
-                        )));
-                    }
-                    None => {
-                        if let Some(max) = state.config.max_upload_size
-                            && length > max
-                        {
-                            return Err(too_large(max));
-                        }
-                        lease.set_total(length).await?;
-                    }
-                }
-            }
-            let result = append(&state, &mut lease, &headers, body).await;
+            let answer = patch_upload(&state, &mut lease, offset, length, &headers, body).await;
+            // Every PATCH answer carries the offset and expiry, errors too.
             Ok(with_offset(
                 &state,
                 &lease,
-                result.map_or_else(IntoResponse::into_response, |()| {
-                    StatusCode::NO_CONTENT.into_response()
-                }),
+                answer.unwrap_or_else(IntoResponse::into_response),
             ))
         };
         resumable(result.await.unwrap_or_else(IntoResponse::into_response))
     })
     .await
+}
+
+/// The part of a PATCH that runs on the leased upload.
+async fn patch_upload(
+    state: &AppState,
+    lease: &mut Lease,
+    offset: u64,
+    length: Option<u64>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    if matches!(lease.record().concat, Some(Concat::Final(_))) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "urn:tenax:problem:final-upload",
+            "Final upload",
+            "a final upload cannot be patched",
+        ));
+    }
+    if offset != lease.held() {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "urn:tenax:problem:offset-mismatch",
+            "Upload-Offset mismatch",
+            format!("the upload holds {} bytes; send from there", lease.held()),
+        )
+        .with("expected-offset", lease.held())
+        .with("provided-offset", offset));
+    }
+    if let Status::Complete(_) = lease.record().status {
+        return if has_body(headers, &body) {
+            Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "urn:tenax:problem:complete",
+                "Upload complete",
+                "the upload is already complete",
+            ))
+        } else {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        };
+    }
+    if let Some(length) = length {
+        match lease.record().total {
+            Some(total) if total != length => {
+                return Err(Problem::bad_request(format!(
+                    "Upload-Length {length} differs from the {total} set before"
+                )));
+            }
+            Some(_) => {}
+            None if length < lease.held() => {
+                return Err(Problem::bad_request(format!(
+                    "Upload-Length {length} is below the {} bytes held",
+                    lease.held()
+                )));
+            }
+            None => {
+                if let Some(max) = state.config.max_upload_size
+                    && length > max
+                {
+                    return Err(too_large(max));
+                }
+                lease.set_total(length).await?;
+            }
+        }
+    }
+    append(state, lease, headers, body).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `HEAD /uploads/{id}` with `Tus-Resumable` (§2.2).

@@ -26,17 +26,33 @@ enum Dialect {
 
 impl Dialect {
     fn of(headers: &HeaderMap) -> Dialect {
-        if headers.contains_key("tus-resumable") {
+        let has = |name: &str| headers.contains_key(name);
+        if has("tus-resumable") {
             Dialect::Tus
         } else if [
             "upload-draft-interop-version",
             "upload-complete",
             "upload-incomplete",
         ]
-        .iter()
-        .any(|name| headers.contains_key(*name))
+        .into_iter()
+        .any(has)
         {
             Dialect::Rufh
+        } else if [
+            "upload-length",
+            "upload-offset",
+            "upload-defer-length",
+            "upload-metadata",
+            "upload-concat",
+            "upload-checksum",
+        ]
+        .into_iter()
+        .any(has)
+            || tus::has_offset_stream(headers)
+        {
+            // tus headers without `Tus-Resumable`: the tus adapter answers
+            // 412 (PROTOCOLS §2.1) rather than another dialect guessing.
+            Dialect::Tus
         } else {
             Dialect::Seed
         }
@@ -119,12 +135,19 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    let dialect = Dialect::of(&headers);
+    if dialect == Dialect::Tus
+        && let Err(problem) = tus::check_version(&headers)
+    {
+        return tus::resumable(problem.into_response());
+    }
     let response = seed::cancel_by_id(State(state), Path(id))
         .await
         .into_response();
-    match Dialect::of(&headers) {
+    match dialect {
         Dialect::Tus => tus::resumable(response),
-        _ => response,
+        Dialect::Rufh => rufh::echo_version(&headers, response),
+        Dialect::Seed => response,
     }
 }
 

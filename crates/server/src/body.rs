@@ -17,11 +17,12 @@ use crate::problem::Problem;
 /// Runs `work` in its own task and waits for it. If the handler future is
 /// dropped (HTTP/2 drops it when the client resets the stream), the task
 /// still runs to its end, so what it wrote gets committed.
-pub(crate) async fn detached<F>(work: F) -> Response
+pub(crate) async fn detached<F, R>(work: F) -> Response
 where
-    F: Future<Output = Response> + Send + 'static,
+    F: Future<Output = R> + Send + 'static,
+    R: IntoResponse,
 {
-    match tokio::spawn(work).await {
+    match tokio::spawn(async move { work.await.into_response() }).await {
         Ok(response) => response,
         Err(error) => {
             tracing::error!(%error, "request task failed");

@@ -173,21 +173,17 @@ pub(crate) async fn create(
     interim: Option<Interim>,
     body: Body,
 ) -> Response {
-    detached(async move {
-        create_inner(state, &uri, &headers, interim, body)
-            .await
-            .unwrap_or_else(IntoResponse::into_response)
-    })
-    .await
+    detached(create_inner(state, uri, headers, interim, body)).await
 }
 
 async fn create_inner(
     state: AppState,
-    uri: &Uri,
-    headers: &HeaderMap,
+    uri: Uri,
+    headers: HeaderMap,
     interim: Option<Interim>,
     body: Body,
 ) -> Result<Response, Problem> {
+    let (uri, headers) = (&uri, &headers);
     if headers.contains_key("upload-incomplete") {
         return Err(Problem::bad_request(
             "Upload-Incomplete (interop version 3) is not supported; send Upload-Complete (interop 5 to 9)",

@@ -89,30 +89,22 @@ pub(crate) async fn put_by_name(
     body: Body,
 ) -> Response {
     detached(async move {
-        let result = async {
-            let name = file_name(
-                query
-                    .file
-                    .as_deref()
-                    .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?,
-            )?;
-            let request = classify(&headers)?;
-            let lease = state
-                .engine
-                .lease_name(
-                    &name,
-                    || NewUpload {
-                        content_type: content_type(&headers),
-                        ..NewUpload::default()
-                    },
-                    |current| starts_over(current, request),
-                )
-                .await?;
-            Ok(respond(&state, lease, request, &headers, body).await)
+        let name = file_name(
+            query
+                .file
+                .as_deref()
+                .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?,
+        )?;
+        let request = classify(&headers)?;
+        let new = || NewUpload {
+            content_type: content_type(&headers),
+            ..NewUpload::default()
         };
-        result
-            .await
-            .unwrap_or_else(|problem: Problem| problem.into_response())
+        let lease = state
+            .engine
+            .lease_name(&name, new, |current| starts_over(current, request))
+            .await?;
+        Ok::<_, Problem>(respond(&state, lease, request, &headers, body).await)
     })
     .await
 }
@@ -125,15 +117,10 @@ pub(crate) async fn put_by_id(
     body: Body,
 ) -> Response {
     detached(async move {
-        let result = async {
-            let id = upload_id(&id)?;
-            let request = classify(&headers)?;
-            let lease = state.engine.lease(id).await?;
-            Ok(respond(&state, lease, request, &headers, body).await)
-        };
-        result
-            .await
-            .unwrap_or_else(|problem: Problem| problem.into_response())
+        let id = upload_id(&id)?;
+        let request = classify(&headers)?;
+        let lease = state.engine.lease(id).await?;
+        Ok::<_, Problem>(respond(&state, lease, request, &headers, body).await)
     })
     .await
 }

@@ -161,8 +161,7 @@ impl Interims {
 fn metadata_name(headers: &HeaderMap) -> Option<FileName> {
     let metadata =
         tenax_protocol::tus::parse_metadata(headers.get("upload-metadata")?.to_str().ok()?).ok()?;
-    let name = metadata.get("filename")?.as_ref()?;
-    FileName::new(std::str::from_utf8(name).ok()?).ok()
+    crate::tus::metadata_name(&metadata)
 }
 
 /// Creation (§3.3): a request with `Upload-Complete` to the collection.

@@ -87,6 +87,13 @@ fn expires(state: &AppState, record: &UploadRecord) -> Option<HeaderValue> {
     HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
 }
 
+/// The file name in `Upload-Metadata` (`filename`), if it is a valid one;
+/// otherwise the upload simply has no published name.
+pub(crate) fn metadata_name(metadata: &tus::Metadata) -> Option<FileName> {
+    let name = metadata.get("filename")?.as_ref()?;
+    FileName::new(std::str::from_utf8(name).ok()?).ok()
+}
+
 /// `POST /uploads` with `Tus-Resumable`: creation (§2.3).
 pub(crate) async fn create(state: AppState, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     detached(async move {
@@ -121,11 +128,7 @@ async fn create_inner(
         .transpose()
         .map_err(tus_problem)?
         .unwrap_or_default();
-    let name = metadata
-        .get("filename")
-        .and_then(Option::as_ref)
-        .and_then(|bytes| std::str::from_utf8(bytes).ok())
-        .and_then(|text| FileName::new(text).ok());
+    let name = metadata_name(&metadata);
     let content_type = ["filetype", "contentType", "type"]
         .iter()
         .find_map(|key| metadata.get(*key).and_then(Option::as_ref))

@@ -11,11 +11,19 @@
 //! * tenax itself: a fresh `tenax serve` (with a fresh data directory) per
 //!   configuration and repetition, the final `sha256` checked against the
 //!   file's, and the server's peak RSS (`VmHWM`) read just before it is
-//!   stopped.
+//!   stopped; uploaded with the seed protocol, and with tus 1.0.0 (`POST`,
+//!   then one `PATCH` per chunk) both with the default digests and with
+//!   `--no-md5`;
+//! * the reference tus server `@tus/server` with `@tus/file-store` (Node,
+//!   `bench/tus-server/server.mjs`, given with `--tus-server DIR`), driven
+//!   by the same tus client, the stored file's sha256 checked, the node
+//!   process's peak RSS.
 //!
 //! It prints a table, the ratios against the limits with the targets
-//! (≥ 0.8× the limit at 8 MiB chunks, peak RSS ≤ 32 MiB), and a final JSON
-//! line. See `bench/README.md`; `bench/run` builds and runs it.
+//! (≥ 0.8× the limit at 8 MiB chunks, peak RSS ≤ 32 MiB), the ratios
+//! tenax tus / `@tus/server` with theirs (≥ 3× the MB/s, ≤ 1/3 of the peak
+//! RSS), and a final JSON line. See `bench/README.md`; `bench/run` builds
+//! and runs it.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -44,11 +52,20 @@ const WRITE_BUFFER: usize = 8 << 20;
 const TARGET_RATIO: f64 = 0.8;
 /// Target: the server's peak RSS.
 const TARGET_RSS: u64 = 32 * MIB;
+/// Target: tenax tus MB/s over `@tus/server`'s, at every chunk size.
+const TARGET_TUS_SPEEDUP: f64 = 3.0;
+/// Target: tenax peak RSS over `@tus/server`'s.
+const TARGET_TUS_RSS: f64 = 1.0 / 3.0;
 
 const USAGE: &str = "\
 usage: upload_bench (--server-bin PATH | --url URL) [options]
   --server-bin PATH   the tenax binary; a fresh `tenax serve` per run
-  --url URL           an already running server instead (no RSS figure)
+  --url URL           an already running tenax instead (no RSS figure, no
+                      --no-md5 runs)
+  --tus-server DIR    directory holding server.mjs and its node_modules
+                      (@tus/server, @tus/file-store); without it no
+                      @tus/server runs
+  --node PATH         the Node binary for --tus-server (default node)
   --size SIZE         upload size (default 1GiB)
   --chunks LIST       chunk sizes, comma separated (default 8MiB,256KiB)
   --repeat N          repetitions of every measurement (default 2)
@@ -68,6 +85,8 @@ struct Options {
     work_dir: PathBuf,
     per_chunk_sync: bool,
     keep: bool,
+    tus_server: Option<PathBuf>,
+    node: PathBuf,
 }
 
 fn parse_size(text: &str) -> anyhow::Result<u64> {
@@ -101,6 +120,8 @@ fn parse_options() -> anyhow::Result<Options> {
         work_dir: PathBuf::from("target/bench"),
         per_chunk_sync: true,
         keep: false,
+        tus_server: None,
+        node: PathBuf::from("node"),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -122,6 +143,8 @@ fn parse_options() -> anyhow::Result<Options> {
             "--work-dir" => options.work_dir = PathBuf::from(value()?),
             "--no-per-chunk-sync" => options.per_chunk_sync = false,
             "--keep" => options.keep = true,
+            "--tus-server" => options.tus_server = Some(PathBuf::from(value()?)),
+            "--node" => options.node = PathBuf::from(value()?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -503,6 +526,127 @@ async fn upload(
     }
 }
 
+/// Uploads `path` (of `size` bytes) to `base` with tus 1.0.0: `POST
+/// {base}/uploads` with `Upload-Length` (201 + `Location`), then one `PATCH`
+/// per `chunk` bytes, each answered 204 with the new `Upload-Offset`.
+/// Returns the elapsed time (creation to the last 204) and the upload's URL.
+async fn tus_upload(
+    client: &reqwest::Client,
+    base: &str,
+    path: &Path,
+    size: u64,
+    chunk: u64,
+) -> anyhow::Result<(Duration, String)> {
+    let started = Instant::now();
+    let response = client
+        .post(format!("{base}/uploads"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", size.to_string())
+        .header("content-length", "0")
+        .send()
+        .await
+        .context("tus creation")?;
+    let status = response.status();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body = response.bytes().await?;
+    settle().await;
+    ensure!(
+        status == reqwest::StatusCode::CREATED,
+        "tus creation answered {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let location = location.ok_or_else(|| anyhow!("tus creation answered no Location"))?;
+    // A relative Location is relative to the server's origin.
+    let location = if location.starts_with('/') {
+        let origin = base
+            .find("://")
+            .and_then(|scheme| base[scheme + 3..].find('/').map(|path| scheme + 3 + path))
+            .map_or(base, |path| &base[..path]);
+        format!("{origin}{location}")
+    } else {
+        location
+    };
+    let read_capacity = chunk.min(MIB) as usize;
+    let mut offset = 0u64;
+    while offset < size {
+        let len = chunk.min(size - offset);
+        let mut file = tokio::fs::File::open(path).await?;
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        let stream = ReaderStream::with_capacity(file.take(len), read_capacity);
+        let response = client
+            .patch(&location)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", offset.to_string())
+            .header("content-type", "application/offset+octet-stream")
+            .header("content-length", len.to_string())
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .with_context(|| format!("PATCH at offset {offset}"))?;
+        let status = response.status();
+        let new_offset = response
+            .headers()
+            .get("upload-offset")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await?;
+        settle().await;
+        ensure!(
+            status == reqwest::StatusCode::NO_CONTENT,
+            "PATCH at offset {offset} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        offset += len;
+        let expected = offset.to_string();
+        ensure!(
+            new_offset.as_deref() == Some(expected.as_str()),
+            "PATCH answered Upload-Offset {new_offset:?}, expected {expected}"
+        );
+    }
+    Ok((started.elapsed(), location))
+}
+
+/// The seed status query (`PUT` with `Content-Range: bytes */*`) that any
+/// tenax upload answers, with the final JSON once complete.
+async fn status_query(client: &reqwest::Client, location: &str) -> anyhow::Result<Value> {
+    let response = client
+        .put(location)
+        .header("content-range", "bytes */*")
+        .header("content-length", "0")
+        .send()
+        .await
+        .context("status query")?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    settle().await;
+    ensure!(
+        status == reqwest::StatusCode::OK,
+        "status query answered {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).context("status query JSON")
+}
+
+/// sha256 of a file, hex.
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut buffer = vec![0u8; WRITE_BUFFER];
+    let mut hasher = Sha256::new();
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
 /// Lets the finished connection return to the client's pool.
 async fn settle() {
     for _ in 0..16 {
@@ -562,16 +706,38 @@ struct Server {
 }
 
 impl Server {
-    fn start(binary: &Path, data: &Path, log: &Path) -> anyhow::Result<Server> {
-        let log = std::fs::File::create(log)?;
-        let mut child = Command::new(binary)
+    /// `tenax serve` on a free loopback port, plus `extra` arguments.
+    fn tenax(binary: &Path, data: &Path, extra: &[&str], log: &Path) -> anyhow::Result<Server> {
+        let mut command = Command::new(binary);
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(extra);
+        Server::start(command, log)
+    }
+
+    /// `node server.mjs DATA 0` in `dir` (`@tus/server` with
+    /// `@tus/file-store`): the child is the node process itself.
+    fn tus_node(node: &Path, dir: &Path, data: &Path, log: &Path) -> anyhow::Result<Server> {
+        let mut command = Command::new(node);
+        command
+            .arg(dir.join("server.mjs"))
+            .arg(data)
+            .arg("0")
+            .current_dir(dir);
+        Server::start(command, log)
+    }
+
+    /// Starts `command`, whose first stdout line is `listening on URL`.
+    fn start(mut command: Command, log: &Path) -> anyhow::Result<Server> {
+        let log = std::fs::File::create(log)?;
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+            .with_context(|| format!("cannot start {program}"))?;
         let stdout = child
             .stdout
             .take()
@@ -607,6 +773,50 @@ impl Server {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What is measured.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// tenax with the seed protocol (default digests).
+    TenaxSeed,
+    /// tenax with tus 1.0.0; `md5: false` is `tenax serve --no-md5`.
+    TenaxTus { md5: bool },
+    /// `@tus/server` with `@tus/file-store` under Node.
+    TusServer,
+}
+
+impl Target {
+    /// The series name; `tenax @ X` is the seed upload, as before.
+    fn name(self, chunk: u64) -> String {
+        let what = match self {
+            Target::TenaxSeed => "tenax",
+            Target::TenaxTus { md5: true } => "tenax tus",
+            Target::TenaxTus { md5: false } => "tenax tus --no-md5",
+            Target::TusServer => "@tus/server",
+        };
+        format!("{what} @ {}", human(chunk))
+    }
+
+    /// For file names.
+    fn slug(self) -> &'static str {
+        match self {
+            Target::TenaxSeed => "seed",
+            Target::TenaxTus { md5: true } => "tus",
+            Target::TenaxTus { md5: false } => "tus-no-md5",
+            Target::TusServer => "tus-node",
+        }
+    }
+
+    /// Extra `tenax serve` arguments.
+    fn tenax_args(self) -> &'static [&'static str] {
+        match self {
+            Target::TenaxTus { md5: false } => &["--no-md5"],
+            _ => &[],
+        }
     }
 }
 
@@ -688,7 +898,18 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(options))
 }
 
-async fn run(options: Options) -> anyhow::Result<()> {
+async fn run(mut options: Options) -> anyhow::Result<()> {
+    if let Some(dir) = &options.tus_server {
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("--tus-server {}", dir.display()))?;
+        ensure!(
+            dir.join("server.mjs").is_file() && dir.join("node_modules/@tus/server").is_dir(),
+            "--tus-server {}: no server.mjs with node_modules/@tus/server there",
+            dir.display()
+        );
+        options.tus_server = Some(dir);
+    }
     let ticks = clock_ticks();
     let self_pid = std::process::id().to_string();
     let work = options.work_dir.clone();
@@ -730,6 +951,15 @@ async fn run(options: Options) -> anyhow::Result<()> {
         series.entry(name).or_default().runs.push(run);
     };
     let cpu_now = |pid: &str| process_cpu_ticks(pid) as f64 / ticks;
+
+    // The servers measured at every chunk size, in this order.
+    let mut targets = vec![Target::TenaxSeed, Target::TenaxTus { md5: true }];
+    if options.server_bin.is_some() {
+        targets.push(Target::TenaxTus { md5: false });
+    }
+    if options.tus_server.is_some() {
+        targets.push(Target::TusServer);
+    }
 
     for repetition in 1..=options.repeat {
         println!("repetition {repetition}/{}", options.repeat);
@@ -808,84 +1038,129 @@ async fn run(options: Options) -> anyhow::Result<()> {
             record(name, run);
         }
 
-        // tenax.
+        // The servers: tenax (seed, tus, tus --no-md5) and @tus/server,
+        // a fresh one per configuration, interleaved per chunk size.
         for &chunk in &options.chunks {
-            let name = format!("tenax @ {}", human(chunk));
-            warm_up(file.clone()).await?;
-            let data = work.join(format!("data-{}", human(chunk)));
-            let _ = std::fs::remove_dir_all(&data);
-            let server = match (&options.server_bin, &options.url) {
-                (Some(binary), _) => Some(Server::start(
-                    binary,
-                    &data,
-                    &work.join(format!("server-{}.log", human(chunk))),
-                )?),
-                _ => None,
-            };
-            let base = server
-                .as_ref()
-                .map(|server| server.url.clone())
-                .or_else(|| options.url.clone())
-                .ok_or_else(|| anyhow!("no server"))?;
-            let pid = server.as_ref().map(|server| server.child.id());
-            let server_cpu = pid.map(|pid| process_cpu_ticks(&pid.to_string()));
-            // A fresh client: a fresh connection per server.
-            let client = self::client()?;
-            let cpu = cpu_now(&self_pid);
-            let outcome = upload(&client, &base, &file, size, chunk).await;
-            let driver_cpu = cpu_now(&self_pid) - cpu;
-            let peak_rss = pid
-                .and_then(|pid| status_kib(pid, "VmHWM"))
-                .map(|kib| kib * 1024);
-            let server_cpu = pid
-                .zip(server_cpu)
-                .map(|(pid, before)| (process_cpu_ticks(&pid.to_string()) - before) as f64 / ticks);
-            let threads = pid.map_or_else(BTreeMap::new, |pid| {
-                let live = thread_cpu_ticks(pid);
-                let total = process_cpu_ticks(&pid.to_string());
-                let exited = total.saturating_sub(live.values().sum());
-                live.into_iter()
-                    .chain([("(exited threads)".to_owned(), exited)])
-                    .map(|(name, t)| (name, t as f64 / ticks))
-                    .collect()
-            });
-            let connections = server
-                .as_ref()
-                .and_then(|server| server.url.rsplit(':').next()?.parse::<u16>().ok())
-                .map(connections_on);
-            if let Some(server) = server {
-                server.stop()?;
+            for &target in &targets {
+                let name = target.name(chunk);
+                warm_up(file.clone()).await?;
+                let label = format!("{}-{}", target.slug(), human(chunk));
+                let data = work.join(format!("data-{label}"));
+                let _ = std::fs::remove_dir_all(&data);
+                let log = work.join(format!("server-{label}.log"));
+                let server = match (target, &options.server_bin, &options.tus_server) {
+                    (Target::TusServer, _, Some(dir)) => {
+                        Some(Server::tus_node(&options.node, dir, &data, &log)?)
+                    }
+                    (Target::TusServer, _, None) => bail!("no --tus-server"),
+                    (_, Some(binary), _) => {
+                        Some(Server::tenax(binary, &data, target.tenax_args(), &log)?)
+                    }
+                    _ => None,
+                };
+                let base = server
+                    .as_ref()
+                    .map(|server| server.url.clone())
+                    .or_else(|| options.url.clone())
+                    .ok_or_else(|| anyhow!("no server"))?;
+                let pid = server.as_ref().map(|server| server.child.id());
+                let server_cpu = pid.map(|pid| process_cpu_ticks(&pid.to_string()));
+                // A fresh client: a fresh connection per server.
+                let client = self::client()?;
+                let cpu = cpu_now(&self_pid);
+                let outcome = async {
+                    match target {
+                        Target::TenaxSeed => {
+                            let (elapsed, info) =
+                                upload(&client, &base, &file, size, chunk).await?;
+                            Ok((elapsed, Some(info), String::new()))
+                        }
+                        Target::TenaxTus { .. } => {
+                            let (elapsed, location) =
+                                tus_upload(&client, &base, &file, size, chunk).await?;
+                            // Untimed: the final JSON with the sha256.
+                            let info = status_query(&client, &location).await?;
+                            Ok((elapsed, Some(info), location))
+                        }
+                        Target::TusServer => {
+                            let (elapsed, location) =
+                                tus_upload(&client, &base, &file, size, chunk).await?;
+                            Ok::<_, anyhow::Error>((elapsed, None, location))
+                        }
+                    }
+                }
+                .await;
+                let driver_cpu = cpu_now(&self_pid) - cpu;
+                let peak_rss = pid
+                    .and_then(|pid| status_kib(pid, "VmHWM"))
+                    .map(|kib| kib * 1024);
+                let server_cpu = pid.zip(server_cpu).map(|(pid, before)| {
+                    (process_cpu_ticks(&pid.to_string()) - before) as f64 / ticks
+                });
+                let threads = pid.map_or_else(BTreeMap::new, |pid| {
+                    let live = thread_cpu_ticks(pid);
+                    let total = process_cpu_ticks(&pid.to_string());
+                    let exited = total.saturating_sub(live.values().sum());
+                    live.into_iter()
+                        .chain([("(exited threads)".to_owned(), exited)])
+                        .map(|(name, t)| (name, t as f64 / ticks))
+                        .collect()
+                });
+                let connections = server
+                    .as_ref()
+                    .and_then(|server| server.url.rsplit(':').next()?.parse::<u16>().ok())
+                    .map(connections_on);
+                if let Some(server) = server {
+                    server.stop()?;
+                }
+                let checked = match outcome {
+                    Ok((elapsed, Some(info), _)) => {
+                        let got = info.get("sha256").and_then(Value::as_str).unwrap_or("");
+                        let got_size = info.get("size").and_then(Value::as_str).unwrap_or("");
+                        Ok((elapsed, got.to_owned(), got_size.to_owned()))
+                    }
+                    Ok((elapsed, None, location)) => {
+                        // @tus/file-store keeps the upload as DIR/<id>.
+                        let id = location.rsplit('/').next().unwrap_or_default().to_owned();
+                        let stored = data.join(&id);
+                        let hashed = tokio::task::spawn_blocking(move || {
+                            let len = std::fs::metadata(&stored)?.len();
+                            Ok::<_, anyhow::Error>((sha256_file(&stored)?, len))
+                        })
+                        .await?;
+                        hashed.map(|(got, len)| (elapsed, got, len.to_string()))
+                    }
+                    Err(error) => Err(error),
+                };
+                let _ = std::fs::remove_dir_all(&data);
+                let (elapsed, got, got_size) = checked.with_context(|| name.clone())?;
+                ensure!(
+                    got == sha256,
+                    "{name}: the stored sha256 {got:?} differs from the file's {sha256}"
+                );
+                ensure!(
+                    got_size == size.to_string(),
+                    "{name}: the server reports size {got_size:?}"
+                );
+                let run = Run {
+                    seconds: elapsed.as_secs_f64(),
+                    mb_s: mb_per_s(size, elapsed),
+                    peak_rss,
+                    server_cpu,
+                    driver_cpu,
+                    threads,
+                };
+                println!(
+                    "  {name:<40} {:>8.1} MB/s  (sha256 ok, peak RSS {}, server CPU {}, driver CPU {:.1} s, {} connection(s))",
+                    run.mb_s,
+                    run.peak_rss.map_or("n/a".into(), mib),
+                    run.server_cpu
+                        .map_or("n/a".into(), |cpu| format!("{cpu:.1} s")),
+                    run.driver_cpu,
+                    connections.map_or("?".into(), |n| n.to_string()),
+                );
+                record(name, run);
             }
-            let _ = std::fs::remove_dir_all(&data);
-            let (elapsed, info) = outcome.with_context(|| name.clone())?;
-            let got = info.get("sha256").and_then(Value::as_str).unwrap_or("");
-            ensure!(
-                got == sha256,
-                "{name}: the server's sha256 {got:?} differs from the file's {sha256}"
-            );
-            let got_size = info.get("size").and_then(Value::as_str).unwrap_or("");
-            ensure!(
-                got_size == size.to_string(),
-                "{name}: the server reports size {got_size:?}"
-            );
-            let run = Run {
-                seconds: elapsed.as_secs_f64(),
-                mb_s: mb_per_s(size, elapsed),
-                peak_rss,
-                server_cpu,
-                driver_cpu,
-                threads,
-            };
-            println!(
-                "  {name:<40} {:>8.1} MB/s  (sha256 ok, peak RSS {}, server CPU {}, driver CPU {:.1} s, {} connection(s))",
-                run.mb_s,
-                run.peak_rss.map_or("n/a".into(), mib),
-                run.server_cpu
-                    .map_or("n/a".into(), |cpu| format!("{cpu:.1} s")),
-                run.driver_cpu,
-                connections.map_or("?".into(), |n| n.to_string()),
-            );
-            record(name, run);
         }
     }
     if !options.keep {
@@ -987,14 +1262,137 @@ async fn run(options: Options) -> anyhow::Result<()> {
         }
     }
 
-    // Per-thread server CPU of the last tenax run of every chunk size.
+    // tenax against @tus/server, same tus client, same chunks.
+    let mut tus_comparison = serde_json::Map::new();
+    let mut tus_all_ok = true;
+    if options.tus_server.is_some() {
+        println!();
+        println!(
+            "tenax / @tus/server, same tus client (ratios of best MB/s, median in brackets; \
+             targets: >= {TARGET_TUS_SPEEDUP:.1}x the MB/s at every chunk size, <= 1/3 of the peak RSS)"
+        );
+        println!(
+            "(@tus/file-store answers each PATCH once written to the page cache, without fsync; \
+             tenax answers after fdatasync)"
+        );
+        println!(
+            "{:<30} {:>18} {:>16} {:>9} {:>12} {:>7} {:>9}",
+            "", "MB/s best (med)", "ratio (med)", "target", "peak RSS", "ratio", "target"
+        );
+        for &chunk in &options.chunks {
+            let label = human(chunk);
+            let Some(reference) = series.get(&Target::TusServer.name(chunk)) else {
+                continue;
+            };
+            let (ref_best, ref_median, ref_rss) =
+                (reference.best(), reference.median(), reference.max_rss());
+            println!(
+                "{:<30} {:>18} {:>16} {:>9} {:>12}",
+                Target::TusServer.name(chunk),
+                format!("{ref_best:.1} ({ref_median:.1})"),
+                "",
+                "",
+                ref_rss.map_or("".into(), mib),
+            );
+            // For scale: what the target asks against the machine's limits.
+            let limit = |name: String| {
+                series
+                    .get(&name)
+                    .map_or("n/a".into(), |s| format!("{:.1}", s.best()))
+            };
+            println!(
+                "    ({TARGET_TUS_SPEEDUP:.0}x = {:.1} MB/s; limits: HTTP sink {}, fsync write {}, \
+                 fdatasync every {label} {} MB/s)",
+                ref_best * TARGET_TUS_SPEEDUP,
+                limit(format!("HTTP sink @ {label}")),
+                limit("fsync write".into()),
+                limit(format!("fsync write, fdatasync every {label}")),
+            );
+            let mut variants = serde_json::Map::new();
+            for target in [
+                Target::TenaxTus { md5: true },
+                Target::TenaxTus { md5: false },
+                Target::TenaxSeed,
+            ] {
+                let name = target.name(chunk);
+                let Some(tenax) = series.get(&name) else {
+                    continue;
+                };
+                let ratio = tenax.best() / ref_best;
+                let ratio_median = tenax.median() / ref_median;
+                let rss_ratio = tenax
+                    .max_rss()
+                    .zip(ref_rss)
+                    .map(|(ours, theirs)| ours as f64 / theirs as f64);
+                // The targets are for tus; the seed row is for information.
+                let judged = target != Target::TenaxSeed;
+                let speed_ok = ratio >= TARGET_TUS_SPEEDUP;
+                let rss_ok = rss_ratio.is_some_and(|r| r <= TARGET_TUS_RSS);
+                if judged {
+                    tus_all_ok &= speed_ok && rss_ok;
+                }
+                let verdict = |ok: bool| {
+                    if !judged {
+                        "(info)"
+                    } else if ok {
+                        "MET"
+                    } else {
+                        "MISSED"
+                    }
+                };
+                println!(
+                    "  {:<28} {:>18} {:>16} {:>9} {:>12} {:>7} {:>9}",
+                    name,
+                    format!("{:.1} ({:.1})", tenax.best(), tenax.median()),
+                    format!("{ratio:.2}x ({ratio_median:.2}x)"),
+                    verdict(speed_ok),
+                    tenax.max_rss().map_or("".into(), mib),
+                    rss_ratio.map_or("".into(), |r| format!("{r:.2}")),
+                    verdict(rss_ok),
+                );
+                variants.insert(
+                    name,
+                    json!({
+                        "best_mb_s": round(tenax.best()),
+                        "median_mb_s": round(tenax.median()),
+                        "over_tus_server": round(ratio),
+                        "over_tus_server_median": round(ratio_median),
+                        "peak_rss_bytes": tenax.max_rss(),
+                        "rss_over_tus_server": rss_ratio.map(|r| (r * 1000.0).round() / 1000.0),
+                        "judged": judged,
+                        "speed_met": speed_ok,
+                        "rss_met": rss_ok,
+                    }),
+                );
+            }
+            tus_comparison.insert(
+                label,
+                json!({
+                    "tus_server_best_mb_s": round(ref_best),
+                    "tus_server_median_mb_s": round(ref_median),
+                    "tus_server_peak_rss_bytes": ref_rss,
+                    "tenax": variants,
+                }),
+            );
+        }
+        println!(
+            "tenax tus vs @tus/server targets (both tenax variants, every chunk size): {}",
+            if tus_all_ok { "MET" } else { "MISSED" }
+        );
+    }
+
+    // Per-thread server CPU of the last run of every server and chunk size.
+    println!();
     for &chunk in &options.chunks {
-        let label = human(chunk);
-        if let Some(run) = series
-            .get(&format!("tenax @ {label}"))
-            .and_then(|s| s.runs.last())
-            .filter(|run| !run.threads.is_empty())
-        {
+        for &target in &targets {
+            let name = target.name(chunk);
+            let Some(run) = series
+                .get(&name)
+                .and_then(|s| s.runs.last())
+                .filter(|run| !run.threads.is_empty())
+            else {
+                continue;
+            };
             let mut threads: Vec<_> = run.threads.iter().collect();
             threads.sort_by(|a, b| b.1.total_cmp(a.1));
             let list: Vec<String> = threads
@@ -1003,7 +1401,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
                 .map(|(name, cpu)| format!("{name} {cpu:.1} s"))
                 .collect();
             println!(
-                "server CPU by thread @ {label} (last run, {:.1} s wall): {}",
+                "server CPU by thread, {name} (last run, {:.1} s wall): {}",
                 run.seconds,
                 list.join(", ")
             );
@@ -1029,6 +1427,12 @@ async fn run(options: Options) -> anyhow::Result<()> {
         "server_peak_rss_bytes": rss,
         "targets": { "ratio_at_8MiB": TARGET_RATIO, "peak_rss_bytes": TARGET_RSS },
         "targets_met": all_ok,
+        "tus_vs_tus_server": tus_comparison,
+        "tus_targets": {
+            "speedup_over_tus_server": TARGET_TUS_SPEEDUP,
+            "rss_over_tus_server": round(TARGET_TUS_RSS),
+        },
+        "tus_targets_met": options.tus_server.as_ref().map(|_| tus_all_ok),
     });
     println!("{line}");
     Ok(())

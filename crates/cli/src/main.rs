@@ -4,6 +4,7 @@
 //! `tenax-server`, `tenax-core` and `tenax-client` crates.
 
 mod serve;
+mod units;
 mod upload;
 
 use std::process::ExitCode;

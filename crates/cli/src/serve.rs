@@ -12,6 +12,8 @@ use tenax_server::ServerConfig;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use crate::units::{parse_duration, parse_size};
+
 /// Options of `tenax serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -27,6 +29,13 @@ pub(crate) struct ServeArgs {
     /// 0.7 GB/s; only GCS-style clients that validate MD5 need it.
     #[arg(long, env = "TENAX_NO_MD5")]
     no_md5: bool,
+    /// The largest upload accepted (413 beyond; advertised as `Tus-Max-Size`
+    /// and in `Upload-Limit`), e.g. `50GiB`.
+    #[arg(long, value_name = "SIZE", default_value = "1TiB", env = "TENAX_MAX_UPLOAD_SIZE", value_parser = parse_size)]
+    max_upload_size: u64,
+    /// An upload that receives nothing for this long expires, e.g. `7d`.
+    #[arg(long, value_name = "DURATION", default_value = "7d", env = "TENAX_UPLOAD_TTL", value_parser = parse_duration)]
+    upload_ttl: std::time::Duration,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -42,7 +51,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(storage),
         EngineConfig {
             md5: !args.no_md5,
-            ..EngineConfig::default()
+            upload_ttl: args.upload_ttl,
         },
     )
     .await
@@ -57,7 +66,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stdout.flush()?;
     }
     tracing::info!(%address, data = %args.data.display(), "serving");
-    let config = ServerConfig::default();
+    let config = ServerConfig {
+        max_upload_size: Some(args.max_upload_size),
+        ..ServerConfig::default()
+    };
     let app = tenax_server::router(engine.clone(), config.clone());
     tenax_server::serve(listener, app, engine, &config, shutdown_signal()).await;
     Ok(())

@@ -9,12 +9,17 @@
 
 #![allow(missing_docs)]
 
-use std::io::Read as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-use sha2::{Digest as _, Sha256};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::files::assert_same_bytes;
+use support::http::get_blocking;
+use support::peers::{peers_python, script};
+use support::process::run_peer;
+use support::{BIN, random_bytes, sha256_hex};
 use tenax_testkit::{Rng, TestServer};
 
 /// The granularity google-resumable-media enforces on chunk sizes.
@@ -22,41 +27,6 @@ const GRANULE: usize = 256 * 1024;
 
 /// How long one run of the Python client may take.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The script driving the Python client.
-const SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/peers/google_upload.py"
-);
-
-/// The peers folder `scripts/test` fills, unless `TENAX_PEERS` says otherwise.
-const DEFAULT_PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/peers");
-
-/// The venv's Python, or a failure telling how to install it. Never skips.
-fn peers_python() -> PathBuf {
-    let peers = std::env::var_os("TENAX_PEERS")
-        .filter(|value| !value.is_empty())
-        .map_or_else(|| PathBuf::from(DEFAULT_PEERS), PathBuf::from);
-    let python = peers.join("venv/bin/python");
-    assert!(
-        python.exists(),
-        "the Python peers are not installed ({} is missing): run scripts/test \
-         to install the peers (it creates target/peers/venv from \
-         tests/peers/requirements.txt)",
-        python.display()
-    );
-    python
-}
-
-fn random_bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    rng.fill(&mut data);
-    data
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
 
 /// What the Python client printed on success: the final object JSON.
 #[derive(Debug)]
@@ -68,9 +38,8 @@ struct ClientRun {
 /// client's output unless it exits 0.
 fn run_client(init_url: &str, file: &Path, chunk_size: usize, mode: &str, name: &str) -> ClientRun {
     let python = peers_python();
-    let started = Instant::now();
-    let mut child = Command::new(&python)
-        .arg(SCRIPT)
+    let child = Command::new(&python)
+        .arg(script("google_upload.py"))
         .arg(init_url)
         .arg(file)
         .arg(chunk_size.to_string())
@@ -82,38 +51,10 @@ fn run_client(init_url: &str, file: &Path, chunk_size: usize, mode: &str, name: 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-
-    // Drain both pipes on threads so the child never blocks on them.
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let out_thread = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("cannot wait for the client") {
-            break Some(status);
-        }
-        if started.elapsed() > CLIENT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = out_thread.join().expect("stdout reader panicked");
-    let err = err_thread.join().expect("stderr reader panicked");
-    eprintln!(
-        "--- google_upload.py {mode} ({:?}) ---\n{err}",
-        started.elapsed()
-    );
-    match status {
+    let run = run_peer(child, CLIENT_TIMEOUT);
+    let (out, err) = (&run.stdout, &run.stderr);
+    eprintln!("--- google_upload.py {mode} ({:?}) ---\n{err}", run.elapsed);
+    match run.status {
         None => panic!(
             "google-resumable-media ({mode}) did not finish within {CLIENT_TIMEOUT:?}\n\
              stderr:\n{err}"
@@ -129,30 +70,10 @@ fn run_client(init_url: &str, file: &Path, chunk_size: usize, mode: &str, name: 
     ClientRun { object }
 }
 
-/// `GET /files/NAME`: the status and the body.
-fn fetch(server: &TestServer, name: &str) -> (u16, Vec<u8>) {
-    let url = server.url(&format!("/files/{name}"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("cannot build a runtime");
-    runtime.block_on(async {
-        let response = reqwest::get(&url)
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: body: {e}"));
-        (status, body.to_vec())
-    })
-}
-
 /// Uploads `data` as `name` with the given mode and checks the object JSON
 /// and the stored bytes.
 fn upload_and_compare(init_path: &str, data: &[u8], chunk_size: usize, mode: &str, name: &str) {
-    let server = TestServer::start(env!("CARGO_BIN_EXE_tenax"));
+    let server = TestServer::start(BIN);
     let dir = tempfile::tempdir().expect("cannot create a temporary directory");
     let file = dir.path().join("source.bin");
     std::fs::write(&file, data).expect("cannot write the source file");
@@ -168,7 +89,7 @@ fn upload_and_compare(init_path: &str, data: &[u8], chunk_size: usize, mode: &st
     );
     assert_eq!(
         run.object["sha256"].as_str(),
-        Some(hex(&Sha256::digest(data)).as_str()),
+        Some(sha256_hex(data).as_str()),
         "final JSON: {}",
         run.object
     );
@@ -179,19 +100,15 @@ fn upload_and_compare(init_path: &str, data: &[u8], chunk_size: usize, mode: &st
         run.object
     );
 
-    let (status, stored) = fetch(&server, name);
+    let (status, stored) = get_blocking(&server.url(&format!("/files/{name}")));
     assert_eq!(status, 200, "GET /files/{name}");
-    assert_eq!(stored.len(), data.len(), "stored length of {name}");
-    if let Some(at) = stored.iter().zip(data).position(|(a, b)| a != b) {
-        panic!("stored {name} differs from the source at byte {at}");
-    }
+    assert_same_bytes(name, &stored, data);
 }
 
 /// Three MiB of random bytes and a random tail, so that the last chunk is
 /// short.
 fn odd_sized_data(rng: &mut Rng) -> Vec<u8> {
-    let len = 3 * 1024 * 1024 + rng.between(1, GRANULE as u64 - 1) as usize;
-    random_bytes(rng, len)
+    support::odd_sized_data(rng, GRANULE as u64)
 }
 
 #[test]

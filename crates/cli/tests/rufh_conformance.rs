@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::Value;
-use support::{
-    BIN, Resp, assert_problem, assert_upload_location, connect, download, path_of, random_bytes,
-    read_all_heads, request, upload_entries,
+use support::http::{
+    Resp, assert_not_published, assert_problem, assert_upload_location, connect, download,
+    paced_request, path_of, raw_exchange, read_all_heads, request, upload_entries,
 };
+use support::{BIN, random_bytes};
 use tenax_testkit::{Rng, TestServer};
 use tokio::io::AsyncWriteExt as _;
 
@@ -552,12 +553,7 @@ async fn case64_append_past_length_voids_upload() {
     assert_problem(&resp, resp.status);
     assert_gone(&rufh(Method::HEAD, &url, V, &[], Vec::new()).await);
     assert_gone(&append(&url, 5, true, b"56789", &[]).await);
-    assert_eq!(
-        request(Method::GET, &server.url("/files/c64.bin"), &[], Vec::new())
-            .await
-            .status,
-        404
-    );
+    assert_not_published(&server, "c64.bin").await;
 }
 
 /// Case 64: the same with a chunked body (no Content-Length to check up
@@ -575,10 +571,7 @@ async fn case64_chunked_append_past_length_voids_upload() {
     )
     .into_bytes();
     bytes.extend_from_slice(b"3\r\n567\r\n5\r\n89abc\r\n0\r\n\r\n");
-    let mut stream = connect(server.addr()).await;
-    stream.write_all(&bytes).await.expect("write");
-    let mut buffer = Vec::new();
-    let resp = support::read_response(&mut stream, &mut buffer)
+    let resp = raw_exchange(server.addr(), &bytes)
         .await
         .expect("an answer");
     assert!((400..500).contains(&resp.status), "{}", resp.describe());
@@ -641,10 +634,7 @@ async fn case66_chunked_body_on_completed_upload_is_400() {
     )
     .into_bytes();
     bytes.extend_from_slice(b"4\r\nmore\r\n0\r\n\r\n");
-    let mut stream = connect(server.addr()).await;
-    stream.write_all(&bytes).await.expect("write");
-    let mut buffer = Vec::new();
-    let resp = support::read_response(&mut stream, &mut buffer)
+    let resp = raw_exchange(server.addr(), &bytes)
         .await
         .expect("an answer");
     assert_problem(&resp, 400);
@@ -665,7 +655,7 @@ fn stream_append(
         "?1",
         &format!("Content-Length: {}\r\n", data.len()),
     );
-    tokio::spawn(support::paced_request(
+    tokio::spawn(paced_request(
         server.addr(),
         head,
         data,
@@ -751,12 +741,7 @@ async fn case68_delete_kills_in_flight_append() {
     }
     assert_gone(&rufh(Method::HEAD, &url, V, &[], Vec::new()).await);
     assert_gone(&append(&url, 0, true, b"x", &[]).await);
-    assert_eq!(
-        request(Method::GET, &server.url("/files/c68.bin"), &[], Vec::new())
-            .await
-            .status,
-        404
-    );
+    assert_not_published(&server, "c68.bin").await;
 }
 
 /// Case 69: OPTIONS → Upload-Limit + Accept-Patch containing

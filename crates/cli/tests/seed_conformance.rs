@@ -5,64 +5,25 @@
 //! Every test starts its own server. Sizes stay small so that the whole file
 //! runs quickly in a debug build; every loop is bounded in count and time.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use md5::{Digest as _, Md5};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method};
 use serde_json::Value;
-use sha2::Sha256;
+use support::http::{
+    IO_TIMEOUT, Resp, assert_problem, assert_upload_location, client, closed_within, connect,
+    download, path_of, upload_entries,
+};
+use support::{BIN, assert_object_json, random_bytes};
 use tenax_testkit::{Rng, TestServer};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tenax");
-
-/// Upper bound for any single network wait in these tests.
-const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------
 // Responses and assertions
 // ---------------------------------------------------------------------------
-
-/// A response, read whole (from reqwest or from a raw socket).
-#[derive(Debug, Clone)]
-struct Resp {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|value| {
-            value
-                .to_str()
-                .unwrap_or_else(|_| panic!("header {name} is not ASCII: {value:?}"))
-        })
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
-            panic!(
-                "body is not JSON ({error}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "status {} headers {:?} body {:?}",
-            self.status,
-            self.headers,
-            String::from_utf8_lossy(&self.body[..self.body.len().min(600)])
-        )
-    }
-}
 
 /// Parses a progress `Range` the way google-resumable-media does
 /// (`^bytes=0-(\d+)$`) and returns the number of bytes it reports held.
@@ -144,39 +105,6 @@ fn assert_progress_headers(resp: &Resp, held: u64) {
     }
 }
 
-/// An RFC 9457 problem answer with `status`; returns its JSON.
-fn assert_problem(resp: &Resp, status: u16) -> Value {
-    assert_eq!(
-        resp.status,
-        status,
-        "expected {status}: {}",
-        resp.describe()
-    );
-    let content_type = resp.header("content-type").unwrap_or_default();
-    assert!(
-        content_type.starts_with("application/problem+json"),
-        "error without application/problem+json: {}",
-        resp.describe()
-    );
-    let json = resp.json();
-    assert_eq!(json["status"], status, "problem status: {json}");
-    for member in ["type", "title", "detail"] {
-        assert!(
-            json[member].as_str().is_some_and(|text| !text.is_empty()),
-            "problem without {member}: {json}"
-        );
-    }
-    json
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
-}
-
 /// The final 200: object JSON with `size` (a string), `sha256`, `md5Hash`
 /// and `crc32c` (base64, CRC big-endian) matching `data`; no Range, no
 /// status override. Returns the JSON.
@@ -204,19 +132,7 @@ fn assert_final(resp: &Resp, data: &[u8], name: &str) -> Value {
         resp.describe()
     );
     let json = resp.json();
-    assert_eq!(
-        json["size"],
-        Value::String(data.len().to_string()),
-        "{json}"
-    );
-    assert_eq!(json["name"], name, "{json}");
-    assert_eq!(json["sha256"], sha256_hex(data), "{json}");
-    assert_eq!(json["md5Hash"], BASE64.encode(Md5::digest(data)), "{json}");
-    assert_eq!(
-        json["crc32c"],
-        BASE64.encode(crc32c::crc32c(data).to_be_bytes()),
-        "{json}"
-    );
+    assert_object_json(&json, name, data);
     let id = json["id"].as_str().expect("final JSON has an id");
     assert!(
         id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
@@ -225,52 +141,11 @@ fn assert_final(resp: &Resp, data: &[u8], name: &str) -> Value {
     json
 }
 
-/// Deterministic test data.
-fn random_bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    rng.fill(&mut data);
-    data
-}
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(IO_TIMEOUT)
-        .build()
-        .expect("cannot build the HTTP client")
-}
-
+/// [`support::http::send`], then the seed dialect's invariants.
 async fn send(request: reqwest::RequestBuilder) -> Resp {
-    let response = request.send().await.expect("request failed");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .expect("cannot read the response body")
-        .to_vec();
-    let resp = Resp {
-        status,
-        headers,
-        body,
-    };
+    let resp = support::http::send(request).await;
     check_invariants(&resp);
     resp
-}
-
-/// `GET /files/NAME`, which must answer 200 with the whole file.
-async fn download(server: &TestServer, name: &str) -> Vec<u8> {
-    let resp = send(client().get(server.url(&format!("/files/{name}")))).await;
-    assert_eq!(resp.status, 200, "download of {name}: {}", resp.describe());
-    if let Some(length) = resp.header("content-length") {
-        assert_eq!(length, resp.body.len().to_string());
-    }
-    resp.body
-}
-
-/// Entries in the data directory's `uploads/` (records and data).
-fn upload_entries(server: &TestServer) -> usize {
-    std::fs::read_dir(server.data_dir().join("uploads")).map_or(0, |entries| entries.count())
 }
 
 fn content_range(first: u64, end: u64, total: Option<u64>) -> String {
@@ -314,11 +189,7 @@ impl Session {
 
     /// The session's path (`/uploads/{id}`).
     fn path(&self) -> String {
-        let start = self
-            .url
-            .find("/uploads/")
-            .expect("session URL has /uploads/");
-        self.url[start..].to_owned()
+        path_of(&self.url)
     }
 
     /// A new connection pool (after a server restart).
@@ -344,6 +215,19 @@ impl Session {
     async fn chunk(&self, data: &[u8], first: usize, end: usize, total: Option<u64>) -> Resp {
         let range = content_range(first as u64, end as u64, total);
         self.put(Some(&range), data[first..end].to_vec()).await
+    }
+
+    /// Sends `data[first..end]` as one chunk, which must answer 308 with
+    /// `held` bytes held.
+    async fn chunk_incomplete(
+        &self,
+        data: &[u8],
+        first: usize,
+        end: usize,
+        total: Option<u64>,
+        held: u64,
+    ) {
+        assert_incomplete(&self.chunk(data, first, end, total).await, held);
     }
 
     /// `PUT` with `Content-Range: bytes */*` and no body.
@@ -417,14 +301,7 @@ fn assert_initiated(server: &TestServer, resp: &Resp) -> String {
         .header("location")
         .unwrap_or_else(|| panic!("initiate without Location: {}", resp.describe()))
         .to_owned();
-    let prefix = server.url("/uploads/");
-    let id = location
-        .strip_prefix(&prefix)
-        .unwrap_or_else(|| panic!("Location {location:?} is not absolute under {prefix}"));
-    assert!(
-        id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
-        "session id {id:?} is not 32 lowercase hex digits"
-    );
+    assert_upload_location(server, &location);
     location
 }
 
@@ -432,140 +309,13 @@ fn assert_initiated(server: &TestServer, resp: &Resp) -> String {
 // Raw HTTP/1.1 over a TcpStream, for exact framing
 // ---------------------------------------------------------------------------
 
-async fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .expect("connect timed out")
-        .expect("cannot connect");
-    stream.set_nodelay(true).expect("TCP_NODELAY");
-    stream
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
-}
-
-/// Reads one response from `stream`; `buffer` keeps bytes read past it.
-/// `None` when the connection ends (or fails, or times out) first.
+/// [`support::http::read_response`], then the seed dialect's invariants.
 async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Resp> {
-    let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
-    let fill = async |stream: &mut TcpStream, buffer: &mut Vec<u8>| -> bool {
-        let mut chunk = [0u8; 16 * 1024];
-        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => false,
-            Ok(Ok(n)) => {
-                buffer.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    };
-    let head_end = loop {
-        if let Some(at) = find(buffer, b"\r\n\r\n") {
-            break at;
-        }
-        if !fill(stream, buffer).await {
-            return None;
-        }
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let mut headers = HeaderMap::new();
-    for line in lines {
-        let (name, value) = line
-            .split_once(':')
-            .unwrap_or_else(|| panic!("bad header line {line:?}"));
-        headers.append(
-            HeaderName::from_bytes(name.trim().as_bytes()).expect("header name"),
-            HeaderValue::from_str(value.trim()).expect("header value"),
-        );
+    let resp = support::http::read_response(stream, buffer).await;
+    if let Some(resp) = &resp {
+        check_invariants(resp);
     }
-    buffer.drain(..head_end + 4);
-    let chunked = headers
-        .get("transfer-encoding")
-        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"chunked"));
-    let length = headers
-        .get("content-length")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok());
-    let body = if chunked {
-        let mut body = Vec::new();
-        loop {
-            let line_end = loop {
-                if let Some(at) = find(buffer, b"\r\n") {
-                    break at;
-                }
-                if !fill(stream, buffer).await {
-                    return None;
-                }
-            };
-            let size = usize::from_str_radix(
-                String::from_utf8_lossy(&buffer[..line_end])
-                    .split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim(),
-                16,
-            )
-            .expect("chunk size");
-            while buffer.len() < line_end + 2 + size + 2 {
-                if !fill(stream, buffer).await {
-                    return None;
-                }
-            }
-            body.extend_from_slice(&buffer[line_end + 2..line_end + 2 + size]);
-            buffer.drain(..line_end + 2 + size + 2);
-            if size == 0 {
-                break body;
-            }
-        }
-    } else if let Some(length) = length {
-        while buffer.len() < length {
-            if !fill(stream, buffer).await {
-                return None;
-            }
-        }
-        buffer.drain(..length).collect()
-    } else if status == 204 || status == 304 || (100..200).contains(&status) {
-        Vec::new()
-    } else {
-        while fill(stream, buffer).await {}
-        std::mem::take(buffer)
-    };
-    let resp = Resp {
-        status,
-        headers,
-        body,
-    };
-    check_invariants(&resp);
-    Some(resp)
-}
-
-/// Whether the server closes the connection within `timeout` (EOF or reset)
-/// without sending anything more.
-async fn closed_within(stream: &mut TcpStream, timeout: Duration) -> Result<(), Vec<u8>> {
-    let mut extra = Vec::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let mut chunk = [0u8; 4096];
-        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                return if extra.is_empty() { Ok(()) } else { Err(extra) };
-            }
-            Ok(Ok(n)) => extra.extend_from_slice(&chunk[..n]),
-            Err(_) => {
-                extra.extend_from_slice(b"<still open>");
-                return Err(extra);
-            }
-        }
-    }
+    resp
 }
 
 /// The head of a `PUT` of a chunk on `path`.
@@ -696,10 +446,9 @@ async fn case05_query_mid_upload_reports_range_and_changes_nothing() {
     let server = TestServer::start(BIN);
     let data = random_bytes(&mut Rng::new(5), 1_000_000);
     let session = Session::initiate(&server, "c05.bin", Some(1_000_000)).await;
-    assert_incomplete(
-        &session.chunk(&data, 0, 300_000, Some(1_000_000)).await,
-        300_000,
-    );
+    session
+        .chunk_incomplete(&data, 0, 300_000, Some(1_000_000), 300_000)
+        .await;
     for _ in 0..3 {
         let resp = session.put(Some("bytes */1000000"), Vec::new()).await;
         assert_incomplete(&resp, 300_000);
@@ -714,14 +463,12 @@ async fn case06_last_chunk_returns_final_json_and_exact_bytes() {
     let server = TestServer::start(BIN);
     let data = random_bytes(&mut Rng::new(6), 700_000);
     let session = Session::initiate(&server, "c06.bin", Some(700_000)).await;
-    assert_incomplete(
-        &session.chunk(&data, 0, 262_144, Some(700_000)).await,
-        262_144,
-    );
-    assert_incomplete(
-        &session.chunk(&data, 262_144, 524_288, Some(700_000)).await,
-        524_288,
-    );
+    session
+        .chunk_incomplete(&data, 0, 262_144, Some(700_000), 262_144)
+        .await;
+    session
+        .chunk_incomplete(&data, 262_144, 524_288, Some(700_000), 524_288)
+        .await;
     let resp = session.chunk(&data, 524_288, 700_000, Some(700_000)).await;
     let json = assert_final(&resp, &data, "c06.bin");
     assert_eq!(json["contentType"], "application/octet-stream");
@@ -845,8 +592,12 @@ async fn case09_unknown_size_finalises_on_empty_star_n() {
     let server = TestServer::start(BIN);
     let data = random_bytes(&mut Rng::new(9), 524_288);
     let session = Session::initiate(&server, "c09.bin", None).await;
-    assert_incomplete(&session.chunk(&data, 0, 262_144, None).await, 262_144);
-    assert_incomplete(&session.chunk(&data, 262_144, 524_288, None).await, 524_288);
+    session
+        .chunk_incomplete(&data, 0, 262_144, None, 262_144)
+        .await;
+    session
+        .chunk_incomplete(&data, 262_144, 524_288, None, 524_288)
+        .await;
     let resp = session.put(Some("bytes */524288"), Vec::new()).await;
     assert_final(&resp, &data, "c09.bin");
     assert_eq!(download(&server, "c09.bin").await, data);
@@ -854,7 +605,9 @@ async fn case09_unknown_size_finalises_on_empty_star_n() {
     // The other ending: the last chunk names the total, A-B/(B+1).
     let data = random_bytes(&mut Rng::new(90), 300_000);
     let session = Session::initiate(&server, "c09b.bin", None).await;
-    assert_incomplete(&session.chunk(&data, 0, 262_144, None).await, 262_144);
+    session
+        .chunk_incomplete(&data, 0, 262_144, None, 262_144)
+        .await;
     let resp = session.chunk(&data, 262_144, 300_000, Some(300_000)).await;
     assert_final(&resp, &data, "c09b.bin");
     assert_eq!(download(&server, "c09b.bin").await, data);
@@ -866,7 +619,9 @@ async fn case10_query_with_total_equal_to_held_finalises() {
     let server = TestServer::start(BIN);
     let data = random_bytes(&mut Rng::new(10), 123_457);
     let session = Session::initiate(&server, "c10.bin", None).await;
-    assert_incomplete(&session.chunk(&data, 0, 123_457, None).await, 123_457);
+    session
+        .chunk_incomplete(&data, 0, 123_457, None, 123_457)
+        .await;
     assert_incomplete(&session.query().await, 123_457);
     let resp = session.put(Some("bytes */123457"), Vec::new()).await;
     let first = assert_final(&resp, &data, "c10.bin");
@@ -896,29 +651,27 @@ async fn case12_resend_of_held_chunk_changes_nothing() {
     let server = TestServer::start(BIN);
     let data = random_bytes(&mut Rng::new(12), 400_000);
     let session = Session::initiate(&server, "c12.bin", Some(400_000)).await;
-    assert_incomplete(
-        &session.chunk(&data, 0, 100_000, Some(400_000)).await,
-        100_000,
-    );
-    assert_incomplete(
-        &session.chunk(&data, 100_000, 200_000, Some(400_000)).await,
-        200_000,
-    );
+    session
+        .chunk_incomplete(&data, 0, 100_000, Some(400_000), 100_000)
+        .await;
+    session
+        .chunk_incomplete(&data, 100_000, 200_000, Some(400_000), 200_000)
+        .await;
     // The identical resend, as clients do after a lost answer.
-    assert_incomplete(
-        &session.chunk(&data, 0, 100_000, Some(400_000)).await,
-        200_000,
-    );
-    assert_incomplete(
-        &session.chunk(&data, 100_000, 200_000, Some(400_000)).await,
-        200_000,
-    );
+    session
+        .chunk_incomplete(&data, 0, 100_000, Some(400_000), 200_000)
+        .await;
+    session
+        .chunk_incomplete(&data, 100_000, 200_000, Some(400_000), 200_000)
+        .await;
     // Different bytes for a held range are drained, not written.
     let garbage = vec![0xEE; 50_000];
     let resp = session.put(Some("bytes 50000-99999/400000"), garbage).await;
     assert_incomplete(&resp, 200_000);
     // Also with an unknown total.
-    assert_incomplete(&session.chunk(&data, 0, 100_000, None).await, 200_000);
+    session
+        .chunk_incomplete(&data, 0, 100_000, None, 200_000)
+        .await;
     assert_eq!(session.held().await, 200_000);
     session.finish_and_verify(&server, &data).await;
 }
@@ -929,19 +682,16 @@ async fn case13_overlap_appends_only_the_tail() {
     let server = TestServer::start(BIN);
     let data = random_bytes(&mut Rng::new(13), 300_000);
     let session = Session::initiate(&server, "c13.bin", Some(300_000)).await;
-    assert_incomplete(
-        &session.chunk(&data, 0, 100_000, Some(300_000)).await,
-        100_000,
-    );
-    assert_incomplete(
-        &session.chunk(&data, 50_000, 150_000, Some(300_000)).await,
-        150_000,
-    );
+    session
+        .chunk_incomplete(&data, 0, 100_000, Some(300_000), 100_000)
+        .await;
+    session
+        .chunk_incomplete(&data, 50_000, 150_000, Some(300_000), 150_000)
+        .await;
     // Overlap that ends exactly at H + 1.
-    assert_incomplete(
-        &session.chunk(&data, 149_999, 150_001, Some(300_000)).await,
-        150_001,
-    );
+    session
+        .chunk_incomplete(&data, 149_999, 150_001, Some(300_000), 150_001)
+        .await;
     // Overlap that completes the upload.
     let resp = session.chunk(&data, 100_000, 300_000, Some(300_000)).await;
     assert_final(&resp, &data, "c13.bin");
@@ -958,10 +708,9 @@ async fn case14_gap_is_416_with_range_and_changes_nothing() {
     let resp = session.chunk(&data, 1, 1000, Some(300_000)).await;
     assert_problem(&resp, 416);
     assert!(resp.headers.get("range").is_none(), "{}", resp.describe());
-    assert_incomplete(
-        &session.chunk(&data, 0, 100_000, Some(300_000)).await,
-        100_000,
-    );
+    session
+        .chunk_incomplete(&data, 0, 100_000, Some(300_000), 100_000)
+        .await;
     for (first, end, total) in [
         (150_000, 200_000, Some(300_000)),
         (100_001, 100_002, None),
@@ -1001,7 +750,7 @@ async fn case15_reversed_or_past_total_range_is_400() {
     let server = TestServer::start(BIN);
     let data = random_bytes(&mut Rng::new(15), 10);
     let session = Session::initiate(&server, "c15.bin", Some(10)).await;
-    assert_incomplete(&session.chunk(&data, 0, 4, Some(10)).await, 4);
+    session.chunk_incomplete(&data, 0, 4, Some(10), 4).await;
     for (range, len) in [
         ("bytes 5-2/10", 4),
         ("bytes 0-10/10", 11),
@@ -1039,7 +788,9 @@ async fn case17_changed_total_is_400() {
     let data = random_bytes(&mut Rng::new(17), 1000);
 
     let session = Session::initiate(&server, "c17a.bin", None).await;
-    assert_incomplete(&session.chunk(&data, 0, 100, Some(1000)).await, 100);
+    session
+        .chunk_incomplete(&data, 0, 100, Some(1000), 100)
+        .await;
     let resp = session
         .put(Some("bytes 100-199/2000"), data[100..200].to_vec())
         .await;
@@ -1055,7 +806,7 @@ async fn case17_changed_total_is_400() {
     assert_problem(&resp, 400);
     assert_eq!(session.held().await, 0);
     assert_problem(&session.put(Some("bytes */2000"), Vec::new()).await, 400);
-    assert_incomplete(&session.chunk(&data, 0, 100, None).await, 100);
+    session.chunk_incomplete(&data, 0, 100, None, 100).await;
     assert_problem(
         &session
             .put(Some("bytes 100-199/999"), data[100..200].to_vec())
@@ -1072,7 +823,7 @@ async fn case18_total_below_held_is_400() {
     let server = TestServer::start(BIN);
     let data = random_bytes(&mut Rng::new(18), 20);
     let session = Session::initiate(&server, "c18.bin", None).await;
-    assert_incomplete(&session.chunk(&data, 0, 10, None).await, 10);
+    session.chunk_incomplete(&data, 0, 10, None, 10).await;
     let resp = session.put(Some("bytes */5"), Vec::new()).await;
     let json = assert_problem(&resp, 400);
     assert_eq!(json["held"], 10, "{json}");
@@ -1086,7 +837,7 @@ async fn case19_query_with_body_is_400() {
     let server = TestServer::start(BIN);
     let data = random_bytes(&mut Rng::new(19), 20);
     let session = Session::initiate(&server, "c19.bin", Some(20)).await;
-    assert_incomplete(&session.chunk(&data, 0, 10, Some(20)).await, 10);
+    session.chunk_incomplete(&data, 0, 10, Some(20), 10).await;
     assert_problem(
         &session.put(Some("bytes */*"), data[10..].to_vec()).await,
         400,
@@ -1105,7 +856,7 @@ async fn case20_bad_content_range_syntax_is_400() {
     let server = TestServer::start(BIN);
     let data = random_bytes(&mut Rng::new(20), 10);
     let session = Session::initiate(&server, "c20.bin", Some(10)).await;
-    assert_incomplete(&session.chunk(&data, 0, 2, Some(10)).await, 2);
+    session.chunk_incomplete(&data, 0, 2, Some(10), 2).await;
     for range in [
         "bites 2-3/10",
         "bytes 2-3",
@@ -1132,7 +883,7 @@ async fn case21_overflowing_range_is_400() {
     let server = TestServer::start(BIN);
     let data = random_bytes(&mut Rng::new(21), 10);
     let session = Session::initiate(&server, "c21.bin", None).await;
-    assert_incomplete(&session.chunk(&data, 0, 3, None).await, 3);
+    session.chunk_incomplete(&data, 0, 3, None, 3).await;
     for range in [
         "bytes 18446744073709551615-18446744073709551615/*",
         "bytes 3-3/18446744073709551616",
@@ -1274,10 +1025,9 @@ async fn case25_dropped_connection_keeps_prefix_and_resend_completes() {
     // (a) Half the body, then the client half-closes (FIN), as a crashing
     // client does; the server answers once it has committed the prefix.
     let session = Session::initiate(&server, "c25a.bin", Some(400_000)).await;
-    assert_incomplete(
-        &session.chunk(&data, 0, 100_000, Some(400_000)).await,
-        100_000,
-    );
+    session
+        .chunk_incomplete(&data, 0, 100_000, Some(400_000), 100_000)
+        .await;
     let mut stream = connect(server.addr()).await;
     let range = content_range(100_000, 400_000, Some(400_000));
     stream
@@ -1458,7 +1208,9 @@ async fn case28_put_without_content_range() {
     assert_eq!(download(&server, "c28.bin").await, data);
 
     let session = Session::initiate(&server, "c28b.bin", Some(200_000)).await;
-    assert_incomplete(&session.chunk(&data, 0, 1000, Some(200_000)).await, 1000);
+    session
+        .chunk_incomplete(&data, 0, 1000, Some(200_000), 1000)
+        .await;
     assert_problem(&session.put(None, data.clone()).await, 400);
     assert_eq!(session.held().await, 1000);
     session.finish_and_verify(&server, &data).await;
@@ -2008,10 +1760,9 @@ async fn sigterm_during_chunk_keeps_received_prefix() {
     let mut server = TestServer::start(BIN);
     let data = random_bytes(&mut Rng::new(92), 600_000);
     let mut session = Session::initiate(&server, "term.bin", Some(600_000)).await;
-    assert_incomplete(
-        &session.chunk(&data, 0, 200_000, Some(600_000)).await,
-        200_000,
-    );
+    session
+        .chunk_incomplete(&data, 0, 200_000, Some(600_000), 200_000)
+        .await;
     let acked = 200_000u64;
 
     let mut stream = connect(server.addr()).await;
@@ -2064,4 +1815,54 @@ async fn sigterm_during_chunk_keeps_received_prefix() {
     );
     session.finish(&data, held, 256 * 1024).await;
     assert_eq!(download(&server, "term.bin").await, data);
+}
+
+/// `serve --max-upload-size`: a session, a literal chunk or a chunk whose
+/// end implies a larger upload gets 413, and both other dialects advertise
+/// the limit.
+#[tokio::test]
+async fn uploads_past_the_configured_maximum_are_413() {
+    let server = TestServer::start_with(BIN, &["--max-upload-size", "1000"]);
+    let too_big = support::http::send(
+        support::http::client()
+            .post(server.url("/uploads"))
+            .header("x-upload-content-length", "1001"),
+    )
+    .await;
+    support::http::assert_problem(&too_big, 413);
+    for range in ["bytes 0-9/1001", "bytes 995-1000/*"] {
+        let chunk = support::http::send(
+            support::http::client()
+                .put(server.url("/api/upload?file=big.bin"))
+                .header("content-range", range)
+                .body(vec![0u8; if range.ends_with('*') { 6 } else { 10 }]),
+        )
+        .await;
+        support::http::assert_problem(&chunk, 413);
+    }
+    let fits = send(
+        client()
+            .put(server.url("/api/upload?file=fits.bin"))
+            .header("content-range", "bytes 0-9/1000")
+            .body(vec![7u8; 10]),
+    )
+    .await;
+    assert_eq!(fits.status, 308, "{}", fits.describe());
+    let options = support::http::send(
+        support::http::client().request(Method::OPTIONS, server.url("/uploads")),
+    )
+    .await;
+    assert_eq!(
+        options.header("tus-max-size"),
+        Some("1000"),
+        "{}",
+        options.describe()
+    );
+    assert!(
+        options
+            .header("upload-limit")
+            .is_some_and(|limit| limit.contains("max-size=1000")),
+        "{}",
+        options.describe()
+    );
 }

@@ -15,10 +15,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::Method;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
-use support::{
-    BIN, Resp, age_record, assert_problem, assert_upload_location, connect, download, path_of,
-    random_bytes, read_response, read_response_within, request, upload_entries,
+use support::http::{
+    Resp, age_record, assert_not_published, assert_problem, assert_upload_location, chunked,
+    connect, download, path_of, raw_exchange, read_response, read_response_within, request,
+    upload_entries,
 };
+use support::{BIN, random_bytes};
 use tenax_testkit::{Rng, TestServer};
 use tokio::io::AsyncWriteExt as _;
 
@@ -70,9 +72,14 @@ fn filename(name: &str) -> String {
     metadata(&[("filename", name.as_bytes())])
 }
 
+/// A tus `POST /uploads` with `headers` and no body.
+async fn post(server: &TestServer, headers: &[(&str, &str)]) -> Resp {
+    tus(Method::POST, &server.url("/uploads"), headers, Vec::new()).await
+}
+
 /// `POST /uploads` that must answer 201 with an absolute `Location`.
 async fn create(server: &TestServer, headers: &[(&str, &str)]) -> String {
-    let resp = tus(Method::POST, &server.url("/uploads"), headers, Vec::new()).await;
+    let resp = post(server, headers).await;
     assert_created(server, &resp)
 }
 
@@ -95,6 +102,14 @@ async fn create_named(server: &TestServer, length: u64, name: &str) -> String {
         &[("upload-length", &length), ("upload-metadata", &meta)],
     )
     .await
+}
+
+/// A fresh server and a 20-byte upload named `name` that holds `12345`.
+async fn holding_five_of_twenty(name: &str) -> (TestServer, String) {
+    let server = TestServer::start(BIN);
+    let url = create_named(&server, 20, name).await;
+    assert_patched(&patch(&url, 0, b"12345", &[]).await, 5, false);
+    (server, url)
 }
 
 /// `HEAD` with tus headers.
@@ -253,28 +268,6 @@ fn patch_head(
         "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nTus-Resumable: 1.0.0\r\n\
          Content-Type: {OFFSET_STREAM}\r\nUpload-Offset: {offset}\r\n{framing}{extra}\r\n"
     )
-}
-
-/// A chunked body: the pieces, the last chunk and the trailer section.
-fn chunked(pieces: &[&[u8]], trailers: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for piece in pieces {
-        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        out.extend_from_slice(piece);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"0\r\n");
-    out.extend_from_slice(trailers.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-/// Writes `bytes` on a fresh connection and reads one answer.
-async fn raw_exchange(server: &TestServer, bytes: &[u8]) -> Option<Resp> {
-    let mut stream = connect(server.addr()).await;
-    stream.write_all(bytes).await.expect("write");
-    let mut buffer = Vec::new();
-    read_response(&mut stream, &mut buffer).await
 }
 
 fn checksum(algorithm: &str, data: &[u8]) -> String {
@@ -480,13 +473,7 @@ async fn case30_missing_tus_resumable_is_412() {
 #[tokio::test]
 async fn case31_create_then_head() {
     let server = TestServer::start(BIN);
-    let resp = tus(
-        Method::POST,
-        &server.url("/uploads"),
-        &[("upload-length", "100")],
-        Vec::new(),
-    )
-    .await;
+    let resp = post(&server, &[("upload-length", "100")]).await;
     let url = assert_created(&server, &resp);
     assert_expires(&resp);
     let resp = head(&url).await;
@@ -525,7 +512,7 @@ async fn case33_length_header_combinations() {
         vec![("upload-defer-length", "0")],
         vec![],
     ] {
-        let resp = tus(Method::POST, &server.url("/uploads"), &headers, Vec::new()).await;
+        let resp = post(&server, &headers).await;
         assert_problem(&resp, 400);
         assert!(
             resp.headers.get("location").is_none(),
@@ -542,23 +529,11 @@ async fn case34_bad_and_oversized_lengths() {
     let server = TestServer::start(BIN);
     let entries = upload_entries(&server);
     for length in ["18446744073709551616", "-1", "1e3", "+5", "0x10", ""] {
-        let resp = tus(
-            Method::POST,
-            &server.url("/uploads"),
-            &[("upload-length", length)],
-            Vec::new(),
-        )
-        .await;
+        let resp = post(&server, &[("upload-length", length)]).await;
         assert_problem(&resp, 400);
     }
     let over = (MAX_SIZE + 1).to_string();
-    let resp = tus(
-        Method::POST,
-        &server.url("/uploads"),
-        &[("upload-length", &over)],
-        Vec::new(),
-    )
-    .await;
+    let resp = post(&server, &[("upload-length", &over)]).await;
     assert_problem(&resp, 413);
     assert_eq!(
         upload_entries(&server),
@@ -572,9 +547,7 @@ async fn case34_bad_and_oversized_lengths() {
 /// Case 35: PATCH with the wrong Content-Type → 415; without Upload-Offset → 400.
 #[tokio::test]
 async fn case35_patch_content_type_and_missing_offset() {
-    let server = TestServer::start(BIN);
-    let url = create_named(&server, 20, "c35.bin").await;
-    assert_patched(&patch(&url, 0, b"12345", &[]).await, 5, false);
+    let (_server, url) = holding_five_of_twenty("c35.bin").await;
     for content_type in [
         Some("application/octet-stream"),
         Some("text/plain"),
@@ -602,9 +575,7 @@ async fn case35_patch_content_type_and_missing_offset() {
 /// Case 36: `Upload-Offset` of `+5`, `0x5`, `5.0` → 400, unchanged.
 #[tokio::test]
 async fn case36_malformed_offsets_are_400() {
-    let server = TestServer::start(BIN);
-    let url = create_named(&server, 20, "c36.bin").await;
-    assert_patched(&patch(&url, 0, b"12345", &[]).await, 5, false);
+    let (_server, url) = holding_five_of_twenty("c36.bin").await;
     for offset in ["+5", "0x5", "5.0", "-5", "5e0", "18446744073709551621"] {
         let resp = tus(
             Method::PATCH,
@@ -621,9 +592,7 @@ async fn case36_malformed_offsets_are_400() {
 /// Case 37: a lower or higher `Upload-Offset` → 409, unchanged.
 #[tokio::test]
 async fn case37_offset_mismatch_is_409() {
-    let server = TestServer::start(BIN);
-    let url = create_named(&server, 20, "c37.bin").await;
-    assert_patched(&patch(&url, 0, b"12345", &[]).await, 5, false);
+    let (server, url) = holding_five_of_twenty("c37.bin").await;
     for offset in [0, 4, 6, 19] {
         let resp = patch(&url, offset, b"abc", &[]).await;
         assert_problem(&resp, 409);
@@ -679,7 +648,7 @@ async fn case39_chunked_patch_stops_at_length() {
     )
     .into_bytes();
     bytes.extend_from_slice(&body);
-    let resp = raw_exchange(&server, &bytes)
+    let resp = raw_exchange(server.addr(), &bytes)
         .await
         .expect("an answer to the chunked PATCH");
     assert_tus(&resp);
@@ -868,13 +837,7 @@ async fn case43_creation_with_upload() {
     assert_eq!(resp.number("upload-offset"), 20_000, "{}", resp.describe());
     assert_eq!(download(&server, "c43b.bin").await, data);
     // Without the offset content type, a body is not an upload (no bytes stored).
-    let resp = tus(
-        Method::POST,
-        &server.url("/uploads"),
-        &[("upload-length", "20")],
-        Vec::new(),
-    )
-    .await;
+    let resp = post(&server, &[("upload-length", "20")]).await;
     let url = assert_created(&server, &resp);
     assert_eq!(offset_of(&url).await, 0);
 }
@@ -1027,11 +990,9 @@ async fn case47_bad_metadata_is_400() {
         ",",
         "a YQ==,,b Yg==",
     ] {
-        let resp = tus(
-            Method::POST,
-            &server.url("/uploads"),
+        let resp = post(
+            &server,
             &[("upload-length", "5"), ("upload-metadata", value)],
-            Vec::new(),
         )
         .await;
         assert_problem(&resp, 400);
@@ -1072,9 +1033,7 @@ async fn case48_expiration() {
 /// expire"), error answers included.
 #[tokio::test]
 async fn case48_error_patch_responses_carry_upload_expires() {
-    let server = TestServer::start(BIN);
-    let url = create_named(&server, 20, "c48e.bin").await;
-    assert_patched(&patch(&url, 0, b"12345", &[]).await, 5, false);
+    let (_server, url) = holding_five_of_twenty("c48e.bin").await;
     let resp = patch(&url, 3, b"xx", &[]).await;
     assert_problem(&resp, 409);
     assert_expires(&resp);
@@ -1183,7 +1142,7 @@ async fn case50_trailer_checksum() {
             &[&piece[..half], &piece[half..]],
             &format!("Upload-Checksum: {trailer}\r\n"),
         ));
-        let resp = raw_exchange(&server, &bytes)
+        let resp = raw_exchange(server.addr(), &bytes)
             .await
             .expect("an answer to the chunked PATCH");
         assert_tus(&resp);
@@ -1221,9 +1180,7 @@ async fn case50_trailer_checksum() {
 /// can be terminated too.
 #[tokio::test]
 async fn case51_delete_then_gone() {
-    let server = TestServer::start(BIN);
-    let url = create_named(&server, 20, "c51.bin").await;
-    assert_patched(&patch(&url, 0, b"12345", &[]).await, 5, false);
+    let (server, url) = holding_five_of_twenty("c51.bin").await;
     let resp = tus(Method::DELETE, &url, &[], Vec::new()).await;
     assert_eq!(resp.status, 204, "{}", resp.describe());
     assert!(resp.body.is_empty());
@@ -1231,12 +1188,7 @@ async fn case51_delete_then_gone() {
     assert_gone(&patch(&url, 5, b"67890", &[]).await);
     assert_gone(&patch(&url, 0, b"67890", &[]).await);
     assert_gone(&tus(Method::DELETE, &url, &[], Vec::new()).await);
-    assert_eq!(
-        request(Method::GET, &server.url("/files/c51.bin"), &[], Vec::new())
-            .await
-            .status,
-        404
-    );
+    assert_not_published(&server, "c51.bin").await;
 
     // A finished upload.
     let url = create_named(&server, 3, "c51b.bin").await;
@@ -1262,7 +1214,7 @@ async fn case51_delete_aborts_streaming_patch() {
         "",
     );
     // 1000 bytes every 20 ms: about 4 s for the whole body.
-    let streaming = tokio::spawn(support::paced_request(
+    let streaming = tokio::spawn(support::http::paced_request(
         server.addr(),
         raw_head,
         data,
@@ -1300,12 +1252,7 @@ async fn case51_delete_aborts_streaming_patch() {
         }
     }
     assert_gone(&head(&url).await);
-    assert_eq!(
-        request(Method::GET, &server.url("/files/c51s.bin"), &[], Vec::new())
-            .await
-            .status,
-        404
-    );
+    assert_not_published(&server, "c51s.bin").await;
 }
 
 /// A finished partial upload of `data`; returns its URL.
@@ -1345,11 +1292,9 @@ async fn case52_concatenation() {
     }
     let concat = format!("final;{} {} {} {}", urls[0], urls[1], urls[2], urls[0]);
     let meta = filename("c52.bin");
-    let resp = tus(
-        Method::POST,
-        &server.url("/uploads"),
+    let resp = post(
+        &server,
         &[("upload-concat", &concat), ("upload-metadata", &meta)],
-        Vec::new(),
     )
     .await;
     let url = assert_created(&server, &resp);
@@ -1399,7 +1344,6 @@ async fn case53_bad_concatenations() {
 
     let unknown = server.url("/uploads/0123456789abcdef0123456789abcdef");
     let cases: Vec<(String, &[u16])> = vec![
-        (format!("final;{done} {unfinished}"), &[400]),
         (format!("final;{done} {unknown}"), &[404]),
         (format!("final;{done} {plain}"), &[400]),
         (
@@ -1419,13 +1363,7 @@ async fn case53_bad_concatenations() {
         ("something".to_owned(), &[400]),
     ];
     for (value, statuses) in cases {
-        let resp = tus(
-            Method::POST,
-            &server.url("/uploads"),
-            &[("upload-concat", &value)],
-            Vec::new(),
-        )
-        .await;
+        let resp = post(&server, &[("upload-concat", &value)]).await;
         assert!(
             statuses.contains(&resp.status),
             "Upload-Concat {value:?}: expected {statuses:?}: {}",
@@ -1444,6 +1382,62 @@ async fn case53_bad_concatenations() {
         "a refused final created an upload"
     );
     assert_eq!(offset_of(&unfinished).await, 4);
+}
+
+/// Case 53 with concatenation-unfinished, which tenax offers: a final
+/// upload may list a partial still in progress. It shows no offset until the
+/// last part completes, then it is assembled: length = sum, exact bytes.
+#[tokio::test]
+async fn case53_unfinished_partial_completes_the_final_later() {
+    let server = TestServer::start(BIN);
+    let done = partial(&server, b"done").await;
+    let unfinished = create(
+        &server,
+        &[("upload-length", "10"), ("upload-concat", "partial")],
+    )
+    .await;
+    assert_patched(&patch(&unfinished, 0, b"half", &[]).await, 4, false);
+    let concat = format!("final;{done} {unfinished}");
+    let url = create(&server, &[("upload-concat", &concat)]).await;
+
+    let pending = head(&url).await;
+    assert_eq!(pending.status, 200, "{}", pending.describe());
+    assert!(
+        pending.headers.get("upload-offset").is_none(),
+        "{}",
+        pending.describe()
+    );
+    assert!(
+        pending
+            .header("upload-concat")
+            .is_some_and(|value| value.starts_with("final;")),
+        "{}",
+        pending.describe()
+    );
+    assert_problem(&patch(&url, 0, b"x", &[]).await, 403);
+
+    assert_patched(&patch(&unfinished, 4, b"-rest!", &[]).await, 10, true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = head(&url).await;
+        if resp.header("upload-offset") == Some("14") {
+            assert_eq!(
+                resp.header("upload-length"),
+                Some("14"),
+                "{}",
+                resp.describe()
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never assembled: {}",
+            resp.describe()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = support::http::get(&url).await;
+    assert_eq!((status, body.as_slice()), (200, &b"donehalf-rest!"[..]));
 }
 
 /// Case 54: PATCH to a final upload → 403; a final with `Upload-Length` or
@@ -1469,7 +1463,7 @@ async fn case54_final_upload_restrictions() {
             ("upload-defer-length", "1"),
         ],
     ] {
-        let resp = tus(Method::POST, &server.url("/uploads"), &headers, Vec::new()).await;
+        let resp = post(&server, &headers).await;
         assert!(matches!(resp.status, 400 | 403), "{}", resp.describe());
         assert_problem(&resp, resp.status);
     }

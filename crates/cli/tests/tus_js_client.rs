@@ -10,57 +10,27 @@
 
 #![allow(missing_docs)]
 
-use std::io::Read as _;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::files::assert_same_bytes;
+use support::http::get;
+use support::peers::{peers_node_modules, script};
+use support::process::run_peer;
+use support::{BIN, MIB, random_bytes};
 use tenax_testkit::{FaultProxy, Rng, TestServer};
-
-const MIB: u64 = 1024 * 1024;
 
 /// How long one run of the Node client may take.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The script driving tus-js-client.
-const SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/peers/tus_upload.mjs"
-);
-
-/// The peers folder `scripts/test` fills, unless `TENAX_PEERS` says otherwise.
-const DEFAULT_PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/peers");
-
-/// The `node_modules` folder holding tus-js-client, or a failure telling how
-/// to install it. Never skips.
-fn peers_node_modules() -> PathBuf {
-    let peers = std::env::var_os("TENAX_PEERS")
-        .filter(|value| !value.is_empty())
-        .map_or_else(|| PathBuf::from(DEFAULT_PEERS), PathBuf::from);
-    let modules = peers.join("node/node_modules");
-    let package = modules.join("tus-js-client/package.json");
-    assert!(
-        package.exists(),
-        "the Node peers are not installed ({} is missing): run scripts/test to \
-         install the peers (it runs `npm ci` in target/peers/node from \
-         tests/peers/package-lock.json)",
-        package.display()
-    );
-    modules
-}
-
-fn random_bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    rng.fill(&mut data);
-    data
-}
-
 /// A few MiB and a random tail, so that the last chunk is short.
 fn odd_sized_data(rng: &mut Rng) -> Vec<u8> {
-    let len = 3 * MIB + rng.between(1, MIB - 1);
-    random_bytes(rng, len as usize)
+    support::odd_sized_data(rng, MIB)
 }
 
 /// Runs `node tus_upload.mjs PARAMS`; panics with the client's output unless
@@ -69,9 +39,8 @@ fn run_client(params: &Value) -> Value {
     let modules = peers_node_modules();
     let mode = params["mode"].as_str().unwrap_or("?").to_owned();
     let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
-    let started = Instant::now();
-    let mut child = Command::new(&node)
-        .arg(SCRIPT)
+    let child = Command::new(&node)
+        .arg(script("tus_upload.mjs"))
         .arg(params.to_string())
         .current_dir(modules.parent().expect("node_modules has a parent"))
         .env("NODE_PATH", &modules)
@@ -85,37 +54,9 @@ fn run_client(params: &Value) -> Value {
                 node.to_string_lossy()
             )
         });
-
-    // Drain both pipes on threads so the child never blocks on them.
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let out_thread = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("cannot wait for the client") {
-            break Some(status);
-        }
-        if started.elapsed() > CLIENT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = out_thread.join().expect("stdout reader panicked");
-    let err = err_thread.join().expect("stderr reader panicked");
-    eprintln!(
-        "--- tus_upload.mjs {mode} ({:?}) ---\n{err}",
-        started.elapsed()
-    );
+    let run = run_peer(child, CLIENT_TIMEOUT);
+    let (out, err) = (&run.stdout, &run.stderr);
+    eprintln!("--- tus_upload.mjs {mode} ({:?}) ---\n{err}", run.elapsed);
     let report: Option<Value> = out
         .lines()
         .last()
@@ -124,7 +65,7 @@ fn run_client(params: &Value) -> Value {
         .as_ref()
         .and_then(|report| report["error"].as_str())
         .unwrap_or("(no JSON report)");
-    match status {
+    match run.status {
         None => panic!(
             "tus-js-client ({mode}) did not finish within {CLIENT_TIMEOUT:?}\nstdout:\n{out}"
         ),
@@ -149,31 +90,14 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A `GET`: the status and the body.
 fn fetch(url: &str) -> (u16, Vec<u8>) {
-    runtime().block_on(async {
-        let response = reqwest::get(url)
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: body: {e}"));
-        (status, body.to_vec())
-    })
-}
-
-fn assert_same(what: &str, stored: &[u8], data: &[u8]) {
-    assert_eq!(stored.len(), data.len(), "stored length of {what}");
-    if let Some(at) = stored.iter().zip(data).position(|(a, b)| a != b) {
-        panic!("{what} differs from the source at byte {at}");
-    }
+    runtime().block_on(get(url))
 }
 
 /// `GET /files/NAME` must return the source.
 fn assert_published(server: &TestServer, name: &str, data: &[u8]) {
     let (status, stored) = fetch(&server.url(&format!("/files/{name}")));
     assert_eq!(status, 200, "GET /files/{name}");
-    assert_same(&format!("/files/{name}"), &stored, data);
+    assert_same_bytes(&format!("/files/{name}"), &stored, data);
 }
 
 /// The upload id at the end of an upload URL, which must be ours.
@@ -197,7 +121,7 @@ struct Fixture {
 }
 
 fn fixture(data: Vec<u8>) -> Fixture {
-    let server = TestServer::start(env!("CARGO_BIN_EXE_tenax"));
+    let server = TestServer::start(BIN);
     let dir = tempfile::tempdir().expect("cannot create a temporary directory");
     let file = dir.path().join("source.bin");
     std::fs::write(&file, &data).expect("cannot write the source file");
@@ -284,7 +208,7 @@ fn cut_mode(name: &str, chunk_size: Value, options: Value) {
         assert_stored(&fx.server, id, &fx.data);
     } else {
         assert_eq!(status, 200, "GET /files/{name}");
-        assert_same(&format!("/files/{name}"), &published, &fx.data);
+        assert_same_bytes(&format!("/files/{name}"), &published, &fx.data);
     }
     drop(proxy);
 }
@@ -384,7 +308,7 @@ fn assert_stored(server: &TestServer, id: &str, data: &[u8]) {
     let path = server.data_dir().join(format!("uploads/{id}.bin"));
     let stored = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("not published and cannot read {}: {e}", path.display()));
-    assert_same(&path.display().to_string(), &stored, data);
+    assert_same_bytes(&path.display().to_string(), &stored, data);
 }
 
 /// The IETF draft modes: tus-js-client sends the tus `Upload-Metadata` (and
@@ -420,7 +344,7 @@ fn ietf_mode(mode: &str, interop: &str, extra: &[(&str, Value)]) -> Value {
     );
     let (status, published) = fetch(&fx.server.url(&format!("/files/{name}")));
     if status == 200 {
-        assert_same(&format!("/files/{name}"), &published, &fx.data);
+        assert_same_bytes(&format!("/files/{name}"), &published, &fx.data);
     } else {
         assert_stored(&fx.server, &id, &fx.data);
     }

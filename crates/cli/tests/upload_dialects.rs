@@ -7,23 +7,20 @@
 //! Random data comes from [`Rng`] (replay a failure with the printed
 //! `TENAX_TEST_SEED`); every wait is bounded.
 
+mod support;
+
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
-use tenax_client::{Event, Progress, Protocol, Uploader};
+use support::files::{assert_stored, held_on_disk, journal_entries, write_random_file};
+use support::process::{json_line, start_and_kill_cli, text};
+use support::uploads::{created, events, recording};
+use support::{BIN, KIB, MIB};
+use tenax_client::{Event, Protocol, Uploader};
 use tenax_testkit::{FaultProxy, Rng, TestServer};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tenax");
-
-const KIB: u64 = 1 << 10;
-const MIB: u64 = 1 << 20;
 
 /// Upper bound for any single wait on the network or a child process.
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
@@ -39,153 +36,14 @@ const DIALECTS: [(Protocol, &str); 3] = [
 // Helpers
 // ---------------------------------------------------------------------------
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes `len` random bytes to `path` in blocks; returns their SHA-256.
-fn write_random_file(rng: &mut Rng, path: &Path, len: u64) -> String {
-    let mut file = fs::File::create(path).expect("create the source file");
-    let mut hasher = Sha256::new();
-    let mut block = vec![0u8; MIB as usize];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(MIB) as usize;
-        rng.fill(&mut block[..n]);
-        hasher.update(&block[..n]);
-        file.write_all(&block[..n]).expect("write the source file");
-        left -= n as u64;
-    }
-    file.sync_all().expect("sync the source file");
-    hex(&hasher.finalize())
-}
-
-/// Asserts that the server published `name` with exactly the bytes of
-/// `source` (streamed, block by block).
-fn assert_stored(server: &TestServer, name: &str, source: &Path) {
-    let stored = server.data_dir().join("files").join(name);
-    let mut a = fs::File::open(&stored)
-        .unwrap_or_else(|e| panic!("cannot open the stored file {}: {e}", stored.display()));
-    let mut b = fs::File::open(source).expect("open the source file");
-    let (la, lb) = (
-        a.metadata().expect("stat").len(),
-        b.metadata().expect("stat").len(),
-    );
-    assert_eq!(la, lb, "{name}: stored size differs from the source's");
-    let mut ba = vec![0u8; MIB as usize];
-    let mut bb = vec![0u8; MIB as usize];
-    let mut offset = 0u64;
-    while offset < la {
-        let n = (la - offset).min(MIB) as usize;
-        a.read_exact(&mut ba[..n]).expect("read the stored file");
-        b.read_exact(&mut bb[..n]).expect("read the source file");
-        assert!(
-            ba[..n] == bb[..n],
-            "{name}: the stored file differs from the source in the block at {offset}"
-        );
-        offset += n as u64;
-    }
-}
-
-/// The total size of the server's in-progress data files (`uploads/*.bin`).
-fn held_on_disk(server: &TestServer) -> u64 {
-    let Ok(entries) = fs::read_dir(server.data_dir().join("uploads")) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "bin"))
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum()
-}
-
-/// A fast uploader for tests: short backoff and stall timeout.
+/// A fast uploader for tests in `protocol`.
 fn quick_uploader(protocol: Protocol, chunk: u64) -> Uploader {
-    Uploader::new()
-        .protocol(protocol)
-        .chunk_size(chunk)
-        .backoff(Duration::from_millis(10), Duration::from_millis(200))
-        .stall_timeout(Duration::from_secs(5))
-        .max_retries(1000)
-}
-
-/// Collects the events an uploader reports.
-fn recording(uploader: Uploader) -> (Uploader, Arc<Mutex<Vec<Progress>>>) {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&log);
-    let uploader = uploader.on_progress(move |p| sink.lock().expect("log").push(p));
-    (uploader, log)
-}
-
-fn events(log: &Mutex<Vec<Progress>>) -> Vec<Event> {
-    log.lock()
-        .expect("log")
-        .iter()
-        .map(|p| p.event.clone())
-        .collect()
-}
-
-/// The upload URLs created, in order.
-fn created(log: &Mutex<Vec<Progress>>) -> Vec<String> {
-    events(log)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::SessionCreated { url } => Some(url),
-            _ => None,
-        })
-        .collect()
+    support::uploads::quick_uploader(chunk).protocol(protocol)
 }
 
 /// `tenax upload ARGS…`, waited for with a deadline.
 fn run_cli(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .arg("upload")
-        .args(args)
-        .env_remove("TENAX_JOURNAL_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tenax upload");
-    wait_output(child, IO_TIMEOUT)
-}
-
-/// Waits for `child` at most `timeout` (killing it after), collecting its output.
-fn wait_output(mut child: std::process::Child, timeout: Duration) -> Output {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait().expect("try_wait") {
-            Some(_) => break,
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("wait");
-                panic!(
-                    "tenax upload did not finish within {timeout:?}; stderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            None => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-    child.wait_with_output().expect("collect output")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The single JSON line `tenax upload --json` prints on stdout.
-fn json_line(out: &Output) -> Value {
-    let stdout = text(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected one JSON line on stdout: {stdout:?}; stderr: {}",
-        text(&out.stderr)
-    );
-    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", lines[0]))
+    support::process::run_cli(args, IO_TIMEOUT)
 }
 
 /// What `auto` resolves to against `tenax serve` (it offers tus).
@@ -438,53 +296,6 @@ fn cli_help_documents_the_new_options() {
 // 4. The CLI killed mid-upload and run again (tus journal)
 // ---------------------------------------------------------------------------
 
-/// Starts `tenax upload` and SIGKILLs it once the server holds at least
-/// `threshold` bytes of uploads in progress; returns them.
-fn start_and_kill_cli(server: &TestServer, args: &[&str], threshold: u64) -> u64 {
-    let mut child = Command::new(BIN)
-        .arg("upload")
-        .args(args)
-        .env_remove("TENAX_JOURNAL_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tenax upload");
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let held = loop {
-        let held = held_on_disk(server);
-        if held >= threshold {
-            break held;
-        }
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("tenax upload exited ({status}) before the kill, server held {held}");
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server never held {threshold} bytes (held {held})");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    let exited = child.try_wait().expect("try_wait");
-    child.kill().expect("kill the client");
-    child.wait().expect("reap the client");
-    assert!(exited.is_none(), "the client exited before the kill");
-    held
-}
-
-fn journal_entries(dir: &Path) -> Vec<PathBuf> {
-    fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn cli_killed_then_rerun_resumes_tus() {
     let mut rng = Rng::from_env_or_os();
@@ -513,7 +324,7 @@ fn cli_killed_then_rerun_resumes_tus() {
             journal.to_str().expect("utf-8"),
         ];
         let before = held_on_disk(&server);
-        let held = start_and_kill_cli(&server, &args, before + 8 * MIB) - before;
+        let held = start_and_kill_cli(&server, &args, before + 8 * MIB, IO_TIMEOUT) - before;
         eprintln!("{name}: killed the client with {held} of {size} bytes on the server");
         let entries = journal_entries(&journal);
         assert_eq!(entries.len(), 1, "{name}: {entries:?}");

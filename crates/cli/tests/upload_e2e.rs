@@ -7,25 +7,21 @@
 //! Every loop is bounded in count and time; random data comes from
 //! [`Rng`] (replay a failure with the printed `TENAX_TEST_SEED`).
 
+mod support;
+
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use md5::Md5;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
-use tenax_client::{Event, Progress, Uploader};
+use support::files::{assert_same_file, held_on_disk, stored_path, write_random_file};
+use support::process::{json_line, start_and_kill_cli, text, wait_output};
+use support::uploads::{quick_uploader, recording};
+use support::{BIN, KIB, MIB, assert_object_json, random_bytes, sha256_hex};
+use tenax_client::{Event, Progress};
 use tenax_testkit::{FaultProxy, Rng, TestServer};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tenax");
-
-const KIB: u64 = 1 << 10;
-const MIB: u64 = 1 << 20;
 
 /// Upper bound for any single wait on the network or a child process.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,166 +30,19 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 // Helpers
 // ---------------------------------------------------------------------------
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
-}
-
-fn random_bytes(rng: &mut Rng, len: u64) -> Vec<u8> {
-    let mut data = vec![0u8; usize::try_from(len).expect("fits")];
-    rng.fill(&mut data);
-    data
-}
-
-/// Writes `len` random bytes to `path` in blocks; returns their SHA-256.
-fn write_random_file(rng: &mut Rng, path: &Path, len: u64) -> String {
-    let mut file = fs::File::create(path).expect("create the source file");
-    let mut hasher = Sha256::new();
-    let mut block = vec![0u8; MIB as usize];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(MIB) as usize;
-        rng.fill(&mut block[..n]);
-        hasher.update(&block[..n]);
-        file.write_all(&block[..n]).expect("write the source file");
-        left -= n as u64;
-    }
-    file.sync_all().expect("sync the source file");
-    hex(&hasher.finalize())
-}
-
-/// Asserts that two files hold the same bytes (streamed, block by block).
-fn assert_same_file(stored: &Path, source: &Path) {
-    let mut a = fs::File::open(stored)
-        .unwrap_or_else(|e| panic!("cannot open the stored file {}: {e}", stored.display()));
-    let mut b = fs::File::open(source).expect("open the source file");
-    let (la, lb) = (
-        a.metadata().expect("stat").len(),
-        b.metadata().expect("stat").len(),
-    );
-    assert_eq!(la, lb, "stored size differs from the source's");
-    let mut ba = vec![0u8; MIB as usize];
-    let mut bb = vec![0u8; MIB as usize];
-    let mut offset = 0u64;
-    while offset < la {
-        let n = (la - offset).min(MIB) as usize;
-        a.read_exact(&mut ba[..n]).expect("read the stored file");
-        b.read_exact(&mut bb[..n]).expect("read the source file");
-        if ba[..n] != bb[..n] {
-            let at = ba[..n]
-                .iter()
-                .zip(&bb[..n])
-                .position(|(x, y)| x != y)
-                .unwrap_or(0);
-            panic!(
-                "stored file differs from the source at byte {}",
-                offset + at as u64
-            );
-        }
-        offset += n as u64;
-    }
-}
-
-/// The published file of `name` in the server's data directory.
-fn stored_path(server: &TestServer, name: &str) -> PathBuf {
-    server.data_dir().join("files").join(name)
-}
-
 /// `GET /files/NAME` with reqwest: the status and the body.
 async fn get_file(server: &TestServer, name: &str) -> (u16, Vec<u8>) {
-    let response = tokio::time::timeout(
+    tokio::time::timeout(
         IO_TIMEOUT,
-        reqwest::get(server.url(&format!("/files/{name}"))),
+        support::http::get(&server.url(&format!("/files/{name}"))),
     )
     .await
     .expect("GET timed out")
-    .expect("GET failed");
-    let status = response.status().as_u16();
-    let body = response.bytes().await.expect("GET body").to_vec();
-    (status, body)
-}
-
-/// The total size of the server's in-progress data files (`uploads/*.bin`).
-fn held_on_disk(server: &TestServer) -> u64 {
-    let Ok(entries) = fs::read_dir(server.data_dir().join("uploads")) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "bin"))
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum()
-}
-
-/// A fast uploader for tests: short backoff and stall timeout.
-fn quick_uploader(chunk: u64) -> Uploader {
-    Uploader::new()
-        .chunk_size(chunk)
-        .backoff(Duration::from_millis(10), Duration::from_millis(200))
-        .stall_timeout(Duration::from_secs(5))
-        .max_retries(1000)
-}
-
-/// Collects the events an uploader reports.
-fn recording(uploader: Uploader) -> (Uploader, Arc<Mutex<Vec<Progress>>>) {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&log);
-    let uploader = uploader.on_progress(move |p| sink.lock().expect("log").push(p));
-    (uploader, log)
 }
 
 /// `tenax upload ARGS…`, waited for with a deadline.
 fn run_cli(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .arg("upload")
-        .args(args)
-        .env_remove("TENAX_JOURNAL_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tenax upload");
-    wait_output(child, IO_TIMEOUT)
-}
-
-/// Waits for `child` at most `timeout` (killing it after), collecting its output.
-fn wait_output(mut child: std::process::Child, timeout: Duration) -> Output {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait().expect("try_wait") {
-            Some(_) => break,
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("wait");
-                panic!(
-                    "tenax upload did not finish within {timeout:?}; stderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            None => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-    child.wait_with_output().expect("collect output")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The single JSON line `tenax upload --json` prints on stdout.
-fn json_line(out: &Output) -> Value {
-    let stdout = text(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected one JSON line on stdout: {stdout:?}"
-    );
-    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", lines[0]))
+    support::process::run_cli(args, IO_TIMEOUT)
 }
 
 /// A curl response: final status, the final header block, the body.
@@ -274,19 +123,6 @@ fn curl(dir: &Path, args: &[&str]) -> CurlResp {
     }
 }
 
-/// Checks a final `200` JSON against `data`.
-fn assert_final_json(json: &Value, name: &str, data: &[u8]) {
-    assert_eq!(json["name"], name, "{json}");
-    assert_eq!(json["size"], data.len().to_string(), "{json}");
-    assert_eq!(json["sha256"], sha256_hex(data), "{json}");
-    assert_eq!(json["md5Hash"], BASE64.encode(Md5::digest(data)), "{json}");
-    assert_eq!(
-        json["crc32c"],
-        BASE64.encode(crc32c::crc32c(data).to_be_bytes()),
-        "{json}"
-    );
-}
-
 // ---------------------------------------------------------------------------
 // 1. Sizes around the chunk boundary, 100 MiB, and the CLI's JSON report
 // ---------------------------------------------------------------------------
@@ -300,7 +136,7 @@ async fn library_uploads_sizes_around_the_chunk_boundary() {
     for size in [0, 1, chunk - 1, chunk, chunk + 1, 3 * chunk + 7] {
         let name = format!("size-{size}.bin");
         let path = dir.path().join(&name);
-        let data = random_bytes(&mut rng, size);
+        let data = random_bytes(&mut rng, size as usize);
         fs::write(&path, &data).expect("write source");
         let (uploader, log) = recording(quick_uploader(chunk));
         let report = tokio::time::timeout(IO_TIMEOUT, uploader.upload(&path, &server.url("/")))
@@ -363,7 +199,7 @@ fn cli_json_report_and_stored_bytes() {
     let dir = tempfile::tempdir().expect("tmp");
     let size = 3 * 256 * KIB + 5;
     let path = dir.path().join("cli.bin");
-    let data = random_bytes(&mut rng, size);
+    let data = random_bytes(&mut rng, size as usize);
     fs::write(&path, &data).expect("write source");
     let journal = dir.path().join("journal");
     let out = run_cli(&[
@@ -498,7 +334,7 @@ fn curl_literal_seed_requests() {
     );
     assert_eq!(r.status, 200, "{r:?}");
     let json = r.json();
-    assert_final_json(&json, "abc.zip", &data);
+    assert_object_json(&json, "abc.zip", &data);
     assert_eq!(json["size"], "1000000");
 
     let r = curl(dir.path(), &[&server.url("/files/abc.zip")]);
@@ -513,7 +349,7 @@ fn curl_unknown_total_then_final_chunk() {
     let dir = tempfile::tempdir().expect("tmp");
     let total = 700_001usize;
     let chunk = 262_144usize;
-    let data = random_bytes(&mut rng, total as u64);
+    let data = random_bytes(&mut rng, total);
     let url = server.url("/api/upload?file=stream.bin");
     let mut at = 0usize;
     for round in 0..10 {
@@ -541,7 +377,7 @@ fn curl_unknown_total_then_final_chunk() {
         );
         if last {
             assert_eq!(r.status, 200, "{range}: {r:?}");
-            assert_final_json(&r.json(), "stream.bin", &data);
+            assert_object_json(&r.json(), "stream.bin", &data);
             break;
         }
         assert_eq!(r.status, 308, "{range}: {r:?}");
@@ -560,7 +396,7 @@ async fn unknown_total_finalised_by_an_empty_status_query() {
     let server = TestServer::start(BIN);
     let total = 600_000usize;
     let chunk = 200_000usize;
-    let data = random_bytes(&mut rng, total as u64);
+    let data = random_bytes(&mut rng, total);
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(IO_TIMEOUT)
@@ -600,7 +436,7 @@ async fn unknown_total_finalised_by_an_empty_status_query() {
         .expect("PUT");
     assert_eq!(r.status().as_u16(), 200);
     let json: Value = r.json().await.expect("final JSON");
-    assert_final_json(&json, "open-ended.bin", &data);
+    assert_object_json(&json, "open-ended.bin", &data);
     let (status, body) = get_file(&server, "open-ended.bin").await;
     assert_eq!(status, 200);
     assert!(body == data, "GET /files/open-ended.bin differs");
@@ -780,36 +616,8 @@ async fn server_killed_mid_upload_then_restarted() {
 
 /// Starts `tenax upload` and SIGKILLs it once the server holds at least
 /// `threshold` bytes (but not all); returns the bytes held at the kill.
-fn start_and_kill_cli(server: &TestServer, args: &[&str], threshold: u64, size: u64) -> u64 {
-    let mut child = Command::new(BIN)
-        .arg("upload")
-        .args(args)
-        .env_remove("TENAX_JOURNAL_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tenax upload");
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let held = loop {
-        let held = held_on_disk(server);
-        if held >= threshold {
-            break held;
-        }
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("tenax upload exited ({status}) before the kill, server held {held}");
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server never held {threshold} bytes (held {held})");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    let exited = child.try_wait().expect("try_wait");
-    child.kill().expect("kill the client");
-    child.wait().expect("reap the client");
-    assert!(exited.is_none(), "the client exited before the kill");
+fn kill_cli_midway(server: &TestServer, args: &[&str], threshold: u64, size: u64) -> u64 {
+    let held = start_and_kill_cli(server, args, threshold, IO_TIMEOUT);
     let held_after = held_on_disk(server);
     assert!(
         held_after < size,
@@ -842,7 +650,7 @@ fn cli_killed_then_rerun_resumes_and_restarts_after_a_change() {
     ];
 
     // Run 1, killed; run 2 resumes.
-    let held = start_and_kill_cli(&server, &args, 8 * MIB, size);
+    let held = kill_cli_midway(&server, &args, 8 * MIB, size);
     eprintln!("killed the client with {held} of {size} bytes on the server");
     let out = run_cli(&args);
     let stderr = text(&out.stderr);
@@ -864,7 +672,7 @@ fn cli_killed_then_rerun_resumes_and_restarts_after_a_change() {
     // Run 3, killed; the file is rewritten (same size, new content); run 4
     // starts over cleanly and says why.
     let before = held_on_disk(&server);
-    start_and_kill_cli(&server, &args, before + 8 * MIB, size + before);
+    kill_cli_midway(&server, &args, before + 8 * MIB, size + before);
     let sha2 = write_random_file(&mut rng, &path, size);
     assert_ne!(sha, sha2);
     let out = run_cli(&args);

@@ -143,6 +143,8 @@ struct Inner {
     slots: Mutex<HashMap<UploadId, Arc<Slot>>>,
     /// The current upload of each name: what the literal `?file=NAME` form continues.
     names: Mutex<HashMap<FileName, UploadId>>,
+    /// Final uploads waiting for unfinished parts: part to finals.
+    pending_finals: Mutex<HashMap<UploadId, Vec<UploadId>>>,
     /// Serialises "find or create the upload of a name".
     name_lock: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
@@ -198,8 +200,30 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Engine {
     /// Opens an engine over a storage backend and indexes its uploads.
     pub async fn open(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Self, Error> {
+        let records = storage.list().await?;
+        let complete: std::collections::HashSet<UploadId> = records
+            .iter()
+            .filter(|record| matches!(record.status, Status::Complete(_)))
+            .map(|record| record.id)
+            .collect();
+        let mut pending_finals: HashMap<UploadId, Vec<UploadId>> = HashMap::new();
+        let mut ready_finals = Vec::new();
+        for record in &records {
+            if let (Status::Active, Some(Concat::Final(parts))) = (&record.status, &record.concat) {
+                let waiting: Vec<_> = parts
+                    .iter()
+                    .filter(|part| !complete.contains(part))
+                    .collect();
+                if waiting.is_empty() {
+                    ready_finals.push(record.id);
+                }
+                for part in waiting {
+                    pending_finals.entry(*part).or_default().push(record.id);
+                }
+            }
+        }
         let mut names: HashMap<FileName, (bool, u64, UploadId)> = HashMap::new();
-        for record in storage.list().await? {
+        for record in records {
             let Some(name) = record.name.clone() else {
                 continue;
             };
@@ -220,16 +244,27 @@ impl Engine {
             .into_iter()
             .map(|(name, (_, _, id))| (name, id))
             .collect();
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 storage,
                 config,
                 slots: Mutex::default(),
                 names: Mutex::new(names),
+                pending_finals: Mutex::new(pending_finals),
                 name_lock: tokio::sync::Mutex::default(),
                 shutdown: CancellationToken::new(),
             }),
-        })
+        };
+        // Final uploads whose parts all completed before a restart.
+        for id in ready_finals {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                if let Err(error) = engine.assemble(id).await {
+                    tracing::error!(%id, %error, "assembling a final upload failed");
+                }
+            });
+        }
+        Ok(engine)
     }
 
     /// The storage backend.
@@ -333,39 +368,83 @@ impl Engine {
         self.lease(id).await
     }
 
-    /// Creates a final upload as the concatenation of finished partial
-    /// uploads, in order (tus concatenation), and completes it. Nothing is
-    /// created when a part is unknown, unfinished or not a partial upload.
+    /// Creates a final upload as the concatenation of partial uploads, in
+    /// order (tus concatenation). When every part is finished, the final
+    /// upload is assembled and complete when this returns. With
+    /// `allow_unfinished`, parts may still be in progress (tus
+    /// concatenation-unfinished): the final upload is assembled as soon as
+    /// the last of them completes. Nothing is created when a part is
+    /// unknown, cancelled, not a partial upload, or unfinished without
+    /// `allow_unfinished`.
     pub async fn concatenate(
         &self,
         parts: Vec<UploadId>,
         new: NewUpload,
+        allow_unfinished: bool,
     ) -> Result<UploadId, Error> {
-        let storage = Arc::clone(&self.inner.storage);
-        let mut sources = Vec::with_capacity(parts.len());
+        let mut total = Some(0u64);
+        let mut unfinished = Vec::new();
         for &part in &parts {
             // Read without a lease: a part's writer, if any, must not be stopped.
-            let stored = storage.load(part).await.map_err(|error| match error {
-                StorageError::NotFound => Error::NotFound,
-                other => other.into(),
-            })?;
-            match (&stored.record.status, &stored.record.concat) {
+            let snapshot = self.peek(part).await?;
+            match (&snapshot.record.status, &snapshot.record.concat) {
                 (Status::Complete(info), Some(Concat::Partial)) => {
-                    sources.push((stored.record.clone(), info.size))
+                    total = total.map(|total| total + info.size);
+                }
+                (Status::Active, Some(Concat::Partial)) if allow_unfinished => {
+                    total = total
+                        .zip(snapshot.record.total)
+                        .map(|(total, size)| total + size);
+                    unfinished.push(part);
                 }
                 (Status::Cancelled, _) => return Err(Error::Gone),
                 _ => return Err(Error::NotConcatenable(part)),
             }
         }
-        let total = sources.iter().map(|(_, size)| size).sum();
-        let id = self
-            .create(NewUpload {
-                total: Some(total),
-                concat: Some(Concat::Final(parts)),
-                ..new
-            })
-            .await?;
+        let new = NewUpload {
+            total,
+            concat: Some(Concat::Final(parts)),
+            ..new
+        };
+        let id = self.create(new).await?;
+        if unfinished.is_empty() {
+            self.assemble(id).await?;
+        } else {
+            let mut pending = lock(&self.inner.pending_finals);
+            for part in unfinished {
+                pending.entry(part).or_default().push(id);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Assembles a final upload from its parts if they are all complete;
+    /// returns whether the final upload is complete.
+    async fn assemble(&self, id: UploadId) -> Result<bool, Error> {
         let mut lease = self.lease(id).await?;
+        let Some(Concat::Final(parts)) = lease.record().concat.clone() else {
+            return Ok(false);
+        };
+        if !matches!(lease.record().status, Status::Active) {
+            return Ok(true);
+        }
+        let mut sources = Vec::with_capacity(parts.len());
+        for part in parts {
+            let snapshot = self.peek(part).await?;
+            match &snapshot.record.status {
+                Status::Complete(info) => sources.push((snapshot.record.clone(), info.size)),
+                Status::Active => return Ok(false),
+                Status::Cancelled => return Err(Error::Gone),
+            }
+        }
+        if lease.held() > 0 {
+            // An assembly that a crash interrupted: start it over.
+            lease.truncate(0).await?;
+        }
+        lease
+            .set_total(sources.iter().map(|(_, size)| size).sum())
+            .await?;
+        let storage = Arc::clone(&self.inner.storage);
         for (record, size) in sources {
             let stream = storage.read(&record, 0..size).await?;
             let outcome = lease.append(stream, 0, size).await?;
@@ -378,7 +457,23 @@ impl Engine {
             }
         }
         lease.finalize().await?;
-        Ok(id)
+        Ok(true)
+    }
+
+    /// A partial upload completed: assemble the final uploads waiting for it.
+    fn part_completed(&self, part: UploadId) {
+        let Some(finals) = lock(&self.inner.pending_finals).remove(&part) else {
+            return;
+        };
+        for id in finals {
+            let engine = self.clone();
+            // A task of its own: the part's lease is still held here.
+            tokio::spawn(async move {
+                if let Err(error) = engine.assemble(id).await {
+                    tracing::error!(%id, %error, "assembling a final upload failed");
+                }
+            });
+        }
     }
 
     /// The upload's state, read from storage without taking the upload over:
@@ -548,14 +643,7 @@ impl Lease {
         let whole = matches!(&appended, Ok(outcome) if outcome.interruption.is_none());
         let keep = whole && check.verify();
         if !keep {
-            self.loaded.append = None;
-            self.engine
-                .inner
-                .storage
-                .truncate(self.loaded.record.id, from)
-                .await?;
-            self.loaded.held = from;
-            self.loaded.digests = self.engine.new_digests();
+            self.truncate(from).await?;
         }
         let mut record = self.loaded.record.clone();
         record.staged_from = None;
@@ -776,7 +864,19 @@ impl Lease {
         self.engine.publish(&mut record).await?;
         self.loaded.record = record;
         tracing::info!(id = %self.id(), size = held, sha256 = %info.sha256, "upload complete");
+        if matches!(self.loaded.record.concat, Some(Concat::Partial)) {
+            self.engine.part_completed(self.id());
+        }
         Ok(info)
+    }
+
+    /// Cuts an active upload back to `len` bytes.
+    async fn truncate(&mut self, len: u64) -> Result<(), Error> {
+        self.loaded.append = None;
+        self.engine.inner.storage.truncate(self.id(), len).await?;
+        self.loaded.held = len;
+        self.loaded.digests = self.engine.new_digests();
+        Ok(())
     }
 
     /// Cancels the upload: its data is removed, its record remembers it.

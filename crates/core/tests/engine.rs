@@ -228,6 +228,7 @@ async fn cancel_forgets_the_data_and_remembers_the_upload() {
         .await
         .expect("append");
     lease.cancel().await.expect("cancel");
+    drop(lease);
     assert!(matches!(engine.lease(id).await, Err(Error::Gone)));
     assert!(!dir.path().join(format!("uploads/{id}.bin")).exists());
     let engine = self::engine(dir.path()).await;
@@ -438,7 +439,7 @@ async fn concatenation_joins_finished_partials_in_order() {
         .await
         .expect("create");
     let refused = engine
-        .concatenate(vec![parts[0], unfinished], NewUpload::default())
+        .concatenate(vec![parts[0], unfinished], NewUpload::default(), false)
         .await;
     assert!(
         matches!(refused, Err(Error::NotConcatenable(id)) if id == unfinished),
@@ -446,7 +447,7 @@ async fn concatenation_joins_finished_partials_in_order() {
     );
 
     let joined = engine
-        .concatenate(parts.clone(), named("joined.bin", None))
+        .concatenate(parts.clone(), named("joined.bin", None), false)
         .await
         .expect("concatenate");
     let snapshot = engine.peek(joined).await.expect("peek");
@@ -551,5 +552,54 @@ async fn a_publication_cut_by_a_crash_is_finished_at_the_next_lease() {
     assert_eq!(
         std::fs::read(dir.path().join("files/p.bin")).expect("published"),
         b"hello"
+    );
+}
+
+#[tokio::test]
+async fn a_final_upload_of_unfinished_parts_completes_with_the_last_part() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let data = pattern(400_000);
+    let partial = |len: usize| NewUpload {
+        total: Some(len as u64),
+        concat: Some(tenax_core::Concat::Partial),
+        ..NewUpload::default()
+    };
+    let first = engine.create(partial(100_000)).await.expect("create");
+    let second = engine.create(partial(300_000)).await.expect("create");
+    let joined = engine
+        .concatenate(vec![first, second], named("late.bin", None), true)
+        .await
+        .expect("concatenate");
+    assert!(matches!(
+        engine.peek(joined).await.expect("peek").record.status,
+        Status::Active
+    ));
+
+    for (id, piece) in [(second, &data[100_000..]), (first, &data[..100_000])] {
+        let mut lease = engine.lease(id).await.expect("lease");
+        lease
+            .append(stream::iter(frames(piece, 65_536)), 0, piece.len() as u64)
+            .await
+            .expect("append");
+        lease.finalize().await.expect("finalize");
+    }
+    // The assembly runs in a task of its own; wait for it, boundedly.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let snapshot = engine.peek(joined).await.expect("peek");
+        if let Status::Complete(info) = &snapshot.record.status {
+            assert_eq!(info.sha256, hex_sha256(&data));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the final upload was never assembled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("files/late.bin")).expect("published"),
+        data
     );
 }

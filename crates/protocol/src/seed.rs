@@ -156,6 +156,16 @@ impl SeedRequest {
         }
     }
 
+    /// The smallest upload size this request implies: its declared total,
+    /// or else the end of its chunk (for checks against a size limit).
+    pub fn implied_size(&self) -> u64 {
+        match *self {
+            SeedRequest::Chunk { last, total, .. } => total.known().unwrap_or(last + 1),
+            SeedRequest::Query { total } => total.known().unwrap_or(0),
+            SeedRequest::Whole { len } => len,
+        }
+    }
+
     /// How many body bytes the request announces.
     pub fn body_len(&self) -> u64 {
         match *self {

@@ -67,6 +67,21 @@ pub(crate) struct AppState {
     pub(crate) config: Arc<ServerConfig>,
 }
 
+impl AppState {
+    /// 413 for an upload larger than the configured maximum.
+    pub(crate) fn check_size(&self, size: Option<u64>) -> Result<(), Problem> {
+        match (size, self.config.max_upload_size) {
+            (Some(size), Some(max)) if size > max => Err(Problem::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "urn:tenax:problem:too-large",
+                "Upload too large",
+                format!("uploads are limited to {max} bytes"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The application: every route of every dialect.
 pub fn router(engine: Engine, config: ServerConfig) -> Router {
     let state = AppState {

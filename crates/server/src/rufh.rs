@@ -209,16 +209,7 @@ async fn create_inner(
         }
         length = Some(content_length);
     }
-    if let (Some(length), Some(max)) = (length, state.config.max_upload_size)
-        && length > max
-    {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "urn:tenax:problem:too-large",
-            "Upload too large",
-            format!("uploads are limited to {max} bytes"),
-        ));
-    }
+    state.check_size(length)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())

@@ -39,6 +39,7 @@ pub(crate) async fn initiate(
                 .map_err(|error| Problem::bad_request(format!("X-Upload-Content-Length: {error}")))
         })
         .transpose()?;
+    state.check_size(total)?;
     let content_type = header_str(&headers, "x-upload-content-type")?.map(str::to_owned);
     let metadata = axum::body::to_bytes(body, MAX_METADATA_BODY)
         .await
@@ -96,6 +97,7 @@ pub(crate) async fn put_by_name(
                 .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?,
         )?;
         let request = classify(&headers)?;
+        state.check_size(Some(request.implied_size()))?;
         let new = || NewUpload {
             content_type: content_type(&headers),
             ..NewUpload::default()
@@ -119,6 +121,7 @@ pub(crate) async fn put_by_id(
     detached(async move {
         let id = upload_id(&id)?;
         let request = classify(&headers)?;
+        state.check_size(Some(request.implied_size()))?;
         let lease = state.engine.lease(id).await?;
         Ok::<_, Problem>(respond(&state, lease, request, &headers, body).await)
     })

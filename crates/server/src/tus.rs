@@ -23,7 +23,7 @@ use crate::common::{absolute_url, has_body, header_str, no_store};
 use crate::problem::Problem;
 
 /// The extensions offered in `Tus-Extension`.
-pub(crate) const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation";
+pub(crate) const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
 
 /// The media type of tus chunks.
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
@@ -162,7 +162,8 @@ async fn create_inner(
             .iter()
             .map(|url| part_id(url))
             .collect::<Result<Vec<_>, _>>()?;
-        let id = state.engine.concatenate(parts, new).await?;
+        // concatenation-unfinished: parts may still be in progress.
+        let id = state.engine.concatenate(parts, new, true).await?;
         let location = absolute_url(uri, headers, &format!("/uploads/{id}"))?;
         return Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response());
     }
@@ -171,11 +172,7 @@ async fn create_inner(
             "send exactly one of Upload-Length and Upload-Defer-Length: 1",
         ));
     }
-    if let (Some(length), Some(max)) = (length, state.config.max_upload_size)
-        && length > max
-    {
-        return Err(too_large(max));
-    }
+    state.check_size(length)?;
     let new = NewUpload {
         concat: concat.map(|_| Concat::Partial),
         ..new
@@ -194,15 +191,6 @@ async fn create_inner(
     }
     let response = (StatusCode::CREATED, [(header::LOCATION, location)]).into_response();
     Ok(with_offset(state, &lease, response))
-}
-
-fn too_large(max: u64) -> Problem {
-    Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "urn:tenax:problem:too-large",
-        "Upload too large",
-        format!("uploads are limited to {max} bytes"),
-    )
 }
 
 /// The id of a partial upload named in `Upload-Concat: final;…`: an
@@ -388,11 +376,7 @@ async fn patch_upload(
                 )));
             }
             None => {
-                if let Some(max) = state.config.max_upload_size
-                    && length > max
-                {
-                    return Err(too_large(max));
-                }
+                state.check_size(Some(length))?;
                 lease.set_total(length).await?;
             }
         }
@@ -409,6 +393,13 @@ pub(crate) async fn head(state: AppState, id: UploadId, headers: HeaderMap) -> R
         let record = lease.record();
         let mut response = with_offset(&state, &lease, StatusCode::OK.into_response());
         let out = response.headers_mut();
+        if matches!(
+            (&record.status, &record.concat),
+            (Status::Active, Some(Concat::Final(_)))
+        ) {
+            // A final upload shows an offset only once it is assembled (§2.3).
+            out.remove("upload-offset");
+        }
         out.insert(header::CACHE_CONTROL, no_store());
         match record.total {
             Some(total) => out.insert("upload-length", HeaderValue::from(total)),

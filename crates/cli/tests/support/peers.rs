@@ -1,0 +1,47 @@
+//! The peer clients `scripts/test` installs under `target/peers` (or
+//! `$TENAX_PEERS`). A missing peer fails the test; it never skips.
+
+use std::path::PathBuf;
+
+/// The peers folder `scripts/test` fills, unless `TENAX_PEERS` says otherwise.
+const DEFAULT_PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/peers");
+
+/// A driver script in `tests/peers/`.
+pub(crate) fn script(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/peers")).join(name)
+}
+
+/// The peers folder.
+pub(crate) fn peers_dir() -> PathBuf {
+    std::env::var_os("TENAX_PEERS")
+        .filter(|value| !value.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_PEERS), PathBuf::from)
+}
+
+/// The venv's Python, or a failure telling how to install it.
+pub(crate) fn peers_python() -> PathBuf {
+    let python = peers_dir().join("venv/bin/python");
+    assert!(
+        python.exists(),
+        "the Python peers are not installed ({} is missing): run scripts/test \
+         to install the peers (it creates target/peers/venv from \
+         tests/peers/requirements.txt)",
+        python.display()
+    );
+    python
+}
+
+/// The `node_modules` folder holding tus-js-client, or a failure telling how
+/// to install it.
+pub(crate) fn peers_node_modules() -> PathBuf {
+    let modules = peers_dir().join("node/node_modules");
+    let package = modules.join("tus-js-client/package.json");
+    assert!(
+        package.exists(),
+        "the Node peers are not installed ({} is missing): run scripts/test to \
+         install the peers (it runs `npm ci` in target/peers/node from \
+         tests/peers/package-lock.json)",
+        package.display()
+    );
+    modules
+}

@@ -143,6 +143,8 @@ struct Inner {
     slots: Mutex<HashMap<UploadId, Arc<Slot>>>,
     /// The current upload of each name: what the literal `?file=NAME` form continues.
     names: Mutex<HashMap<FileName, UploadId>>,
+    /// Which upload's bytes each published name shows.
+    published: Mutex<HashMap<FileName, UploadId>>,
     /// Final uploads waiting for unfinished parts: part to finals.
     pending_finals: Mutex<HashMap<UploadId, Vec<UploadId>>>,
     /// Serialises "find or create the upload of a name".
@@ -222,6 +224,20 @@ impl Engine {
                 }
             }
         }
+        let mut published: HashMap<FileName, (u64, UploadId)> = HashMap::new();
+        for record in &records {
+            if let (Some(name), Status::Complete(info)) = (&record.name, &record.status)
+                && info.published
+            {
+                let rank = (info.completed_at, record.id);
+                let best = published.entry(name.clone()).or_insert(rank);
+                *best = (*best).max(rank);
+            }
+        }
+        let published = published
+            .into_iter()
+            .map(|(name, (_, id))| (name, id))
+            .collect();
         let mut names: HashMap<FileName, (bool, u64, UploadId)> = HashMap::new();
         for record in records {
             let Some(name) = record.name.clone() else {
@@ -251,6 +267,7 @@ impl Engine {
                 slots: Mutex::default(),
                 names: Mutex::new(names),
                 pending_finals: Mutex::new(pending_finals),
+                published: Mutex::new(published),
                 name_lock: tokio::sync::Mutex::default(),
                 shutdown: CancellationToken::new(),
             }),
@@ -514,7 +531,23 @@ impl Engine {
             info.published = true;
         }
         self.inner.storage.put_record(record).await?;
+        if let Some(name) = &record.name {
+            lock(&self.inner.published).insert(name.clone(), record.id);
+        }
         Ok(())
+    }
+
+    /// The completed upload whose bytes are published under `name`.
+    pub async fn published(&self, name: &FileName) -> Result<Snapshot, Error> {
+        let id = lock(&self.inner.published)
+            .get(name)
+            .copied()
+            .ok_or(Error::NotFound)?;
+        let snapshot = self.peek(id).await?;
+        match snapshot.record.status {
+            Status::Complete(_) => Ok(snapshot),
+            _ => Err(Error::NotFound),
+        }
     }
 
     fn new_digests(&self) -> Digests {
@@ -887,7 +920,19 @@ impl Lease {
         self.loaded.append = None;
         let storage = &self.engine.inner.storage;
         storage.put_record(&record).await?;
-        // A published file is another link to the data: it stays.
+        if let Some(name) = &record.name {
+            let shown = {
+                let mut published = lock(&self.engine.inner.published);
+                let shown = published.get(name) == Some(&record.id);
+                if shown {
+                    published.remove(name);
+                }
+                shown
+            };
+            if shown {
+                storage.unpublish(name).await?;
+            }
+        }
         storage.discard(record.id).await?;
         self.loaded.record = record;
         self.loaded.held = 0;

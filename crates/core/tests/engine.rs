@@ -603,3 +603,31 @@ async fn a_final_upload_of_unfinished_parts_completes_with_the_last_part() {
         data
     );
 }
+
+#[tokio::test]
+async fn cancelling_a_published_upload_withdraws_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let id = engine
+        .create(named("gone.txt", Some(2)))
+        .await
+        .expect("create");
+    let mut lease = engine.lease(id).await.expect("lease");
+    lease
+        .append(stream::iter(frames(b"hi", 2)), 0, 2)
+        .await
+        .expect("append");
+    lease.finalize().await.expect("finalize");
+    let name = FileName::new("gone.txt").expect("name");
+    assert_eq!(
+        engine.published(&name).await.expect("published").record.id,
+        id
+    );
+    lease.cancel().await.expect("cancel");
+    drop(lease);
+    assert!(matches!(
+        engine.published(&name).await,
+        Err(Error::NotFound)
+    ));
+    assert!(!dir.path().join("files/gone.txt").exists());
+}

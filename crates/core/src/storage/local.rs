@@ -257,17 +257,17 @@ impl Storage for LocalDisk {
         }
     }
 
-    async fn file_len(&self, name: &FileName) -> Result<u64, StorageError> {
-        let path = self.file_path(name);
-        blocking(move || Ok(fs::metadata(path)?.len())).await
-    }
-
-    async fn read_file(
-        &self,
-        name: &FileName,
-        range: Range<u64>,
-    ) -> Result<ByteStream, StorageError> {
-        stream_range(self.file_path(name), range).await
+    async fn unpublish(&self, name: &FileName) -> Result<(), StorageError> {
+        let (path, dir) = (self.file_path(name), self.files.clone());
+        blocking(move || {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(error) => return Err(error),
+            }
+            sync_dir(&dir)
+        })
+        .await
     }
 }
 

@@ -94,15 +94,8 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Removes an upload's data. The record stays.
     async fn discard(&self, id: UploadId) -> Result<(), StorageError>;
 
-    /// The size of a published file, or [`StorageError::NotFound`].
-    async fn file_len(&self, name: &FileName) -> Result<u64, StorageError>;
-
-    /// Streams a byte range of a published file.
-    async fn read_file(
-        &self,
-        name: &FileName,
-        range: Range<u64>,
-    ) -> Result<ByteStream, StorageError>;
+    /// Withdraws a published file (its upload was cancelled). Idempotent.
+    async fn unpublish(&self, name: &FileName) -> Result<(), StorageError>;
 }
 
 /// An open, appendable upload.

@@ -13,6 +13,7 @@ use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::Digests;
+use crate::hasher::Hasher;
 use crate::record::{Concat, FinalInfo, NewUpload, Status, UploadRecord};
 use crate::storage::{Append, Storage, StorageError};
 
@@ -172,9 +173,10 @@ struct Slot {
 struct Loaded {
     record: UploadRecord,
     held: u64,
-    /// Digests of `0..digests.upto()`; they advance with appends only while
-    /// `upto == held` and otherwise catch up from storage at finalisation.
-    digests: Digests,
+    /// The digests of `0..held`, running behind the appends; `None` when
+    /// they cannot follow (after a restart or a discarded chunk) and are
+    /// computed from storage at finalisation instead.
+    hasher: Option<Hasher>,
     /// The open data, kept between requests of a live upload.
     append: Option<Box<dyn Append>>,
     /// Set while an append runs: if its future is dropped half-way, the
@@ -337,7 +339,7 @@ impl Engine {
             *guard = Some(Loaded {
                 record: stored.record,
                 held: stored.held,
-                digests: self.new_digests(),
+                hasher: None,
                 append: None,
                 dirty: false,
             });
@@ -718,12 +720,15 @@ impl Lease {
             }
         };
         self.loaded.dirty = true;
-        let digests = (self.loaded.digests.upto() == self.loaded.held)
-            .then(|| std::mem::take(&mut self.loaded.digests));
-
+        let held = self.loaded.held;
+        let hasher = match self.loaded.hasher.take() {
+            Some(hasher) if hasher.fed() == held => Some(hasher),
+            _ if held == 0 => Some(Hasher::start(self.engine.new_digests())),
+            _ => None,
+        };
         let mut pipeline = Pipeline {
             writer: Some(writer),
-            digests,
+            hasher,
             in_flight: None,
         };
         let (mut to_skip, mut room) = (skip, limit);
@@ -811,7 +816,7 @@ impl Lease {
         if failure.is_none() && !batch.is_empty() {
             failure = pipeline.submit(batch).await.err();
         }
-        let (writer, digests, drained) = pipeline.drain().await;
+        let (writer, hasher, drained) = pipeline.drain().await;
         let failure = failure.or(drained.err());
         // Whatever happened, make what reached the data durable and count it.
         let mut writer =
@@ -821,9 +826,7 @@ impl Lease {
             Ok(held) => held,
             Err(error) => return Err(error.into()),
         };
-        if let Some(digests) = digests.filter(|digests| digests.upto() == held) {
-            self.loaded.digests = digests;
-        }
+        self.loaded.hasher = hasher.filter(|hasher| hasher.fed() == held);
         self.loaded.held = held;
         self.loaded.append = Some(writer);
         self.loaded.dirty = false;
@@ -862,8 +865,12 @@ impl Lease {
         if let Some(mut writer) = self.loaded.append.take() {
             writer.sync().await?;
         }
-        let mut digests = std::mem::take(&mut self.loaded.digests);
-        if digests.upto() != held {
+        let digests = match self.loaded.hasher.take() {
+            Some(hasher) if hasher.fed() == held => hasher.finish().await,
+            _ => None,
+        };
+        let mut digests = digests.unwrap_or_default();
+        if digests.upto() != held || held == 0 {
             // The server restarted during the upload: hash the prefix again.
             digests = self.engine.new_digests();
             let mut stream = storage.read(&self.loaded.record, 0..held).await?;
@@ -908,7 +915,7 @@ impl Lease {
         self.loaded.append = None;
         self.engine.inner.storage.truncate(self.id(), len).await?;
         self.loaded.held = len;
-        self.loaded.digests = self.engine.new_digests();
+        self.loaded.hasher = None;
         Ok(())
     }
 
@@ -941,34 +948,31 @@ impl Lease {
     }
 }
 
-/// Double buffering between the body and storage: one batch is written (and
-/// hashed, on other threads) while the next one fills.
+/// Double buffering between the body and storage: one batch is written
+/// while the next one fills; each batch goes to the hasher first.
 struct Pipeline {
     writer: Option<Box<dyn Append>>,
-    digests: Option<Digests>,
+    hasher: Option<Hasher>,
     in_flight: Option<tokio::task::JoinHandle<Flushed>>,
 }
 
-type Flushed = (Box<dyn Append>, Option<Digests>, Result<(), StorageError>);
+type Flushed = (Box<dyn Append>, Result<(), StorageError>);
 
 impl Pipeline {
     /// Waits for the batch in flight, then starts writing `batch`.
     async fn submit(&mut self, batch: Vec<Bytes>) -> Result<(), StorageError> {
         self.wait().await?;
-        let (Some(mut writer), digests) = (self.writer.take(), self.digests.take()) else {
+        let Some(mut writer) = self.writer.take() else {
             return Err(StorageError::Io(std::io::Error::other("writer lost")));
         };
+        if let Some(hasher) = &mut self.hasher
+            && !hasher.feed(batch.clone()).await
+        {
+            self.hasher = None;
+        }
         self.in_flight = Some(tokio::spawn(async move {
-            let hashing = digests.map(|digests| {
-                let batch = batch.clone();
-                tokio::spawn(async move { digests.update_concurrently(&batch).await.ok() })
-            });
             let written = writer.write(batch).await;
-            let digests = match hashing {
-                Some(hashing) => hashing.await.ok().flatten(),
-                None => None,
-            };
-            (writer, digests, written)
+            (writer, written)
         }));
         Ok(())
     }
@@ -977,11 +981,10 @@ impl Pipeline {
         let Some(in_flight) = self.in_flight.take() else {
             return Ok(());
         };
-        let (writer, digests, written) = in_flight
+        let (writer, written) = in_flight
             .await
             .map_err(|join| StorageError::Io(std::io::Error::other(join)))?;
         self.writer = Some(writer);
-        self.digests = digests;
         written
     }
 
@@ -999,10 +1002,10 @@ impl Pipeline {
         mut self,
     ) -> (
         Option<Box<dyn Append>>,
-        Option<Digests>,
+        Option<Hasher>,
         Result<(), StorageError>,
     ) {
         let result = self.wait().await;
-        (self.writer, self.digests, result)
+        (self.writer, self.hasher, result)
     }
 }

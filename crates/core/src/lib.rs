@@ -11,6 +11,7 @@
 
 mod digest;
 mod engine;
+mod hasher;
 mod record;
 pub mod storage;
 

@@ -12,8 +12,9 @@ use tokio::task::JoinHandle;
 
 use crate::digest::Digests;
 
-/// Batches (of about 1 MiB each) waiting to be hashed, at most.
-const BACKLOG: usize = 16;
+/// Batches (of about 1 MiB each) waiting to be hashed, at most: enough to
+/// cover a sync and a round trip, small enough to keep a server near 16 MiB.
+const BACKLOG: usize = 4;
 
 /// The running digests of one upload.
 pub(crate) struct Hasher {

@@ -12,6 +12,10 @@
 use std::path::{Component, Path};
 
 use arbitrary::{Arbitrary, Unstructured};
+use tenax_protocol::range::{
+    self as ranges, Conditions, Decision, MAX_RANGES, RangeOutcome, Representation,
+    available_ranges,
+};
 use tenax_protocol::rufh::{self, UploadLimit};
 use tenax_protocol::seed::{
     Phase, SeedAction, SeedRequest, UploadState, decide, held_range, parse_held_range,
@@ -567,5 +571,181 @@ fn limit_to_field(limit: UploadLimit) {
         );
     } else {
         assert_eq!(reparsed, Some(capped), "{limit:?}: not capped in {field:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// range
+
+/// Representation lengths picked by the first input byte.
+const RANGE_LENS: [u64; 10] = [0, 1, 2, 10, 100, 1000, 1 << 32, u64::MAX - 1, u64::MAX, 999];
+
+/// `Range` and the download preconditions (`tenax_protocol::range`). The
+/// first byte picks the representation's length, the second how long ago
+/// it completed; the rest is text whose lines are `Range`, `If-Range`,
+/// `If-Match`, `If-None-Match`, `If-Modified-Since` and
+/// `If-Unmodified-Since` (an empty line is an absent header).
+pub(crate) fn range(data: &[u8]) {
+    let [len_pick, age, rest @ ..] = data else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let len = RANGE_LENS[usize::from(*len_pick) % RANGE_LENS.len()];
+    let modified = 1_700_000_000u64;
+    let now = modified + u64::from(*age % 4);
+    let mut lines = text.split('\n');
+    let mut next = || lines.next().filter(|line| !line.is_empty());
+    let request = Conditions {
+        get: true,
+        safe: true,
+        range: next(),
+        if_range: next(),
+        if_match: next(),
+        if_none_match: next(),
+        if_modified_since: next(),
+        if_unmodified_since: next(),
+    };
+    let etag = "\"0123abcd\"";
+    let repr = Representation {
+        len,
+        etag: Some(etag),
+        last_modified: Some(modified),
+    };
+    let ctx = format!("len {len} now {now} {request:?}");
+
+    // The Range header on its own, whole text and line by line.
+    for header in std::iter::once(text).chain(request.range) {
+        range_outcome(header, len, &ctx);
+    }
+
+    let decision = ranges::decide(&request, &repr, now);
+    let ctx = format!("{ctx} -> {decision:?}");
+    match &decision {
+        Decision::Partial(ranges) => {
+            assert!(len > 0, "{ctx}: 206 of an empty representation");
+            assert!(request.range.is_some(), "{ctx}: 206 without Range");
+            for r in ranges {
+                assert!(
+                    r.first <= r.last && r.last < len,
+                    "{ctx}: {r:?} out of bounds"
+                );
+            }
+            // Without conditionals the same ranges come from the header alone.
+            if request.if_range.is_none()
+                && request.if_match.is_none()
+                && request.if_none_match.is_none()
+                && request.if_modified_since.is_none()
+                && request.if_unmodified_since.is_none()
+            {
+                assert_eq!(
+                    available_ranges(request.range, len, Some(len)),
+                    RangeOutcome::Ranges(ranges.clone()),
+                    "{ctx}"
+                );
+            }
+        }
+        Decision::Unsatisfiable => {
+            assert!(len > 0, "{ctx}: 416 of an empty representation");
+            assert_eq!(
+                available_ranges(request.range, len, Some(len)),
+                RangeOutcome::Unsatisfiable,
+                "{ctx}"
+            );
+        }
+        Decision::Full | Decision::NotModified | Decision::PreconditionFailed => {}
+    }
+    // A HEAD never gets a partial answer, and reaches the same 304/412.
+    let head = Conditions {
+        get: false,
+        ..request
+    };
+    let head_decision = ranges::decide(&head, &repr, now);
+    assert!(
+        !matches!(
+            head_decision,
+            Decision::Partial(_) | Decision::Unsatisfiable
+        ),
+        "{ctx}: HEAD -> {head_decision:?}"
+    );
+    if matches!(
+        decision,
+        Decision::NotModified | Decision::PreconditionFailed
+    ) {
+        assert_eq!(head_decision, decision, "{ctx}: HEAD differs");
+    }
+    // Preconditions come before Range: 304 and 412 whatever the Range.
+    let no_range = Conditions {
+        range: None,
+        if_range: None,
+        ..request
+    };
+    let plain = ranges::decide(&no_range, &repr, now);
+    match plain {
+        Decision::NotModified | Decision::PreconditionFailed => {
+            assert_eq!(decision, plain, "{ctx}: precondition vs Range")
+        }
+        _ => assert!(
+            !matches!(
+                decision,
+                Decision::NotModified | Decision::PreconditionFailed
+            ),
+            "{ctx}: Range changed a precondition"
+        ),
+    }
+    // A weak If-Range never yields a 206.
+    if request.if_range.is_some_and(|v| v.trim().starts_with("W/")) {
+        assert!(
+            !matches!(decision, Decision::Partial(_)),
+            "{ctx}: weak If-Range"
+        );
+    }
+}
+
+/// One `Range` header against `len` bytes: resolved ranges lie within the
+/// representation, number at most `MAX_RANGES`, and formatting them as a
+/// header parses back to the same ranges. The prefix of an upload in
+/// progress (`available < len`) never yields a byte at or past `available`.
+fn range_outcome(header: &str, len: u64, ctx: &str) {
+    match available_ranges(Some(header), len, Some(len)) {
+        RangeOutcome::Ranges(ranges) => {
+            assert!(
+                !ranges.is_empty() && ranges.len() <= MAX_RANGES,
+                "{ctx}: {header:?}"
+            );
+            for r in &ranges {
+                assert!(
+                    r.first <= r.last && r.last < len,
+                    "{ctx}: {header:?} -> {r:?}"
+                );
+            }
+            let formatted = format!(
+                "bytes={}",
+                ranges
+                    .iter()
+                    .map(|r| format!("{}-{}", r.first, r.last))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            assert_eq!(
+                available_ranges(Some(&formatted), len, Some(len)),
+                RangeOutcome::Ranges(ranges),
+                "{ctx}: {header:?} does not round-trip via {formatted:?}"
+            );
+        }
+        RangeOutcome::Ignored(error) => assert!(error.is_some(), "{ctx}: {header:?}"),
+        RangeOutcome::Abusive | RangeOutcome::Unsatisfiable => {}
+    }
+    let available = len / 2;
+    for total in [Some(len), None] {
+        if let RangeOutcome::Ranges(ranges) = available_ranges(Some(header), available, total) {
+            for r in &ranges {
+                assert!(
+                    r.first <= r.last && r.last < available,
+                    "{ctx}: {header:?} past the {available} bytes available -> {r:?}"
+                );
+            }
+        }
     }
 }

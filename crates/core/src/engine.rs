@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -164,10 +165,22 @@ impl fmt::Debug for Engine {
 
 /// Per-upload exclusion: the mutex is the one-writer rule, the token lets a
 /// newer request stop the holder.
-#[derive(Default)]
 struct Slot {
     state: Arc<tokio::sync::Mutex<Option<Loaded>>>,
     holder: Mutex<Option<CancellationToken>>,
+    /// Bytes made durable and acknowledged, readable without the lock (for
+    /// downloads of an upload in progress); `u64::MAX` until known.
+    acknowledged: AtomicU64,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            state: Arc::default(),
+            holder: Mutex::default(),
+            acknowledged: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 struct Loaded {
@@ -345,6 +358,7 @@ impl Engine {
             });
         }
         let guard = OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| Error::NotFound)?;
+        slot.acknowledged.store(guard.held, Ordering::Release);
         match &guard.record.status {
             Status::Cancelled => return Err(Error::Gone),
             Status::Active
@@ -357,6 +371,7 @@ impl Engine {
         Ok(Lease {
             engine: self.clone(),
             loaded: guard,
+            slot,
             token,
         })
     }
@@ -508,9 +523,14 @@ impl Engine {
                 StorageError::NotFound => Error::NotFound,
                 other => other.into(),
             })?;
+        // The data may already hold bytes an append in flight has written
+        // but not yet made durable: count only what was acknowledged.
+        let acknowledged = lock(&self.inner.slots)
+            .get(&id)
+            .map_or(u64::MAX, |slot| slot.acknowledged.load(Ordering::Acquire));
         Ok(Snapshot {
+            held: stored.held.min(acknowledged),
             record: stored.record,
-            held: stored.held,
         })
     }
 
@@ -567,6 +587,7 @@ impl Engine {
 pub struct Lease {
     engine: Engine,
     loaded: OwnedMappedMutexGuard<Option<Loaded>, Loaded>,
+    slot: Arc<Slot>,
     token: CancellationToken,
 }
 
@@ -801,7 +822,10 @@ impl Lease {
                 {
                     last_report = tokio::time::Instant::now();
                     match pipeline.sync().await {
-                        Ok(held) => report(held),
+                        Ok(held) => {
+                            self.slot.acknowledged.store(held, Ordering::Release);
+                            report(held);
+                        }
                         Err(error) => {
                             failure = Some(error);
                             break;
@@ -828,6 +852,7 @@ impl Lease {
         };
         self.loaded.hasher = hasher.filter(|hasher| hasher.fed() == held);
         self.loaded.held = held;
+        self.slot.acknowledged.store(held, Ordering::Release);
         self.loaded.append = Some(writer);
         self.loaded.dirty = false;
         if let Some(error) = failure {
@@ -915,6 +940,7 @@ impl Lease {
         self.loaded.append = None;
         self.engine.inner.storage.truncate(self.id(), len).await?;
         self.loaded.held = len;
+        self.slot.acknowledged.store(len, Ordering::Release);
         self.loaded.hasher = None;
         Ok(())
     }
@@ -943,6 +969,7 @@ impl Lease {
         storage.discard(record.id).await?;
         self.loaded.record = record;
         self.loaded.held = 0;
+        self.slot.acknowledged.store(0, Ordering::Release);
         tracing::info!(id = %self.id(), "upload cancelled");
         Ok(())
     }

@@ -12,10 +12,13 @@
 //! * [`seed`]: the seed (Google "308 Resume Incomplete") decision table (§1.3)
 //!   and the `Range: bytes=0-N` progress header.
 //! * [`name`]: upload ids and user-chosen file names.
+//! * [`range`]: range downloads: `Range`, the preconditions and `If-Range`
+//!   (§4).
 
 pub mod content_range;
 pub mod name;
 pub mod number;
+pub mod range;
 pub mod rufh;
 pub mod seed;
 pub mod tus;

@@ -72,6 +72,11 @@ fn structured_fields_corpus() {
     replay("structured_fields", checks::structured_fields);
 }
 
+#[test]
+fn range_corpus() {
+    replay("range", checks::range);
+}
+
 /// The hand-written `seed_decide` seeds must decode into inputs (a change
 /// to `checks::SeedInput` silently turns old files into other inputs).
 #[test]

@@ -1,21 +1,24 @@
-//! Completed files: `GET /files/NAME` and `GET /uploads/{id}`.
+//! Downloads, by name and by id: `GET`/`HEAD /files/NAME` and
+//! `GET /uploads/{id}`. This module finds what to serve; [`crate::download`]
+//! answers (ranges, preconditions, streaming).
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use tenax_core::{Snapshot, Status};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use tenax_core::Status;
 use tenax_protocol::FileName;
 
 use crate::AppState;
 use crate::common::upload_id;
+use crate::download::{serve_complete, serve_in_progress};
 use crate::problem::Problem;
 
-/// Serves a published file whole (ranges arrive with the download work):
-/// the bytes of the upload last completed under that name.
+/// Serves a published file: the bytes of the upload last completed under
+/// that name.
 pub(crate) async fn get_file(
     State(state): State<AppState>,
     method: Method,
+    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
     let name = FileName::new(name).map_err(|_| Problem::not_found("no such file"))?;
@@ -27,61 +30,41 @@ pub(crate) async fn get_file(
             tenax_core::Error::NotFound => Problem::not_found("no such file"),
             other => other.into(),
         })?;
-    serve_complete(&state, &method, &snapshot).await
+    let Status::Complete(info) = &snapshot.record.status else {
+        return Err(Problem::not_found("no such file"));
+    };
+    serve_complete(
+        state.engine.storage(),
+        &method,
+        &headers,
+        &snapshot.record,
+        info,
+    )
+    .await
 }
 
-/// Serves a completed upload by id, whatever its dialect or name. An upload
-/// still in progress is not served as if it were complete (PROTOCOLS case
-/// 85): 409, naming the bytes held.
+/// Serves an upload by id, whatever its dialect or name. An upload still
+/// in progress is never served as if it were complete (PROTOCOLS case 85):
+/// only ranges below the offset held, else 409 naming it.
 pub(crate) async fn get_upload(
     State(state): State<AppState>,
     method: Method,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let snapshot = state.engine.peek(upload_id(&id)?).await?;
     match &snapshot.record.status {
-        Status::Complete(_) => serve_complete(&state, &method, &snapshot).await,
-        Status::Cancelled => Err(tenax_core::Error::Gone.into()),
-        Status::Active => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "urn:tenax:problem:incomplete-upload",
-            "Upload incomplete",
-            format!(
-                "the upload holds {} bytes and is not complete",
-                snapshot.held
-            ),
-        )
-        .with("held", snapshot.held)),
-    }
-}
-
-async fn serve_complete(
-    state: &AppState,
-    method: &Method,
-    snapshot: &Snapshot,
-) -> Result<Response, Problem> {
-    let len = snapshot.held;
-    let body = if method == Method::HEAD {
-        Body::empty()
-    } else {
-        let stream = state
-            .engine
-            .storage()
-            .read(&snapshot.record, 0..len)
+        Status::Complete(info) => {
+            serve_complete(
+                state.engine.storage(),
+                &method,
+                &headers,
+                &snapshot.record,
+                info,
+            )
             .await
-            .map_err(tenax_core::Error::from)?;
-        Body::from_stream(stream)
-    };
-    Ok(whole(body, len, snapshot.record.content_type.as_deref()))
-}
-
-fn whole(body: Body, len: u64, content_type: Option<&str>) -> Response {
-    let mut response = (StatusCode::OK, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    let content_type = content_type
-        .and_then(|value| HeaderValue::from_str(value).ok())
-        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
-    headers.insert(header::CONTENT_TYPE, content_type);
-    response
+        }
+        Status::Cancelled => Err(tenax_core::Error::Gone.into()),
+        Status::Active => serve_in_progress(state.engine.storage(), &headers, &snapshot).await,
+    }
 }

@@ -16,6 +16,7 @@ mod body;
 mod checksum;
 mod common;
 mod cors;
+mod download;
 mod files;
 mod interim;
 mod problem;

@@ -3,6 +3,7 @@
 //! A thin shell: argument parsing and presentation here, the work in the
 //! `tenax-server`, `tenax-core` and `tenax-client` crates.
 
+mod download;
 mod serve;
 mod units;
 mod upload;
@@ -25,6 +26,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Upload a file, resuming across dropped connections and restarts.
     Upload(upload::UploadArgs),
+    /// Download a file with range requests, resuming across dropped
+    /// connections and runs (optionally over several connections, or
+    /// following an upload in progress).
+    Download(download::DownloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Upload(args) => upload::run(args).await,
+            Command::Download(args) => download::run(args).await,
         }
     });
     result.unwrap_or_else(|error| {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-/// Everything that can make an upload fail.
+/// Everything that can make an upload or a download fail.
 ///
 /// Transient trouble (dropped connections, stalls, `408`, `429`, `5xx`) is
 /// retried inside [`Uploader::upload`](crate::Uploader::upload) and only
@@ -42,7 +42,7 @@ pub enum Error {
     },
     /// The server refused the upload with a status that retrying cannot fix
     /// (a non-retryable `4xx`, or `400` over and over).
-    #[error("the server rejected the upload (HTTP {status}): {detail}")]
+    #[error("the server rejected the request (HTTP {status}): {detail}")]
     Rejected {
         /// The HTTP status code.
         status: u16,
@@ -88,6 +88,27 @@ pub enum Error {
     /// `Range`, a `308` for more bytes than the file has, unreadable JSON).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The downloaded file's SHA-256 differs from the server's
+    /// `Repr-Digest`: the bytes on disk are not the representation.
+    #[error(
+        "the downloaded file is corrupt: its SHA-256 is {actual}, the server's Repr-Digest says {expected}"
+    )]
+    ReprDigestMismatch {
+        /// The SHA-256 the server announced, lowercase hex.
+        expected: String,
+        /// The SHA-256 of the downloaded file, lowercase hex.
+        actual: String,
+    },
+    /// The file being downloaded could not be created, written, synced or
+    /// read back, or its resume state could not be written.
+    #[error("cannot write {}", path.display())]
+    LocalWrite {
+        /// The file (or its state file).
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// The HTTP client could not be set up.
     #[error("cannot set up the HTTP client")]
     Client(#[source] reqwest::Error),
@@ -103,14 +124,16 @@ impl Error {
     /// | 2 | command-line usage error (reported by clap, not by this crate) |
     /// | 3 | rejected by the server (a non-retryable `4xx`) or a bad URL |
     /// | 4 | gave up: retries or the maximum time exhausted |
-    /// | 5 | the server's object differs from the local file (SHA-256 or size) |
-    /// | 6 | local I/O error: the file is unreadable or changed during the upload |
+    /// | 5 | the server's object differs from the local file (SHA-256 or size), or a download's SHA-256 differs from the server's `Repr-Digest` |
+    /// | 6 | local I/O error: the file is unreadable or changed during the upload, or cannot be written |
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Rejected { .. } | Error::InvalidUrl { .. } => 3,
             Error::RetriesExhausted { .. } | Error::TimeLimit { .. } => 4,
-            Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => 5,
-            Error::LocalIo { .. } | Error::FileChanged { .. } => 6,
+            Error::DigestMismatch { .. }
+            | Error::SizeMismatch { .. }
+            | Error::ReprDigestMismatch { .. } => 5,
+            Error::LocalIo { .. } | Error::FileChanged { .. } | Error::LocalWrite { .. } => 6,
             Error::Protocol(_) | Error::Client(_) => 1,
         }
     }

@@ -1,4 +1,4 @@
-//! The tenax client: resumable uploads over plain HTTP.
+//! The tenax client: resumable uploads and downloads over plain HTTP.
 //!
 //! [`Uploader`] speaks three dialects ([`Protocol`]), chosen by the caller or
 //! asked of the server ([`Protocol::Auto`]):
@@ -27,16 +27,25 @@
 //!   (unchanged) file to the same URL resumes its session.
 //! * Memory: chunk bodies are streamed from the file; nothing holds a chunk.
 //!
+//! [`Downloader`] fetches files with RFC 9110 range requests (`PROTOCOLS.md`
+//! §4): resumed with `If-Range` across dropped connections and runs (a state
+//! file beside the partial file), optionally over several connections, or
+//! following an upload still in progress; verified against `Repr-Digest`.
+//! Uploads and downloads share the retry policy and the stall watchdog.
+//!
 //! Errors map to the CLI's exit codes with [`Error::exit_code`].
 
 mod dialect;
+mod download;
 mod error;
 mod hash;
 mod journal;
+mod net;
 mod retry;
 mod target;
 mod uploader;
 
 pub use dialect::{Protocol, UnknownProtocol};
+pub use download::{DownloadProgress, DownloadReport, Downloader, STATE_SUFFIX};
 pub use error::Error;
 pub use uploader::{Event, Progress, UploadReport, Uploader};

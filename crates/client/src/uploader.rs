@@ -2,33 +2,31 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, future, stream};
-use reqwest::header::{LOCATION, RETRY_AFTER};
+use reqwest::header::LOCATION;
 use reqwest::{Method, Response, Url};
 use serde::{Deserialize, Serialize};
 use tenax_protocol::parse_u64;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::time::Instant;
 use tokio_util::io::ReaderStream;
 
 use crate::dialect::{Answer, Capabilities, Creation, Dialect, Protocol};
 use crate::error::Error;
 use crate::hash::{self, HashCursor};
 use crate::journal::{Entry, FileIdentity, Journal};
-use crate::retry;
+use crate::net::{
+    self, Failure, Policy, Retrier, Tally, error_chain, lock, problem_detail, read_capped, record,
+};
 use crate::target::{self, Target};
 
 /// Read size of the streamed chunk bodies.
 const READ_CAPACITY: usize = 256 * 1024;
-/// Largest error or final response body read into memory.
-const MAX_RESPONSE_BODY: usize = 1024 * 1024;
-/// Consecutive `400` answers after which the upload is abandoned.
-const MAX_BAD_REQUESTS: u32 = 3;
+use net::MAX_RESPONSE_BODY;
 
 /// The progress callback type.
 type ProgressFn = dyn Fn(Progress) + Send + Sync;
@@ -55,12 +53,7 @@ type ProgressFn = dyn Fn(Progress) + Send + Sync;
 #[derive(Clone)]
 pub struct Uploader {
     chunk_size: u64,
-    max_retries: u32,
-    max_time: Option<Duration>,
-    stall_timeout: Duration,
-    connect_timeout: Duration,
-    min_delay: Duration,
-    max_delay: Duration,
+    policy: Policy,
     journal_dir: Option<PathBuf>,
     protocol: Protocol,
     parallel: usize,
@@ -71,12 +64,7 @@ impl std::fmt::Debug for Uploader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uploader")
             .field("chunk_size", &self.chunk_size)
-            .field("max_retries", &self.max_retries)
-            .field("max_time", &self.max_time)
-            .field("stall_timeout", &self.stall_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("min_delay", &self.min_delay)
-            .field("max_delay", &self.max_delay)
+            .field("policy", &self.policy)
             .field("journal_dir", &self.journal_dir)
             .field("protocol", &self.protocol)
             .field("parallel", &self.parallel)
@@ -89,12 +77,7 @@ impl Default for Uploader {
     fn default() -> Self {
         Uploader {
             chunk_size: 8 << 20,
-            max_retries: 100,
-            max_time: None,
-            stall_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            min_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(60),
+            policy: Policy::default(),
             journal_dir: None,
             protocol: Protocol::Seed,
             parallel: 1,
@@ -121,34 +104,34 @@ impl Uploader {
     /// How many attempts in a row may fail without the server acknowledging
     /// a new byte before giving up (default 100). Progress resets the count.
     pub fn max_retries(mut self, retries: u32) -> Self {
-        self.max_retries = retries;
+        self.policy.max_retries = retries;
         self
     }
 
     /// The longest the whole upload may take (default `None`: unlimited).
     pub fn max_time(mut self, limit: Option<Duration>) -> Self {
-        self.max_time = limit;
+        self.policy.max_time = limit;
         self
     }
 
     /// How long a request may go without moving a body byte or getting a
     /// response before it counts as a dropped connection (default 30 s).
     pub fn stall_timeout(mut self, timeout: Duration) -> Self {
-        self.stall_timeout = timeout.max(Duration::from_millis(1));
+        self.policy.stall_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
     /// The TCP (and TLS) connect timeout (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.policy.connect_timeout = timeout;
         self
     }
 
     /// Bounds of the exponential backoff between retries (default 1 s to
     /// 60 s, factor 2, with jitter). A server's `Retry-After` overrides it.
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.min_delay = min;
-        self.max_delay = max.max(min);
+        self.policy.min_delay = min;
+        self.policy.max_delay = max.max(min);
         self
     }
 
@@ -223,10 +206,7 @@ impl Uploader {
             acked: Vec::new(),
             bytes_sent: Arc::new(AtomicU64::new(0)),
             local_error: Arc::new(Mutex::new(None)),
-            retries: AtomicU32::new(0),
-            last_error: Mutex::new(String::new()),
-            started: Instant::now(),
-            deadline: self.max_time.map(|limit| Instant::now() + limit),
+            tally: Tally::new(&self.policy),
         };
         let parts = shared.negotiate().await?;
         shared.acked = (0..parts).map(|_| AtomicU64::new(0)).collect();
@@ -244,7 +224,7 @@ impl Uploader {
         let response = self
             .client()?
             .delete(url)
-            .timeout(self.stall_timeout)
+            .timeout(self.policy.stall_timeout)
             .send()
             .await
             .map_err(|e| Error::Protocol(error_chain(&e)))?;
@@ -260,12 +240,7 @@ impl Uploader {
 
     /// The HTTP client: no redirects (a `308` must reach us), our timeouts.
     fn client(&self) -> Result<reqwest::Client, Error> {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(self.connect_timeout)
-            .user_agent(concat!("tenax/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(Error::Client)
+        self.policy.client(false)
     }
 }
 
@@ -286,7 +261,8 @@ pub struct Progress {
     pub event: Event,
 }
 
-/// What a [`Progress`] report is about.
+/// What a [`Progress`] (upload) or [`DownloadProgress`](crate::DownloadProgress)
+/// report is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -327,8 +303,27 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// The server has the whole file and the checksums match.
+    /// The server has the whole file and the checksums match (upload), or
+    /// the whole file is on disk and verified (download).
     Completed,
+    /// A download started: the first answer came.
+    Started {
+        /// The file's size, if the server told it (not while a followed
+        /// upload is in progress).
+        total: Option<u64>,
+        /// Connections used.
+        connections: usize,
+    },
+    /// Downloaded bytes reached the disk.
+    Received,
+    /// A followed upload has no new bytes yet; the download polls again
+    /// after `after`.
+    Waiting {
+        /// Bytes on disk so far.
+        available: u64,
+        /// The delay before the next poll.
+        after: Duration,
+    },
 }
 
 /// The outcome of a successful upload.
@@ -381,41 +376,6 @@ enum Reply {
     Complete(Option<ServerObject>),
 }
 
-/// Why an attempt did not produce a [`Reply`].
-#[derive(Debug)]
-enum Failure {
-    /// Connection trouble, a stall, `408`, `429` or `5xx`: back off, query.
-    Transient {
-        reason: String,
-        retry_after: Option<Duration>,
-    },
-    /// `416` (seed) or `409` (tus, ietf): the server has another offset
-    /// than we assumed; query.
-    Gap(String),
-    /// `400`: query, but give up if it keeps happening.
-    BadRequest(String),
-    /// `404` or `410`: the session is gone.
-    Gone { status: u16, detail: String },
-    /// Give up with this error.
-    Fatal(Error),
-}
-
-impl Failure {
-    fn transient(reason: impl Into<String>) -> Self {
-        Failure::Transient {
-            reason: reason.into(),
-            retry_after: None,
-        }
-    }
-}
-/// Locks a mutex, ignoring poisoning (every guarded value here stays
-/// consistent across a panic).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Where part `index` of `parts` contiguous parts of `size` bytes starts
 /// (`index == parts` gives `size`).
 fn split(size: u64, parts: usize, index: usize) -> u64 {
@@ -450,30 +410,9 @@ struct Shared<'a> {
     bytes_sent: Arc<AtomicU64>,
     /// A read error met by a body stream.
     local_error: Arc<Mutex<Option<io::Error>>>,
-    /// Failed attempts, all lanes together.
-    retries: AtomicU32,
-    last_error: Mutex<String>,
-    started: Instant,
-    deadline: Option<Instant>,
-}
-
-/// The consecutive-failure bookkeeping of one lane.
-struct Retrier {
-    /// Consecutive failures without progress.
-    failures: u32,
-    /// Consecutive `400` answers without progress.
-    bad_requests: u32,
-    backoff: Box<dyn Iterator<Item = Duration> + Send + Sync>,
-}
-
-impl Retrier {
-    fn new(up: &Uploader) -> Self {
-        Retrier {
-            failures: 0,
-            bad_requests: 0,
-            backoff: Box::new(retry::delays(up.min_delay, up.max_delay)),
-        }
-    }
+    /// Failed attempts, the last error and the time limit, all lanes
+    /// together.
+    tally: Tally,
 }
 
 impl Shared<'_> {
@@ -526,7 +465,7 @@ impl Shared<'_> {
     /// `OPTIONS {base}/uploads`, retried on transient trouble. A server
     /// that answers it with an error offers nothing (seed only).
     async fn probe(&self) -> Result<Capabilities, Error> {
-        let mut retrier = Retrier::new(self.up);
+        let mut retrier = Retrier::new(&self.up.policy);
         loop {
             let request = self
                 .client
@@ -629,7 +568,7 @@ impl Shared<'_> {
             let _ = self
                 .client
                 .delete(url)
-                .timeout(self.up.stall_timeout)
+                .timeout(self.up.policy.stall_timeout)
                 .send()
                 .await;
         }
@@ -637,45 +576,15 @@ impl Shared<'_> {
         fresh
     }
 
-    /// Sends a request under the stall watchdog and the time limit: the
-    /// request is dropped when `moved` has not changed and no response came
-    /// for the stall timeout.
+    /// Sends a request under the stall watchdog and the time limit.
     async fn send_watched(
         &self,
         request: reqwest::RequestBuilder,
         moved: &AtomicU64,
     ) -> Result<Response, Failure> {
-        let stall = self.up.stall_timeout;
-        let response = request.send();
-        tokio::pin!(response);
-        let mut ticks = tokio::time::interval(
-            (stall / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
-        );
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seen = moved.load(Ordering::Relaxed);
-        let mut since = Instant::now();
-        loop {
-            tokio::select! {
-                result = &mut response => {
-                    return result.map_err(|e| Failure::transient(error_chain(&e)));
-                }
-                _ = ticks.tick() => {
-                    let now = moved.load(Ordering::Relaxed);
-                    if now != seen {
-                        seen = now;
-                        since = Instant::now();
-                    } else if since.elapsed() >= stall {
-                        return Err(Failure::transient(format!(
-                            "stalled: nothing moved for {}s",
-                            stall.as_secs_f64()
-                        )));
-                    }
-                    if self.deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(Failure::Fatal(self.time_limit()));
-                    }
-                }
-            }
-        }
+        self.tally
+            .send_watched(&self.up.policy, request, moved)
+            .await
     }
 
     /// Reads the upload URL off the answer to a creating `POST`.
@@ -706,25 +615,13 @@ impl Shared<'_> {
     /// Classifies an error answer, reading its problem details.
     async fn failure_of(&self, response: Response) -> Failure {
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-        let body = tokio::time::timeout(self.up.stall_timeout, read_capped(response))
-            .await
-            .unwrap_or_default();
-        let detail = problem_detail(status, &body);
-        match status {
-            400 => Failure::BadRequest(detail),
-            404 | 410 => Failure::Gone { status, detail },
-            416 => Failure::Gap(detail),
-            409 if self.dialect.conflict_is_gap() => Failure::Gap(detail),
-            408 | 429 | 500..=599 => Failure::Transient {
-                reason: format!("HTTP {status}: {detail}"),
-                retry_after,
-            },
-            _ => Failure::Fatal(Error::Rejected { status, detail }),
+        match net::failure_of(&self.up.policy, response).await {
+            Failure::Fatal(Error::Rejected { detail, .. })
+                if status == 409 && self.dialect.conflict_is_gap() =>
+            {
+                Failure::Gap(detail)
+            }
+            failure => failure,
         }
     }
 
@@ -740,7 +637,7 @@ impl Shared<'_> {
             }
             Ok::<_, reqwest::Error>(Some(body))
         };
-        match tokio::time::timeout(self.up.stall_timeout, read).await {
+        match tokio::time::timeout(self.up.policy.stall_timeout, read).await {
             Err(_) => Err(Failure::transient("stalled while reading the response")),
             Ok(Err(e)) => Err(Failure::transient(error_chain(&e))),
             Ok(Ok(None)) => Err(Failure::Fatal(Error::Protocol(
@@ -754,45 +651,7 @@ impl Shared<'_> {
     /// otherwise reports it and sleeps (transient failures only).
     async fn failed(&self, retry: &mut Retrier, failure: Failure) -> Result<(), Error> {
         self.check_identity()?;
-        self.retries.fetch_add(1, Ordering::Relaxed);
-        retry.failures += 1;
-        let (reason, delay) = match failure {
-            Failure::Transient {
-                reason,
-                retry_after,
-            } => {
-                let backoff = retry.backoff.next().unwrap_or(self.up.max_delay);
-                (reason, retry_after.unwrap_or(backoff))
-            }
-            Failure::Gap(detail) => (
-                format!("the server holds another offset than expected: {detail}"),
-                Duration::ZERO,
-            ),
-            Failure::BadRequest(detail) => {
-                retry.bad_requests += 1;
-                if retry.bad_requests >= MAX_BAD_REQUESTS {
-                    return Err(Error::Rejected {
-                        status: 400,
-                        detail,
-                    });
-                }
-                (format!("HTTP 400: {detail}"), Duration::ZERO)
-            }
-            Failure::Gone { status, detail } => {
-                (format!("HTTP {status}: {detail}"), Duration::ZERO)
-            }
-            Failure::Fatal(error) => return Err(error),
-        };
-        *lock(&self.last_error) = reason.clone();
-        if retry.failures > self.up.max_retries {
-            return Err(Error::RetriesExhausted {
-                attempts: retry.failures,
-                last_error: reason,
-            });
-        }
-        if self.deadline.is_some_and(|d| Instant::now() + delay >= d) {
-            return Err(self.time_limit());
-        }
+        let (reason, delay) = self.tally.book(&self.up.policy, retry, failure)?;
         self.emit(Event::Retrying {
             after: delay,
             reason,
@@ -847,8 +706,8 @@ impl Shared<'_> {
             size: self.size,
             sha256: local,
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-            elapsed: self.started.elapsed(),
+            retries: self.tally.retries(),
+            elapsed: self.tally.started().elapsed(),
         })
     }
 
@@ -920,20 +779,13 @@ impl Shared<'_> {
         }
     }
 
-    fn time_limit(&self) -> Error {
-        Error::TimeLimit {
-            limit: self.up.max_time.unwrap_or_default(),
-            last_error: lock(&self.last_error).clone(),
-        }
-    }
-
     fn emit(&self, event: Event) {
         if let Some(callback) = &self.up.on_progress {
             callback(Progress {
                 acknowledged: self.acked.iter().map(|a| a.load(Ordering::Relaxed)).sum(),
                 total: self.size,
                 bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
-                retries: self.retries.load(Ordering::Relaxed),
+                retries: self.tally.retries(),
                 event,
             });
         }
@@ -990,7 +842,7 @@ impl<'s, 'a> Lane<'s, 'a> {
             len,
             session: sh.target.endpoint.clone(),
             high_water: 0,
-            retry: Retrier::new(sh.up),
+            retry: Retrier::new(&sh.up.policy),
         }
     }
 
@@ -1046,7 +898,7 @@ impl<'s, 'a> Lane<'s, 'a> {
                     self.set_acked(held);
                     if held > self.high_water {
                         self.high_water = held;
-                        self.retry = Retrier::new(sh.up);
+                        self.retry = Retrier::new(&sh.up.policy);
                     }
                     if resuming {
                         resuming = false;
@@ -1277,66 +1129,6 @@ impl<'s, 'a> Lane<'s, 'a> {
     }
 }
 
-/// Stores the first read error of a body stream.
-fn record(slot: &Mutex<Option<io::Error>>, error: io::Error) {
-    let mut slot = slot
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    slot.get_or_insert(error);
-}
-
-/// Reads up to [`MAX_RESPONSE_BODY`] bytes of a body, empty on any error.
-async fn read_capped(mut response: Response) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Ok(Some(block)) = response.chunk().await {
-        body.extend_from_slice(&block);
-        if body.len() >= MAX_RESPONSE_BODY {
-            break;
-        }
-    }
-    body
-}
-
-/// The human message of an error answer: an RFC 9457 problem's `detail`,
-/// else its `title`, else a short plain-text body, else the status text.
-fn problem_detail(status: u16, body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Problem {
-        title: Option<String>,
-        detail: Option<String>,
-    }
-    if let Ok(problem) = serde_json::from_slice::<Problem>(body)
-        && let Some(text) = problem.detail.or(problem.title)
-    {
-        return text;
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if !text.is_empty() && text.len() <= 200 {
-        return text.to_owned();
-    }
-    reqwest::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("unexpected status")
-        .to_owned()
-}
-
-/// An error and its sources, joined with `": "`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1347,15 +1139,6 @@ mod tests {
         fn assert_send<T: Send>(_: T) {}
         let uploader = Uploader::new();
         assert_send(uploader.upload("missing-file", "http://127.0.0.1:9"));
-    }
-
-    #[test]
-    fn problem_details_are_surfaced() {
-        let body = br#"{"type":"about:blank","title":"Gap","detail":"expected offset 10"}"#;
-        assert_eq!(problem_detail(416, body), "expected offset 10");
-        assert_eq!(problem_detail(413, br#"{"title":"Too big"}"#), "Too big");
-        assert_eq!(problem_detail(500, b"  oops \n"), "oops");
-        assert_eq!(problem_detail(503, b""), "Service Unavailable");
     }
 
     #[test]

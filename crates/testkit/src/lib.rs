@@ -3,12 +3,13 @@
 //! * [`TestServer`]: the real `tenax serve` binary on `127.0.0.1:0`, with a
 //!   temporary data directory, that can be killed with SIGKILL and restarted.
 //! * [`FaultProxy`]: a TCP proxy on loopback that cuts connections after a
-//!   random number of client bytes, to model a flapping link.
+//!   random number of client (or server, see [`Cut`]) bytes, to model a
+//!   flapping link.
 
 mod proxy;
 mod server;
 
-pub use proxy::{FaultProxy, ProxyStats};
+pub use proxy::{Cut, FaultProxy, ProxyStats};
 pub use server::TestServer;
 
 /// A small deterministic random generator (xorshift64*), so that a failing

@@ -2,8 +2,9 @@
 //!
 //! Each accepted connection is forwarded to the upstream server; once the
 //! client has sent a random number of bytes (drawn per connection from the
-//! configured range), both directions are dropped at once, as when a
-//! tethered link vanishes. Responses flow untouched until then.
+//! configured range), or the server has sent one (see [`Cut`]), both
+//! directions are dropped at once, as when a tethered link vanishes. The
+//! other direction flows untouched until then.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,10 +22,23 @@ use crate::Rng;
 pub struct ProxyStats {
     /// Client bytes forwarded to the server.
     pub client_bytes: AtomicU64,
+    /// Server bytes forwarded to the client.
+    pub server_bytes: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
     /// Connections the proxy cut.
     pub cuts: AtomicU64,
+}
+
+/// Where a [`FaultProxy`] cuts each connection: after a random number of
+/// bytes in a range (inclusive), drawn per connection and per direction;
+/// `None` never cuts that direction. The first budget spent cuts both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cut {
+    /// Client→server bytes (request bodies: uploads).
+    pub upload: Option<(u64, u64)>,
+    /// Server→client bytes (responses: downloads).
+    pub download: Option<(u64, u64)>,
 }
 
 /// A running proxy; stops when dropped.
@@ -40,6 +54,20 @@ impl FaultProxy {
     /// number of client bytes in `cut_range` (inclusive). Must be called
     /// within a tokio runtime.
     pub async fn start(upstream: SocketAddr, cut_range: (u64, u64), rng: Rng) -> Self {
+        Self::start_with(
+            upstream,
+            Cut {
+                upload: Some(cut_range),
+                download: None,
+            },
+            rng,
+        )
+        .await
+    }
+
+    /// Starts a proxy to `upstream` that cuts each connection as `cut`
+    /// says. Must be called within a tokio runtime.
+    pub async fn start_with(upstream: SocketAddr, cut: Cut, rng: Rng) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("cannot bind the proxy");
@@ -53,11 +81,15 @@ impl FaultProxy {
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     stats.connections.fetch_add(1, Ordering::Relaxed);
-                    let budget = rng
-                        .lock()
-                        .map(|mut rng| rng.between(cut_range.0, cut_range.1))
-                        .unwrap_or(cut_range.1);
-                    tokio::spawn(forward(client, upstream, budget, Arc::clone(&stats)));
+                    let draw = |range: Option<(u64, u64)>| {
+                        range.map(|(low, high)| {
+                            rng.lock()
+                                .map(|mut rng| rng.between(low, high))
+                                .unwrap_or(high)
+                        })
+                    };
+                    let budgets = (draw(cut.upload), draw(cut.download));
+                    tokio::spawn(forward(client, upstream, budgets, Arc::clone(&stats)));
                 }
             }
         });
@@ -81,39 +113,53 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn forward(client: TcpStream, upstream: SocketAddr, budget: u64, stats: Arc<ProxyStats>) {
+/// Copies `from` to `to` until `budget` bytes (`None`: no limit) went
+/// through (then `true`: cut) or either side closes (`false`).
+async fn pump<R, W>(mut from: R, mut to: W, budget: Option<u64>, counter: &AtomicU64) -> bool
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut left = budget.unwrap_or(u64::MAX);
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        let allowed = usize::try_from((n as u64).min(left)).unwrap_or(n);
+        if to.write_all(&buffer[..allowed]).await.is_err() {
+            return false;
+        }
+        counter.fetch_add(allowed as u64, Ordering::Relaxed);
+        left -= allowed as u64;
+        if left == 0 {
+            let _ = to.flush().await;
+            return true;
+        }
+    }
+}
+
+async fn forward(
+    client: TcpStream,
+    upstream: SocketAddr,
+    (up_budget, down_budget): (Option<u64>, Option<u64>),
+    stats: Arc<ProxyStats>,
+) {
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let upload = async {
-        let mut left = budget;
-        let mut buffer = vec![0u8; 64 * 1024];
-        loop {
-            let n = match client_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => n,
-            };
-            let allowed = (n as u64).min(left) as usize;
-            if server_write.write_all(&buffer[..allowed]).await.is_err() {
-                return false;
-            }
-            stats
-                .client_bytes
-                .fetch_add(allowed as u64, Ordering::Relaxed);
-            left -= allowed as u64;
-            if left == 0 {
-                return true;
-            }
-        }
-    };
-    let download = tokio::io::copy(&mut server_read, &mut client_write);
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let upload = pump(client_read, server_write, up_budget, &stats.client_bytes);
+    let download = pump(server_read, client_write, down_budget, &stats.server_bytes);
+    tokio::pin!(upload, download);
+    // Either side closing, or a cut, ends both directions.
     let cut = tokio::select! {
-        cut = upload => cut,
-        _ = download => false,
+        cut = &mut upload => cut,
+        cut = &mut download => cut,
     };
     if cut {
         stats.cuts.fetch_add(1, Ordering::Relaxed);

@@ -2,6 +2,8 @@
 //!
 //! - [`http`]: whole responses from reqwest or a raw socket, problem+json
 //!   checks, raw HTTP/1.1 exchanges;
+//! - [`downloads`]: files put with the literal seed form, `tenax download`
+//!   runs (whole or killed), the client library's `Downloader`;
 //! - [`files`]: random source files, byte-for-byte comparisons, the server's
 //!   data directory;
 //! - [`process`]: `tenax upload` runs with deadlines, killed runs, peer
@@ -13,6 +15,7 @@
 //! uses only part of it, so the rest would warn as dead code.
 #![allow(dead_code)]
 
+pub(crate) mod downloads;
 pub(crate) mod files;
 pub(crate) mod http;
 pub(crate) mod peers;

@@ -25,11 +25,13 @@
 //! RSS), and a final JSON line. See `bench/README.md`; `bench/run` builds
 //! and runs it.
 
+#[path = "bench_common/mod.rs"]
+mod bench_common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,9 +47,12 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio_util::io::ReaderStream;
 
-const MIB: u64 = 1 << 20;
-/// Buffer of the sequential-write baseline.
-const WRITE_BUFFER: usize = 8 << 20;
+use bench_common::{
+    MIB, Server, WRITE_BUFFER, client, clock_ticks, connections_on, generate, human, mb_per_s, mib,
+    parse_size, process_cpu_ticks, round, settle, sha256_file, status_kib, thread_cpu_ticks,
+    upload, warm,
+};
+
 /// Target: tenax at 8 MiB chunks reaches this fraction of the limit.
 const TARGET_RATIO: f64 = 0.8;
 /// Target: the server's peak RSS.
@@ -87,27 +92,6 @@ struct Options {
     keep: bool,
     tus_server: Option<PathBuf>,
     node: PathBuf,
-}
-
-fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .with_context(|| format!("bad size {text:?}"))?;
-    let factor = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        _ => bail!("bad size unit in {text:?}"),
-    };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| anyhow!("size {text:?} too large"))
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -163,111 +147,6 @@ fn parse_options() -> anyhow::Result<Options> {
         "chunk sizes must be positive"
     );
     Ok(options)
-}
-
-/// `8MiB`, `256KiB`, `1GiB`.
-fn human(bytes: u64) -> String {
-    if bytes.is_multiple_of(1 << 30) {
-        format!("{}GiB", bytes >> 30)
-    } else if bytes.is_multiple_of(1 << 20) {
-        format!("{}MiB", bytes >> 20)
-    } else if bytes.is_multiple_of(1 << 10) {
-        format!("{}KiB", bytes >> 10)
-    } else {
-        format!("{bytes}B")
-    }
-}
-
-fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
-    bytes as f64 / 1e6 / elapsed.as_secs_f64()
-}
-
-// ---------------------------------------------------------------------------
-// Process statistics from /proc.
-
-/// Clock ticks per second for /proc CPU times.
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// `(comm, utime + stime in ticks)` from a `/proc/.../stat` file.
-fn stat_cpu(path: &Path) -> Option<(String, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_owned();
-    let fields: Vec<&str> = text[close + 2..].split_whitespace().collect();
-    // After "pid (comm) ": state is field 3, utime 14, stime 15 (1-based).
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((comm, utime + stime))
-}
-
-fn process_cpu_ticks(pid: &str) -> u64 {
-    stat_cpu(Path::new(&format!("/proc/{pid}/stat"))).map_or(0, |(_, ticks)| ticks)
-}
-
-/// CPU ticks per thread name (threads of the same name summed).
-fn thread_cpu_ticks(pid: u32) -> BTreeMap<String, u64> {
-    let mut threads = BTreeMap::new();
-    if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for entry in entries.flatten() {
-            if let Some((comm, ticks)) = stat_cpu(&entry.path().join("stat")) {
-                *threads.entry(comm).or_insert(0) += ticks;
-            }
-        }
-    }
-    threads
-}
-
-fn status_kib(pid: u32, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-}
-
-// ---------------------------------------------------------------------------
-// The test file.
-
-/// Writes `size` random bytes to `path`, returns their sha256.
-fn generate(path: &Path, size: u64) -> anyhow::Result<String> {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |since| since.as_nanos() as u64);
-    let mut rng = tenax_testkit::Rng::new(seed);
-    let mut file =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; WRITE_BUFFER];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(buffer.len() as u64) as usize;
-        rng.fill(&mut buffer[..n]);
-        hasher.update(&buffer[..n]);
-        file.write_all(&buffer[..n])?;
-        left -= n as u64;
-    }
-    file.sync_all()?;
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// Reads the whole file, so every timed run starts with it in page cache.
-fn warm(path: &Path) -> anyhow::Result<()> {
-    let mut file = std::fs::File::open(path)?;
-    let mut buffer = vec![0u8; WRITE_BUFFER];
-    while file.read(&mut buffer)? > 0 {}
-    Ok(())
 }
 
 /// The disk baseline: copies `source` into a new file of `dir` in
@@ -445,87 +324,6 @@ async fn sink_handle(
     Ok(response)
 }
 
-// ---------------------------------------------------------------------------
-// The upload driver.
-
-/// Uploads `path` (of `size` bytes) to `base` in `chunk`-byte PUTs; returns
-/// the elapsed time (initiation to final answer) and the final JSON.
-async fn upload(
-    client: &reqwest::Client,
-    base: &str,
-    path: &Path,
-    size: u64,
-    chunk: u64,
-) -> anyhow::Result<(Duration, Value)> {
-    let started = Instant::now();
-    let response = client
-        .post(format!("{base}/uploads"))
-        .header("x-upload-content-length", size.to_string())
-        .header("content-length", "0")
-        .send()
-        .await
-        .context("initiation")?;
-    ensure!(
-        response.status() == reqwest::StatusCode::OK,
-        "initiation answered {}",
-        response.status()
-    );
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|value| value.to_str().ok())
-        .ok_or_else(|| anyhow!("initiation answered no Location"))?
-        .to_owned();
-    response.bytes().await?;
-    settle().await;
-    let read_capacity = chunk.min(MIB) as usize;
-    let mut offset = 0u64;
-    loop {
-        let len = chunk.min(size - offset);
-        let last = offset + len - 1;
-        let mut file = tokio::fs::File::open(path).await?;
-        file.seek(std::io::SeekFrom::Start(offset)).await?;
-        let stream = ReaderStream::with_capacity(file.take(len), read_capacity);
-        let response = client
-            .put(&location)
-            .header("content-range", format!("bytes {offset}-{last}/{size}"))
-            .header("content-length", len.to_string())
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await
-            .with_context(|| format!("PUT bytes {offset}-{last}"))?;
-        let status = response.status();
-        let range = response
-            .headers()
-            .get("range")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let body = response.bytes().await?;
-        settle().await;
-        offset = last + 1;
-        if offset == size {
-            ensure!(
-                status == reqwest::StatusCode::OK,
-                "last chunk answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-            let info: Value = serde_json::from_slice(&body).context("final JSON")?;
-            return Ok((started.elapsed(), info));
-        }
-        ensure!(
-            status == reqwest::StatusCode::PERMANENT_REDIRECT,
-            "PUT bytes {}-{last} answered {status}: {}",
-            offset - len,
-            String::from_utf8_lossy(&body)
-        );
-        let expected = format!("bytes=0-{last}");
-        ensure!(
-            range.as_deref() == Some(expected.as_str()),
-            "PUT answered Range {range:?}, expected {expected}"
-        );
-    }
-}
-
 /// Uploads `path` (of `size` bytes) to `base` with tus 1.0.0: `POST
 /// {base}/uploads` with `Upload-Length` (201 + `Location`), then one `PATCH`
 /// per `chunk` bytes, each answered 204 with the new `Upload-Offset`.
@@ -631,151 +429,6 @@ async fn status_query(client: &reqwest::Client, location: &str) -> anyhow::Resul
     serde_json::from_slice(&body).context("status query JSON")
 }
 
-/// sha256 of a file, hex.
-fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut buffer = vec![0u8; WRITE_BUFFER];
-    let mut hasher = Sha256::new();
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// Lets the finished connection return to the client's pool.
-async fn settle() {
-    for _ in 0..16 {
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Distinct TCP connections to or from `port` on loopback that the kernel
-/// still knows of (established or in TIME_WAIT): how many connections an
-/// upload used, if the server listens on a port of its own.
-fn connections_on(port: u16) -> usize {
-    let mut peers = std::collections::BTreeSet::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let port_of = |field: Option<&&str>| {
-                field
-                    .and_then(|address| address.rsplit(':').next())
-                    .and_then(|hex| u16::from_str_radix(hex, 16).ok())
-            };
-            let (local, remote) = (port_of(fields.get(1)), port_of(fields.get(2)));
-            // state 0A is LISTEN.
-            if fields.get(3) == Some(&"0A") {
-                continue;
-            }
-            if local == Some(port) {
-                peers.extend(remote);
-            } else if remote == Some(port) {
-                peers.extend(local);
-            }
-        }
-    }
-    peers.len()
-}
-
-fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .http1_only()
-        .no_proxy()
-        .pool_max_idle_per_host(1)
-        .tcp_nodelay(true)
-        .build()?)
-}
-
-// ---------------------------------------------------------------------------
-// The tenax server.
-
-#[derive(Debug)]
-struct Server {
-    child: Child,
-    url: String,
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Server {
-    /// `tenax serve` on a free loopback port, plus `extra` arguments.
-    fn tenax(binary: &Path, data: &Path, extra: &[&str], log: &Path) -> anyhow::Result<Server> {
-        let mut command = Command::new(binary);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(extra);
-        Server::start(command, log)
-    }
-
-    /// `node server.mjs DATA 0` in `dir` (`@tus/server` with
-    /// `@tus/file-store`): the child is the node process itself.
-    fn tus_node(node: &Path, dir: &Path, data: &Path, log: &Path) -> anyhow::Result<Server> {
-        let mut command = Command::new(node);
-        command
-            .arg(dir.join("server.mjs"))
-            .arg(data)
-            .arg("0")
-            .current_dir(dir);
-        Server::start(command, log)
-    }
-
-    /// Starts `command`, whose first stdout line is `listening on URL`.
-    fn start(mut command: Command, log: &Path) -> anyhow::Result<Server> {
-        let log = std::fs::File::create(log)?;
-        let program = command.get_program().to_string_lossy().into_owned();
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {program}"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("no stdout pipe"))?;
-        let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .ok_or_else(|| anyhow!("unexpected first line from the server: {line:?}"))?
-            .trim_end_matches('/')
-            .to_owned();
-        Ok(Server {
-            child,
-            url,
-            _stdout: stdout,
-        })
-    }
-
-    /// SIGTERM, then SIGKILL after 15 s.
-    fn stop(mut self) -> anyhow::Result<()> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("server {pid} ignored SIGTERM; killing it");
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------------------
 // What is measured.
 
@@ -875,14 +528,6 @@ impl Series {
             "driver_cpu_seconds": self.runs.iter().map(|run| round(run.driver_cpu)).collect::<Vec<_>>(),
         })
     }
-}
-
-fn round(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / MIB as f64)
 }
 
 // ---------------------------------------------------------------------------
@@ -1019,7 +664,7 @@ async fn run(mut options: Options) -> anyhow::Result<()> {
             warm_up(file.clone()).await?;
             let connections = stats.connections.load(Ordering::Relaxed);
             let cpu = cpu_now(&self_pid);
-            let (elapsed, _) = upload(&client, &sink, &file, size, chunk)
+            let (elapsed, _) = upload(&client, &format!("{sink}/uploads"), &file, size, chunk)
                 .await
                 .with_context(|| name.clone())?;
             let opened = stats.connections.load(Ordering::Relaxed) - connections;
@@ -1072,7 +717,8 @@ async fn run(mut options: Options) -> anyhow::Result<()> {
                     match target {
                         Target::TenaxSeed => {
                             let (elapsed, info) =
-                                upload(&client, &base, &file, size, chunk).await?;
+                                upload(&client, &format!("{base}/uploads"), &file, size, chunk)
+                                    .await?;
                             Ok((elapsed, Some(info), String::new()))
                         }
                         Target::TenaxTus { .. } => {

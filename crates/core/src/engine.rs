@@ -572,6 +572,20 @@ impl Engine {
         }
     }
 
+    /// Every published file: its name and the completed upload it shows,
+    /// sorted by name. A name whose upload cannot be read is left out.
+    pub async fn published_files(&self) -> Vec<(FileName, Snapshot)> {
+        let mut names: Vec<FileName> = lock(&self.inner.published).keys().cloned().collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let mut files = Vec::with_capacity(names.len());
+        for name in names {
+            if let Ok(snapshot) = self.published(&name).await {
+                files.push((name, snapshot));
+            }
+        }
+        files
+    }
+
     fn new_digests(&self) -> Digests {
         Digests::new(self.inner.config.md5)
     }

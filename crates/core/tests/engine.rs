@@ -631,3 +631,44 @@ async fn cancelling_a_published_upload_withdraws_its_file() {
     ));
     assert!(!dir.path().join("files/gone.txt").exists());
 }
+
+#[tokio::test]
+async fn published_files_lists_completed_names_sorted_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let engine = engine(dir.path()).await;
+        assert!(engine.published_files().await.is_empty());
+        for (name, content) in [("b.txt", &b"bee"[..]), ("a.txt", &b"ay"[..])] {
+            let id = engine
+                .create(named(name, Some(content.len() as u64)))
+                .await
+                .expect("create");
+            let mut lease = engine.lease(id).await.expect("lease");
+            lease
+                .append(stream::iter(frames(content, 2)), 0, content.len() as u64)
+                .await
+                .expect("append");
+            lease.finalize().await.expect("finalize");
+        }
+        // An upload in progress is not listed.
+        engine
+            .create(named("c.txt", Some(10)))
+            .await
+            .expect("create");
+        let listed: Vec<String> = engine
+            .published_files()
+            .await
+            .iter()
+            .map(|(name, _)| name.as_str().to_owned())
+            .collect();
+        assert_eq!(listed, ["a.txt", "b.txt"]);
+    }
+    let engine = engine(dir.path()).await;
+    let files = engine.published_files().await;
+    assert_eq!(files.len(), 2);
+    let (name, snapshot) = &files[1];
+    assert_eq!(name.as_str(), "b.txt");
+    assert!(
+        matches!(&snapshot.record.status, Status::Complete(info) if info.size == 3 && info.sha256 == hex_sha256(b"bee"))
+    );
+}

@@ -19,6 +19,7 @@ mod cors;
 mod download;
 mod files;
 mod interim;
+mod page;
 mod problem;
 mod rufh;
 mod seed;
@@ -108,6 +109,13 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
                 .options(uploads::options),
         )
         .route("/files/{name}", get(files::get_file))
+        .route("/", get(page::index))
+        .route("/index.html", get(page::index))
+        .route("/favicon.ico", get(page::icon))
+        .route("/assets/app.js", get(page::app_js))
+        .route("/assets/app.css", get(page::app_css))
+        .route("/assets/icon.svg", get(page::icon))
+        .route("/api/files", get(page::list_files))
         .fallback(|| async { Problem::not_found("no such resource") })
         .with_state(state);
     // The method override runs before routing, so the outer router only

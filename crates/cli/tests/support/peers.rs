@@ -45,3 +45,31 @@ pub(crate) fn peers_node_modules() -> PathBuf {
     );
     modules
 }
+
+/// The `node_modules` folder holding playwright-core, or a failure telling
+/// how to install it.
+pub(crate) fn peers_playwright() -> PathBuf {
+    let modules = peers_dir().join("node/node_modules");
+    let package = modules.join("playwright-core/package.json");
+    assert!(
+        package.exists(),
+        "playwright-core is not installed ({} is missing): run scripts/test to \
+         install the peers (it runs `npm ci` in target/peers/node from \
+         tests/peers/package-lock.json)",
+        package.display()
+    );
+    modules
+}
+
+/// Debian's Chromium, which the browser tests drive, or a failure telling
+/// how to install it.
+pub(crate) fn chromium() -> PathBuf {
+    let chromium = PathBuf::from("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "{} is missing: run scripts/test (it installs Debian's chromium package \
+         with apt-get)",
+        chromium.display()
+    );
+    chromium
+}

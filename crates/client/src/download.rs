@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use base64::Engine as _;
-use futures_util::future;
+use bytes::Bytes;
+use futures_util::{FutureExt as _, TryStreamExt as _, stream};
 use reqwest::header::{
     CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, LAST_MODIFIED, RANGE,
 };
@@ -27,10 +28,20 @@ use crate::uploader::Event;
 
 /// Suffix of the state file kept beside a partial download.
 pub const STATE_SUFFIX: &str = ".tenax-download";
-/// Bytes gathered from the network before one positional write.
-const WRITE_BLOCK: usize = 256 * 1024;
-/// State-file checkpoints: at most every this many bytes…
-const CHECKPOINT_BYTES: u64 = 4 << 20;
+/// Bytes gathered from the network before one positional write (one
+/// blocking hand-off); the next batch is received while one is written.
+const WRITE_BATCH: usize = 2 << 20;
+/// State-file checkpoints (in the background): at most every this many
+/// bytes…
+const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// Size of the pieces a segmented download is cut into: pieces are fetched
+/// in order, a few at once, so that the file fills (and is hashed) mostly
+/// from the front.
+const PIECE: u64 = 32 << 20;
+/// Messages queued to the hashing thread (each up to [`WRITE_BATCH`]).
+const HASH_QUEUE: usize = 8;
+/// Bytes read back from the file at a time by the hashing thread.
+const READ_BACK: usize = 4 << 20;
 /// …or this much time, whichever comes first.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Fresh starts after which a file that keeps changing is given up on.
@@ -230,20 +241,28 @@ impl Downloader {
             .truncate(false)
             .open(&path)
             .map_err(write_error)?;
+        let file = Arc::new(handle);
+        let gate = Arc::new(RwLock::new(0));
+        let hash = Arc::new(Mutex::new(HashCursor::default()));
         let job = Job {
             dl: self,
             client: self.policy.client(true)?,
             url,
             path: path.clone(),
             state_path,
-            file: Arc::new(handle),
-            gate: Arc::new(RwLock::new(0)),
+            hasher: Hasher::start(file.clone(), gate.clone(), hash.clone()),
+            file,
+            gate,
             tally: Tally::new(&self.policy),
             meta: Mutex::new(Meta::default()),
-            hash: Arc::new(Mutex::new(HashCursor::default())),
+            hash,
             received: AtomicU64::new(0),
             restarts: AtomicU32::new(0),
-            checkpoint: tokio::sync::Mutex::new((Instant::now(), 0)),
+            checkpoint: tokio::sync::Mutex::new(Checkpoints {
+                last: Instant::now(),
+                received: 0,
+                running: None,
+            }),
             reports: Mutex::new(Reports::new()),
         };
         job.run().await
@@ -530,11 +549,120 @@ struct Job<'a> {
     tally: Tally,
     meta: Mutex<Meta>,
     hash: Arc<Mutex<HashCursor>>,
+    /// The thread that feeds `hash` in order while the download runs.
+    hasher: Hasher,
     received: AtomicU64,
     restarts: AtomicU32,
-    /// The last checkpoint: when, and `received` then.
-    checkpoint: tokio::sync::Mutex<(Instant, u64)>,
+    checkpoint: tokio::sync::Mutex<Checkpoints>,
     reports: Mutex<Reports>,
+}
+
+/// The checkpoint bookkeeping.
+#[derive(Debug)]
+struct Checkpoints {
+    /// When the last checkpoint started, and `received` then.
+    last: Instant,
+    received: u64,
+    /// The checkpoint running in the background, if any.
+    running: Option<tokio::task::JoinHandle<io::Result<()>>>,
+}
+
+/// What the hashing thread is told.
+enum HashMsg {
+    /// Bytes of generation `generation` being written at `pos`: hashed from
+    /// memory if they extend the hashed prefix, else ignored.
+    Data {
+        generation: u64,
+        pos: u64,
+        blocks: Vec<Bytes>,
+    },
+    /// The first `upto` bytes of generation `generation` are written: what
+    /// of them is not hashed yet is read back from the file (page cache).
+    Prefix { generation: u64, upto: u64 },
+}
+
+/// A dedicated thread hashing the file in order, from the received bytes
+/// when they extend the hashed prefix, else reading back what is written.
+/// Best effort: a full queue drops messages, and [`Job::finish`] hashes
+/// whatever is left.
+struct Hasher {
+    queue: Mutex<Option<std::sync::mpsc::SyncSender<HashMsg>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Hasher {
+    fn start(
+        file: Arc<std::fs::File>,
+        gate: Arc<RwLock<u64>>,
+        cursor: Arc<Mutex<HashCursor>>,
+    ) -> Self {
+        let (queue, inbox) = std::sync::mpsc::sync_channel::<HashMsg>(HASH_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("tenax-hash".to_owned())
+            .spawn(move || {
+                let mut buffer = Vec::new();
+                while let Ok(msg) = inbox.recv() {
+                    match msg {
+                        HashMsg::Data {
+                            generation,
+                            pos,
+                            blocks,
+                        } => {
+                            let current = gate
+                                .read()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            if *current != generation {
+                                continue;
+                            }
+                            let mut cursor = hash::lock(&cursor);
+                            let mut at = pos;
+                            for block in &blocks {
+                                cursor.feed(at, block);
+                                at += block.len() as u64;
+                            }
+                        }
+                        HashMsg::Prefix { generation, upto } => loop {
+                            let current = gate
+                                .read()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            let at = hash::lock(&cursor).upto();
+                            if *current != generation || at >= upto {
+                                break;
+                            }
+                            let n =
+                                usize::try_from(upto - at).map_or(READ_BACK, |n| n.min(READ_BACK));
+                            buffer.resize(n, 0);
+                            if file.read_exact_at(&mut buffer, at).is_err() {
+                                break;
+                            }
+                            hash::lock(&cursor).feed(at, &buffer);
+                        },
+                    }
+                }
+            })
+            .ok();
+        Hasher {
+            queue: Mutex::new(thread.as_ref().map(|_| queue)),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Queues `msg` unless the queue is full (the hashing falls behind: the
+    /// bytes are read back later instead).
+    fn offer(&self, msg: HashMsg) {
+        if let Some(queue) = lock(&self.queue).as_ref() {
+            let _ = queue.try_send(msg);
+        }
+    }
+
+    /// Lets the thread drain its queue and waits for it to end.
+    async fn stop(&self) {
+        drop(lock(&self.queue).take());
+        let thread = lock(&self.thread).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
 }
 
 impl Job<'_> {
@@ -736,6 +864,8 @@ impl Job<'_> {
 
     /// Drops everything on disk (and the state file) for a fresh start.
     async fn start_over(&self) -> Result<(), Error> {
+        // A background checkpoint must not write the state file after this.
+        let _ = self.settle_checkpoint().await;
         match std::fs::remove_file(&self.state_path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -774,7 +904,7 @@ impl Job<'_> {
                 },
             );
             self.run_segments(&plan, Vec::new(), generation).await?;
-            return Ok(plan.len());
+            return Ok(plan.len().min(self.dl.connections.max(1)));
         }
         let Some(first) = plan.first() else {
             return Err(Stop::Error(Error::Protocol(
@@ -828,12 +958,16 @@ impl Job<'_> {
         self.file
             .set_len(total)
             .map_err(|e| Stop::Error(self.write_error(e)))?;
-        let segments: Vec<Segment> = (0..n)
+        // Pieces of about PIECE bytes (at least n), fetched n at a time.
+        let pieces = usize::try_from(total.div_ceil(PIECE))
+            .unwrap_or(usize::MAX)
+            .max(n);
+        let segments: Vec<Segment> = (0..pieces)
             .map(|i| {
-                let start = split_at(total, n, i);
+                let start = split_at(total, pieces, i);
                 Segment::new(SegState {
                     start,
-                    end: Some(split_at(total, n, i + 1)),
+                    end: Some(split_at(total, pieces, i + 1)),
                     done: 0,
                 })
             })
@@ -851,8 +985,9 @@ impl Job<'_> {
         Ok(n)
     }
 
-    /// Runs every segment of `plan` at once (`first[i]`: an answer already
-    /// in hand for segment `i`).
+    /// Runs the segments of `plan` in order, up to the wanted number of
+    /// connections at once (`first[i]`: an answer already in hand for
+    /// segment `i`).
     async fn run_segments(
         &self,
         plan: &[Segment],
@@ -860,13 +995,12 @@ impl Job<'_> {
         generation: u64,
     ) -> Result<(), Stop> {
         first.resize_with(plan.len(), || None);
-        let result = future::try_join_all(
-            first
-                .into_iter()
-                .enumerate()
-                .map(|(i, response)| self.segment(plan, i, response, generation)),
-        )
-        .await;
+        let limit = self.dl.connections.max(1);
+        let result = stream::iter(first.into_iter().enumerate().map(Ok))
+            .try_for_each_concurrent(limit, |(i, response)| {
+                self.segment(plan, i, response, generation)
+            })
+            .await;
         match result {
             Ok(_) => Ok(()),
             Err(Stop::Error(error)) => {
@@ -1194,6 +1328,8 @@ impl Job<'_> {
 
     /// Writes the body of `response` at the segment's position, up to
     /// `stop` (exclusive). Returns at the end of the body or at `stop`.
+    /// Batches of [`WRITE_BATCH`] bytes are written off the runtime while
+    /// the next batch is received.
     async fn stream(
         &self,
         plan: &[Segment],
@@ -1203,68 +1339,94 @@ impl Job<'_> {
         generation: u64,
     ) -> Result<(), Failure> {
         let policy = &self.dl.policy;
-        let mut buffer: Vec<u8> = Vec::with_capacity(WRITE_BLOCK);
-        loop {
-            let pos = seg.pos() + buffer.len() as u64;
-            let block = if pos >= stop {
-                None
-            } else {
-                match self.tally.next_block(policy, &mut response).await {
-                    Ok(block) => block,
-                    Err(failure) => {
-                        // Keep what arrived before the trouble.
-                        self.write(plan, seg, &mut buffer, generation).await?;
-                        return Err(failure);
-                    }
-                }
-            };
-            let Some(block) = block else {
-                self.write(plan, seg, &mut buffer, generation).await?;
-                return Ok(());
-            };
-            let room = usize::try_from(stop - pos).unwrap_or(usize::MAX);
-            buffer.extend_from_slice(&block[..block.len().min(room)]);
-            if buffer.len() >= WRITE_BLOCK {
-                self.write(plan, seg, &mut buffer, generation).await?;
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_len = 0usize;
+        let mut writing: Option<Writing> = None;
+        let mut next = seg.pos();
+        let outcome = loop {
+            if next >= stop {
+                // Notice the end of the body if it is there, so that the
+                // connection goes back to the pool.
+                let _ = response.chunk().now_or_never();
+                break Ok(());
             }
+            let mut block = match self.tally.next_block(policy, &mut response).await {
+                Ok(Some(block)) => block,
+                Ok(None) => break Ok(()),
+                // Keep what arrived before the trouble.
+                Err(failure) => break Err(failure),
+            };
+            let room = usize::try_from(stop - next).unwrap_or(usize::MAX);
+            block.truncate(room);
+            next += block.len() as u64;
+            batch_len += block.len();
+            batch.push(block);
+            if batch_len >= WRITE_BATCH {
+                self.settle(plan, seg, writing.take()).await?;
+                writing = Some(self.launch(seg, std::mem::take(&mut batch), generation));
+                batch_len = 0;
+            }
+        };
+        self.settle(plan, seg, writing.take()).await?;
+        if !batch.is_empty() {
+            let last = self.launch(seg, batch, generation);
+            self.settle(plan, seg, Some(last)).await?;
         }
+        outcome
     }
 
-    /// Writes `buffer` at the segment's position (positionally, off the
-    /// runtime), feeds the digest, books the progress and checkpoints.
-    async fn write(
-        &self,
-        plan: &[Segment],
-        seg: &Segment,
-        buffer: &mut Vec<u8>,
-        generation: u64,
-    ) -> Result<(), Failure> {
-        if buffer.is_empty() {
-            return Ok(());
-        }
+    /// Starts writing `blocks` at the segment's position (nothing of it
+    /// may be in flight), off the runtime, and offers them to the hash.
+    fn launch(&self, seg: &Segment, blocks: Vec<Bytes>, generation: u64) -> Writing {
         let pos = seg.pos();
-        let data = std::mem::take(buffer);
-        let (file, gate, hash) = (self.file.clone(), self.gate.clone(), self.hash.clone());
-        let written = tokio::task::spawn_blocking(move || {
+        self.hasher.offer(HashMsg::Data {
+            generation,
+            pos,
+            blocks: blocks.clone(),
+        });
+        let (file, gate) = (self.file.clone(), self.gate.clone());
+        tokio::task::spawn_blocking(move || {
             let current = gate
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if *current != generation {
                 return Err(io::Error::other("the download started over"));
             }
-            file.write_all_at(&data, pos)?;
-            hash::lock(&hash).feed(pos, &data);
-            Ok(data)
+            let mut at = pos;
+            for block in &blocks {
+                file.write_all_at(block, at)?;
+                at += block.len() as u64;
+            }
+            Ok(at - pos)
         })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|r| r);
-        let mut data = written.map_err(|e| Failure::Fatal(self.write_error(e)))?;
-        let n = data.len() as u64;
-        data.clear();
-        *buffer = data;
+    }
+
+    /// Waits for a write in flight, then books the progress, tells the
+    /// hash what is on disk and checkpoints (in the background).
+    async fn settle(
+        &self,
+        plan: &[Segment],
+        seg: &Segment,
+        writing: Option<Writing>,
+    ) -> Result<(), Failure> {
+        let Some(writing) = writing else {
+            return Ok(());
+        };
+        let n = writing
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| Failure::Fatal(self.write_error(e)))?;
         seg.done.fetch_add(n, Ordering::Relaxed);
         self.received.fetch_add(n, Ordering::Relaxed);
+        let generation = *self
+            .gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.hasher.offer(HashMsg::Prefix {
+            generation,
+            upto: written_prefix(plan),
+        });
         self.report(plan);
         self.checkpoint(plan, false).await.map_err(|e| match e {
             Stop::Error(error) => Failure::Fatal(error),
@@ -1273,11 +1435,33 @@ impl Job<'_> {
     }
 
     /// Persists the progress: syncs the data, then writes the state file
-    /// (atomically). Unless `force`, only every few MiB or second.
+    /// (atomically). Unless `force`, only every [`CHECKPOINT_BYTES`] or
+    /// [`CHECKPOINT_INTERVAL`], in the background, and never while one is
+    /// still running; `force` waits for it.
     async fn checkpoint(&self, plan: &[Segment], force: bool) -> Result<(), Stop> {
-        let mut last = self.checkpoint.lock().await;
+        let mut last = if force {
+            self.checkpoint.lock().await
+        } else {
+            match self.checkpoint.try_lock() {
+                Ok(last) => last,
+                Err(_) => return Ok(()),
+            }
+        };
+        if let Some(running) = last.running.take() {
+            if !force && !running.is_finished() {
+                last.running = Some(running);
+                return Ok(());
+            }
+            running
+                .await
+                .map_err(io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| self.state_error(e))?;
+        }
         let received = self.received.load(Ordering::Relaxed);
-        if !force && received < last.1 + CHECKPOINT_BYTES && last.0.elapsed() < CHECKPOINT_INTERVAL
+        if !force
+            && received < last.received + CHECKPOINT_BYTES
+            && last.last.elapsed() < CHECKPOINT_INTERVAL
         {
             return Ok(());
         }
@@ -1294,7 +1478,7 @@ impl Job<'_> {
         let (file, path) = (self.file.clone(), self.state_path.clone());
         let json = serde_json::to_vec_pretty(&state)
             .map_err(|e| Stop::Error(Error::Protocol(format!("cannot encode the state: {e}"))))?;
-        tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             file.sync_data()?;
             let mut temp = path.as_os_str().to_owned();
             temp.push(".tmp");
@@ -1302,18 +1486,38 @@ impl Job<'_> {
             std::fs::write(&temp, &json)?;
             std::fs::File::open(&temp)?.sync_all()?;
             std::fs::rename(&temp, &path)
-        })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|r| r)
-        .map_err(|e| {
-            Stop::Error(Error::LocalWrite {
-                path: self.state_path.clone(),
-                source: e,
-            })
-        })?;
-        *last = (Instant::now(), received);
+        });
+        last.last = Instant::now();
+        last.received = received;
+        if force {
+            task.await
+                .map_err(io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| self.state_error(e))?;
+        } else {
+            last.running = Some(task);
+        }
         Ok(())
+    }
+
+    /// Waits for a background checkpoint to end.
+    async fn settle_checkpoint(&self) -> Result<(), Stop> {
+        let running = self.checkpoint.lock().await.running.take();
+        match running {
+            Some(running) => running
+                .await
+                .map_err(io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| self.state_error(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn state_error(&self, source: io::Error) -> Stop {
+        Stop::Error(Error::LocalWrite {
+            path: self.state_path.clone(),
+            source,
+        })
     }
 
     /// Sizes, syncs, hashes and verifies the finished file, then drops the
@@ -1323,6 +1527,9 @@ impl Job<'_> {
         let size = meta
             .length
             .ok_or_else(|| Error::Protocol("the download ended without a length".to_owned()))?;
+        self.hasher.stop().await;
+        // Its outcome does not matter: the state file goes now.
+        let _ = self.settle_checkpoint().await;
         let file = self.file.clone();
         tokio::task::spawn_blocking(move || {
             file.set_len(size)?;
@@ -1415,6 +1622,25 @@ impl Job<'_> {
             event,
         });
     }
+}
+
+/// A positional write in flight: the bytes written.
+type Writing = tokio::task::JoinHandle<io::Result<u64>>;
+
+/// How many leading bytes of the file are on disk: the segments complete
+/// from the front, plus the progress of the first incomplete one.
+fn written_prefix(plan: &[Segment]) -> u64 {
+    let mut upto = 0;
+    for seg in plan {
+        if seg.start != upto {
+            break;
+        }
+        upto = seg.pos();
+        if seg.end().is_none_or(|end| upto < end) {
+            break;
+        }
+    }
+    upto
 }
 
 /// Whether a state file fits the partial file beside it.

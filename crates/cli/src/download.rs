@@ -6,16 +6,12 @@
 //! 4 gave up (retries or `--max-time` exhausted), 5 the file's SHA-256
 //! differs from the server's `Repr-Digest`, 6 the file cannot be written.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
 use tenax_client::{DownloadProgress, Downloader, Event};
 
-use crate::units::parse_duration;
+use crate::transfer_args::{RetryArgs, progress_bar};
 
 /// Arguments of `tenax download`.
 #[derive(clap::Args, Debug)]
@@ -41,19 +37,8 @@ pub(crate) struct DownloadArgs {
     #[arg(long)]
     pub(crate) follow: bool,
 
-    /// Give up after this many failed attempts in a row without progress
-    /// (per connection).
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    pub(crate) max_retries: u32,
-
-    /// Give up if the download takes longer than this: seconds, or a
-    /// duration such as `90s`, `10m`, `1h30m`.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub(crate) max_time: Option<Duration>,
-
-    /// Treat a connection that moves nothing for this long as dropped.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub(crate) stall_timeout: Duration,
+    #[command(flatten)]
+    pub(crate) retry: RetryArgs,
 
     /// Print nothing but errors.
     #[arg(long, short)]
@@ -83,24 +68,14 @@ pub(crate) async fn run(args: DownloadArgs) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    let bar = if args.quiet || args.json || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0).with_style(
-            ProgressStyle::with_template(
-                "{wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .context("progress bar template")?
-            .progress_chars("=> "),
-        )
-    };
+    let bar = progress_bar(args.quiet, args.json)?;
     let (reporter, talk) = (bar.clone(), !args.quiet);
     let downloader = Downloader::new()
         .connections(usize::from(args.connections))
         .follow(args.follow)
-        .max_retries(args.max_retries)
-        .max_time(args.max_time)
-        .stall_timeout(args.stall_timeout)
+        .max_retries(args.retry.max_retries)
+        .max_time(args.retry.max_time)
+        .stall_timeout(args.retry.stall_timeout)
         .on_progress(move |progress: DownloadProgress| {
             match progress.total {
                 Some(total) => reporter.set_length(total),

@@ -5,6 +5,7 @@
 
 mod download;
 mod serve;
+mod transfer_args;
 mod units;
 mod upload;
 

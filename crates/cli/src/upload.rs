@@ -6,15 +6,13 @@
 //! size differs from the local file's, 6 the local file is unreadable or
 //! changed during the upload.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use tenax_client::{Event, Progress, Protocol, Uploader};
 
-use crate::units::{parse_duration, parse_size};
+use crate::transfer_args::{RetryArgs, progress_bar};
+use crate::units::parse_size;
 
 /// Arguments of `tenax upload`.
 #[derive(clap::Args, Debug)]
@@ -45,18 +43,8 @@ pub(crate) struct UploadArgs {
     #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_chunk_size)]
     pub(crate) chunk_size: u64,
 
-    /// Give up after this many failed attempts in a row without progress.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    pub(crate) max_retries: u32,
-
-    /// Give up if the upload takes longer than this: seconds, or a duration
-    /// such as `90s`, `10m`, `1h30m`.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub(crate) max_time: Option<Duration>,
-
-    /// Treat a connection that moves nothing for this long as dropped.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub(crate) stall_timeout: Duration,
+    #[command(flatten)]
+    pub(crate) retry: RetryArgs,
 
     /// Print nothing but errors.
     #[arg(long, short)]
@@ -105,16 +93,7 @@ impl From<ProtocolArg> for Protocol {
 /// into the documented exit codes; `Err` is left for failures of the
 /// command itself.
 pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
-    let bar = if args.quiet || args.json || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0).with_style(
-            ProgressStyle::with_template(
-                "{wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            )?
-            .progress_chars("=> "),
-        )
-    };
+    let bar = progress_bar(args.quiet, args.json)?;
     let journal_dir = if args.no_journal {
         None
     } else {
@@ -123,9 +102,9 @@ pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
     let (reporter, talk) = (bar.clone(), !args.quiet);
     let uploader = Uploader::new()
         .chunk_size(args.chunk_size)
-        .max_retries(args.max_retries)
-        .max_time(args.max_time)
-        .stall_timeout(args.stall_timeout)
+        .max_retries(args.retry.max_retries)
+        .max_time(args.retry.max_time)
+        .stall_timeout(args.retry.stall_timeout)
         .journal_dir(journal_dir)
         .protocol(args.protocol.into())
         .parallel(usize::from(args.parallel))
@@ -219,6 +198,8 @@ fn parse_chunk_size(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -1,0 +1,39 @@
+//! Options and presentation shared by `tenax upload` and `tenax download`.
+
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::units::parse_duration;
+
+/// How long to keep trying.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RetryArgs {
+    /// Give up after this many failed attempts in a row without progress
+    /// (per connection).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub(crate) max_retries: u32,
+
+    /// Give up if the transfer takes longer than this: seconds, or a
+    /// duration such as `90s`, `10m`, `1h30m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) max_time: Option<Duration>,
+
+    /// Treat a connection that moves nothing for this long as dropped.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) stall_timeout: Duration,
+}
+
+/// A progress bar on a terminal's stderr, hidden when `quiet`, when the
+/// result goes out as JSON, or when stderr is not a terminal.
+pub(crate) fn progress_bar(quiet: bool, json: bool) -> anyhow::Result<ProgressBar> {
+    if quiet || json || !std::io::stderr().is_terminal() {
+        return Ok(ProgressBar::hidden());
+    }
+    let style = ProgressStyle::with_template(
+        "{wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    )?
+    .progress_chars("=> ");
+    Ok(ProgressBar::new(0).with_style(style))
+}

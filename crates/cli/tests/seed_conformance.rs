@@ -1285,7 +1285,6 @@ async fn case86_hostile_ids_are_refused() {
         id.to_uppercase(),
         "0".repeat(4000),
         format!("{id}{id}"),
-        "%2e%2e".to_owned(),
     ];
     for path in &hostile {
         let url = server.url(&format!("/uploads/{path}"));
@@ -1311,9 +1310,7 @@ async fn case86_hostile_ids_are_refused() {
         format!("..%2Fuploads%2F{id}.json"),
         format!("..%2Fuploads%2F{id}.bin"),
         "..%2F..%2Fdata%2Fuploads".to_owned(),
-        "%2E%2E".to_owned(),
         "%00".to_owned(),
-        ".".to_owned(),
     ] {
         let resp = send(client().get(server.url(&format!("/files/{path}")))).await;
         assert!(
@@ -1322,10 +1319,14 @@ async fn case86_hostile_ids_are_refused() {
             resp.describe()
         );
     }
-    // Unnormalised dot segments, sent raw so no client cleans them up.
+    // Dot segments, plain or percent-encoded, sent raw: a client's URL
+    // parser would resolve them before sending.
     for target in [
         format!("/files/../uploads/{id}.json"),
         format!("/uploads/../uploads/{id}"),
+        "/files/%2E%2E".to_owned(),
+        "/files/.".to_owned(),
+        "/uploads/%2e%2e".to_owned(),
     ] {
         let mut stream = connect(server.addr()).await;
         let request = format!(

@@ -117,6 +117,14 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
         .route("/assets/icon.svg", get(page::icon))
         .route("/api/files", get(page::list_files))
         .fallback(|| async { Problem::not_found("no such resource") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "urn:tenax:problem:method-not-allowed",
+                "Method not allowed",
+                "this resource does not take that method",
+            )
+        })
         .with_state(state);
     // The method override runs before routing, so the outer router only
     // rewrites the request and hands it on.

@@ -3,6 +3,7 @@
 //! A thin shell: argument parsing and presentation here, the work in the
 //! `tenax-server`, `tenax-core` and `tenax-client` crates.
 
+mod config;
 mod download;
 mod serve;
 mod transfer_args;
@@ -24,6 +25,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
+    #[command(
+        after_help = "Every option can also be set by its environment variable, or in the \
+        TOML file of --config under its name with '_' for '-' (max_upload_size = \"50GiB\"). \
+        Flags win over the environment, which wins over the file. Sizes take units \
+        (1048576, 256KiB, 8MiB, 10MB); durations too (90, 90s, 10m, 1h30m, 7d)."
+    )]
     Serve(serve::ServeArgs),
     /// Upload a file, resuming across dropped connections and restarts.
     Upload(upload::UploadArgs),

@@ -1,78 +1,119 @@
 //! `tenax serve`.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tenax_core::storage::LocalDisk;
-use tenax_core::{Engine, EngineConfig};
-use tenax_server::ServerConfig;
+use tenax_core::{Engine, metric};
+use tenax_server::MetricsRender;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::units::{parse_duration, parse_size};
+pub(crate) use crate::config::ServeArgs;
+use crate::config::{LogFormat, ServeConfig};
 
-/// Options of `tenax serve`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ServeArgs {
-    /// Address to listen on. With port 0 the system picks one; the first
-    /// line on stdout names it.
-    #[arg(long, default_value = "127.0.0.1:8080", env = "TENAX_LISTEN")]
-    listen: SocketAddr,
-    /// Data directory (created if missing).
-    #[arg(long, default_value = "./tenax-data", env = "TENAX_DATA")]
-    data: PathBuf,
-    /// Compute no MD5 of completed uploads (their final answer then has no
-    /// `md5Hash`). MD5 is the slowest digest and caps one upload near
-    /// 0.7 GB/s; only GCS-style clients that validate MD5 need it.
-    #[arg(long, env = "TENAX_NO_MD5")]
-    no_md5: bool,
-    /// The largest upload accepted (413 beyond; advertised as `Tus-Max-Size`
-    /// and in `Upload-Limit`), e.g. `50GiB`.
-    #[arg(long, value_name = "SIZE", default_value = "1TiB", env = "TENAX_MAX_UPLOAD_SIZE", value_parser = parse_size)]
-    max_upload_size: u64,
-    /// An upload that receives nothing for this long expires, e.g. `7d`.
-    #[arg(long, value_name = "DURATION", default_value = "7d", env = "TENAX_UPLOAD_TTL", value_parser = parse_duration)]
-    upload_ttl: std::time::Duration,
-}
+/// Buckets of the fsync latency histogram, in seconds.
+const FSYNC_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// How often the metrics recorder does its housekeeping.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("TENAX_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let storage = LocalDisk::open(&args.data)
-        .with_context(|| format!("cannot open the data directory {}", args.data.display()))?;
-    let engine = Engine::open(
-        Arc::new(storage),
-        EngineConfig {
-            md5: !args.no_md5,
-            upload_ttl: args.upload_ttl,
-        },
-    )
-    .await
-    .context("cannot read the uploads in the data directory")?;
-    let listener = TcpListener::bind(args.listen)
+    let ServeConfig {
+        listen,
+        data,
+        engine: engine_config,
+        mut server,
+        log,
+        log_format,
+    } = args.resolve()?;
+    let filter = EnvFilter::try_new(&log).context("invalid log filter")?;
+    match log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    server.metrics = Some(install_metrics()?);
+    let storage = LocalDisk::open(&data)
+        .with_context(|| format!("cannot open the data directory {}", data.display()))?;
+    let engine = Engine::open(Arc::new(storage), engine_config)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .context("cannot read the uploads in the data directory")?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on http://{address}")?;
         stdout.flush()?;
     }
-    tracing::info!(%address, data = %args.data.display(), "serving");
-    let config = ServerConfig {
-        max_upload_size: Some(args.max_upload_size),
-        ..ServerConfig::default()
-    };
-    let app = tenax_server::router(engine.clone(), config.clone());
-    tenax_server::serve(listener, app, engine, &config, shutdown_signal()).await;
+    tracing::info!(%address, data = %data.display(), "serving");
+    let app = tenax_server::router(engine.clone(), server.clone());
+    tenax_server::serve(listener, app, engine, &server, shutdown_signal()).await;
     Ok(())
+}
+
+/// Installs the Prometheus recorder behind the `metrics` facade the library
+/// crates feed, describes the metrics, and keeps the recorder tidy.
+fn install_metrics() -> anyhow::Result<MetricsRender> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(metric::FSYNC_SECONDS.into()), &FSYNC_BUCKETS)
+        .context("invalid metric buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    use metrics::Unit;
+    metrics::describe_counter!(
+        "tenax_requests_total",
+        "HTTP requests answered, by dialect (seed, tus, ietf, download, other) and status."
+    );
+    metrics::describe_counter!(
+        "tenax_bytes_received_total",
+        Unit::Bytes,
+        "Upload body bytes received."
+    );
+    metrics::describe_counter!(
+        "tenax_bytes_served_total",
+        Unit::Bytes,
+        "Download body bytes served."
+    );
+    metrics::describe_gauge!(metric::ACTIVE, "Uploads in progress.");
+    metrics::describe_counter!(metric::COMPLETED, "Uploads completed.");
+    metrics::describe_counter!(metric::EXPIRED, "Uploads that expired unfinished.");
+    metrics::describe_counter!(metric::CANCELLED, "Uploads cancelled.");
+    metrics::describe_histogram!(
+        metric::FSYNC_SECONDS,
+        Unit::Seconds,
+        "Latency of each fsync of upload data."
+    );
+    // Present from the first scrape on, not from the first event.
+    for name in [metric::COMPLETED, metric::EXPIRED, metric::CANCELLED] {
+        metrics::counter!(name).increment(0);
+    }
+    for name in ["tenax_bytes_received_total", "tenax_bytes_served_total"] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!(metric::ACTIVE).increment(0.0);
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(MetricsRender::new(move || handle.render()))
 }
 
 /// Resolves on SIGINT or SIGTERM.

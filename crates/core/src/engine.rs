@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +33,21 @@ const DRAIN_LIMIT: u64 = 16 << 20;
 /// How often an active upload's record is rewritten just to refresh its
 /// `updated_at` (which drives expiry), so that appends do not pay for it.
 const ACTIVITY_GRANULARITY: u64 = 3600;
+
+/// The names of the engine's metrics (through the `metrics` facade; the
+/// binary installs the recorder).
+pub mod metric {
+    /// Gauge: uploads in progress (every upload resource, tus parts included).
+    pub const ACTIVE: &str = "tenax_uploads_active";
+    /// Counter: uploads completed.
+    pub const COMPLETED: &str = "tenax_uploads_completed_total";
+    /// Counter: uploads found expired.
+    pub const EXPIRED: &str = "tenax_uploads_expired_total";
+    /// Counter: uploads cancelled (terminated).
+    pub const CANCELLED: &str = "tenax_uploads_cancelled_total";
+    /// Histogram: seconds taken by each data fsync.
+    pub const FSYNC_SECONDS: &str = "tenax_fsync_seconds";
+}
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -152,6 +167,9 @@ struct Inner {
     /// Serialises "find or create the upload of a name".
     name_lock: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
+    /// When the engine opened (seconds since the epoch): uploads that
+    /// expired before it were never counted as active.
+    opened_at: u64,
 }
 
 impl fmt::Debug for Engine {
@@ -171,6 +189,8 @@ struct Slot {
     /// Bytes made durable and acknowledged, readable without the lock (for
     /// downloads of an upload in progress); `u64::MAX` until known.
     acknowledged: AtomicU64,
+    /// Set once the upload has been found expired (counted once).
+    expired: AtomicBool,
 }
 
 impl Default for Slot {
@@ -179,6 +199,7 @@ impl Default for Slot {
             state: Arc::default(),
             holder: Mutex::default(),
             acknowledged: AtomicU64::new(u64::MAX),
+            expired: AtomicBool::new(false),
         }
     }
 }
@@ -218,6 +239,15 @@ impl Engine {
     /// Opens an engine over a storage backend and indexes its uploads.
     pub async fn open(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Self, Error> {
         let records = storage.list().await?;
+        let opened_at = now();
+        let live = records
+            .iter()
+            .filter(|record| {
+                matches!(record.status, Status::Active)
+                    && record.updated_at + config.upload_ttl.as_secs() >= opened_at
+            })
+            .count();
+        metrics::gauge!(metric::ACTIVE).increment(live as f64);
         let complete: std::collections::HashSet<UploadId> = records
             .iter()
             .filter(|record| matches!(record.status, Status::Complete(_)))
@@ -285,6 +315,7 @@ impl Engine {
                 published: Mutex::new(published),
                 name_lock: tokio::sync::Mutex::default(),
                 shutdown: CancellationToken::new(),
+                opened_at,
             }),
         };
         // Final uploads whose parts all completed before a restart.
@@ -323,6 +354,7 @@ impl Engine {
             status: Status::Active,
         };
         self.inner.storage.create(&record).await?;
+        metrics::gauge!(metric::ACTIVE).increment(1);
         if let Some(name) = &record.name {
             lock(&self.inner.names).insert(name.clone(), record.id);
         }
@@ -364,6 +396,11 @@ impl Engine {
             Status::Active
                 if guard.record.updated_at + self.inner.config.upload_ttl.as_secs() < now() =>
             {
+                let expiry = guard.record.updated_at + self.inner.config.upload_ttl.as_secs();
+                if expiry >= self.inner.opened_at && !slot.expired.swap(true, Ordering::AcqRel) {
+                    metrics::counter!(metric::EXPIRED).increment(1);
+                    metrics::gauge!(metric::ACTIVE).decrement(1);
+                }
                 return Err(Error::Expired);
             }
             _ => {}
@@ -942,6 +979,8 @@ impl Lease {
         storage.put_record(&record).await?;
         self.engine.publish(&mut record).await?;
         self.loaded.record = record;
+        metrics::counter!(metric::COMPLETED).increment(1);
+        metrics::gauge!(metric::ACTIVE).decrement(1);
         tracing::info!(id = %self.id(), size = held, sha256 = %info.sha256, "upload complete");
         if matches!(self.loaded.record.concat, Some(Concat::Partial)) {
             self.engine.part_completed(self.id());
@@ -962,6 +1001,7 @@ impl Lease {
     /// Cancels the upload: its data is removed, its record remembers it.
     pub async fn cancel(&mut self) -> Result<(), Error> {
         let mut record = self.loaded.record.clone();
+        let was_active = matches!(record.status, Status::Active);
         record.status = Status::Cancelled;
         record.updated_at = now();
         self.loaded.append = None;
@@ -984,6 +1024,10 @@ impl Lease {
         self.loaded.record = record;
         self.loaded.held = 0;
         self.slot.acknowledged.store(0, Ordering::Release);
+        metrics::counter!(metric::CANCELLED).increment(1);
+        if was_active {
+            metrics::gauge!(metric::ACTIVE).decrement(1);
+        }
         tracing::info!(id = %self.id(), "upload cancelled");
         Ok(())
     }

@@ -54,7 +54,10 @@ pub(crate) fn data_stream(
             loop {
                 return match tokio::time::timeout(idle, body.frame()).await {
                     Ok(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(bytes) => Some((Ok(bytes), Some(body))),
+                        Ok(bytes) => {
+                            crate::ops::received(bytes.len());
+                            Some((Ok(bytes), Some(body)))
+                        }
                         Err(frame) => {
                             if let (Ok(map), Some(slot)) = (frame.into_trailers(), &trailers)
                                 && let Ok(mut slot) = slot.lock()

@@ -19,6 +19,7 @@ mod cors;
 mod download;
 mod files;
 mod interim;
+mod ops;
 mod page;
 mod problem;
 mod rufh;
@@ -34,6 +35,7 @@ use axum::routing::{get, post, put};
 use tenax_core::Engine;
 
 pub use accept::serve;
+pub use ops::MetricsRender;
 pub use problem::Problem;
 
 /// Front-end settings.
@@ -49,6 +51,8 @@ pub struct ServerConfig {
     /// The largest upload accepted (advertised as `Tus-Max-Size` and in
     /// `Upload-Limit`), if any.
     pub max_upload_size: Option<u64>,
+    /// What `GET /metrics` serves; `None` answers 404.
+    pub metrics: Option<MetricsRender>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_upload_size: Some(1 << 40),
+            metrics: None,
         }
     }
 }
@@ -67,6 +72,8 @@ impl Default for ServerConfig {
 pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) config: Arc<ServerConfig>,
+    /// The last `/readyz` answer.
+    pub(crate) ready: Arc<ops::ReadyCache>,
 }
 
 impl AppState {
@@ -89,6 +96,7 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
     let state = AppState {
         engine,
         config: Arc::new(config),
+        ready: Arc::default(),
     };
     let routes = Router::new()
         .route(
@@ -116,6 +124,9 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
         .route("/assets/app.css", get(page::app_css))
         .route("/assets/icon.svg", get(page::icon))
         .route("/api/files", get(page::list_files))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -131,5 +142,5 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
     let app = Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::map_request(uploads::override_method));
-    cors::wrap(app)
+    cors::wrap(app).layer(axum::middleware::from_fn(ops::track))
 }

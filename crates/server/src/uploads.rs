@@ -15,7 +15,7 @@ use crate::{AppState, rufh, seed, tus};
 
 /// The dialect of a request, told by its headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dialect {
+pub(crate) enum Dialect {
     /// `Tus-Resumable`.
     Tus,
     /// `Upload-Draft-Interop-Version`, `Upload-Complete` or `Upload-Incomplete`.
@@ -25,7 +25,7 @@ enum Dialect {
 }
 
 impl Dialect {
-    fn of(headers: &HeaderMap) -> Dialect {
+    pub(crate) fn of(headers: &HeaderMap) -> Dialect {
         let has = |name: &str| headers.contains_key(name);
         if has("tus-resumable") {
             Dialect::Tus

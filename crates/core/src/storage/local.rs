@@ -16,6 +16,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -162,6 +163,21 @@ impl Storage for LocalDisk {
         .await
     }
 
+    async fn probe(&self) -> Result<(), StorageError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = self.uploads.join(format!(
+            ".probe-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        blocking(move || {
+            let written = fs::write(&path, b"ok");
+            let removed = fs::remove_file(&path);
+            written.and(removed)
+        })
+        .await
+    }
+
     async fn list(&self) -> Result<Vec<UploadRecord>, StorageError> {
         let uploads = self.uploads.clone();
         blocking(move || {
@@ -300,7 +316,10 @@ impl Append for LocalAppend {
     async fn sync(&mut self) -> Result<u64, StorageError> {
         let file = Arc::clone(&self.file);
         blocking(move || {
+            let started = std::time::Instant::now();
             file.sync_data()?;
+            metrics::histogram!(crate::engine::metric::FSYNC_SECONDS)
+                .record(started.elapsed().as_secs_f64());
             Ok(file.metadata()?.len())
         })
         .await

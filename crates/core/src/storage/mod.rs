@@ -96,6 +96,11 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Withdraws a published file (its upload was cancelled). Idempotent.
     async fn unpublish(&self, name: &FileName) -> Result<(), StorageError>;
+
+    /// A cheap check that the backend accepts writes now (readiness).
+    async fn probe(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// An open, appendable upload.

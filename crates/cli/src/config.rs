@@ -54,6 +54,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "TENAX_UPLOAD_TTL")]
     #[serde(deserialize_with = "text")]
     upload_ttl: Option<String>,
+    /// How often the collector looks for expired uploads and removes their
+    /// data. [default: 1h]
+    #[arg(long, value_name = "DURATION", env = "TENAX_EXPIRY_INTERVAL")]
+    #[serde(deserialize_with = "text")]
+    expiry_interval: Option<String>,
+    /// How long an expired upload is remembered (tus answers 410 rather
+    /// than 404) before its record is removed too. [default: 7d]
+    #[arg(long, value_name = "DURATION", env = "TENAX_EXPIRED_RETENTION")]
+    #[serde(deserialize_with = "text")]
+    expired_retention: Option<String>,
     /// A request body that delivers nothing for this long is cut (what it
     /// delivered is kept). [default: 60s]
     #[arg(long, value_name = "DURATION", env = "TENAX_BODY_IDLE_TIMEOUT")]
@@ -96,6 +106,7 @@ pub(crate) struct ServeConfig {
     pub(crate) listen: SocketAddr,
     pub(crate) data: PathBuf,
     pub(crate) engine: EngineConfig,
+    pub(crate) expiry_interval: Duration,
     pub(crate) server: ServerConfig,
     pub(crate) log: String,
     pub(crate) log_format: LogFormat,
@@ -141,6 +152,8 @@ impl ServeArgs {
             no_md5: false,
             max_upload_size: self.max_upload_size.or(lower.max_upload_size),
             upload_ttl: self.upload_ttl.or(lower.upload_ttl),
+            expiry_interval: self.expiry_interval.or(lower.expiry_interval),
+            expired_retention: self.expired_retention.or(lower.expired_retention),
             body_idle_timeout: self.body_idle_timeout.or(lower.body_idle_timeout),
             header_read_timeout: self.header_read_timeout.or(lower.header_read_timeout),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
@@ -186,6 +199,8 @@ impl ServeArgs {
             },
         };
         let upload_ttl = duration("upload_ttl", self.upload_ttl, "7d", false)?;
+        let expiry_interval = duration("expiry_interval", self.expiry_interval, "1h", false)?;
+        let expired_retention = duration("expired_retention", self.expired_retention, "7d", true)?;
         let body_idle_timeout =
             duration("body_idle_timeout", self.body_idle_timeout, "60s", false)?;
         let header_read_timeout = duration(
@@ -209,7 +224,9 @@ impl ServeArgs {
             engine: EngineConfig {
                 md5: self.md5.unwrap_or(true),
                 upload_ttl,
+                expired_retention,
             },
+            expiry_interval,
             server: ServerConfig {
                 body_idle_timeout,
                 header_read_timeout,
@@ -294,6 +311,11 @@ mod tests {
         assert_eq!(config.data, PathBuf::from("./tenax-data"));
         assert!(config.engine.md5);
         assert_eq!(config.engine.upload_ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.expiry_interval, Duration::from_secs(3600));
+        assert_eq!(
+            config.engine.expired_retention,
+            Duration::from_secs(7 * 86_400)
+        );
         assert_eq!(config.server.max_upload_size, Some(1 << 40));
         assert_eq!(config.server.body_idle_timeout, Duration::from_secs(60));
         assert_eq!(config.server.header_read_timeout, Duration::from_secs(30));
@@ -309,6 +331,8 @@ mod tests {
             md5 = false
             max_upload_size = "5MiB"
             upload_ttl = 3600
+            expiry_interval = "500ms"
+            expired_retention = "1d"
             shutdown_grace = "0s"
             log_format = "json"
             "#,
@@ -323,6 +347,8 @@ mod tests {
         assert!(!config.engine.md5);
         assert_eq!(config.server.max_upload_size, Some(1000));
         assert_eq!(config.engine.upload_ttl, Duration::from_secs(3600));
+        assert_eq!(config.expiry_interval, Duration::from_millis(500));
+        assert_eq!(config.engine.expired_retention, Duration::from_secs(86_400));
         assert_eq!(config.server.shutdown_grace, Duration::ZERO);
         assert_eq!(config.log_format, LogFormat::Json);
         let upper = ServeArgs {
@@ -377,6 +403,11 @@ mod tests {
         );
         assert!(file("config = \"x.toml\"").is_err());
         assert!(file("upload_ttl = -3").is_err());
+        let zero = ServeArgs {
+            expiry_interval: Some("0s".into()),
+            ..ServeArgs::default()
+        };
+        assert!(zero.validate().is_err());
         assert!(file("log_format = \"xml\"").is_err());
     }
 }

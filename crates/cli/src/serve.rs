@@ -28,6 +28,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         listen,
         data,
         engine: engine_config,
+        expiry_interval,
         mut server,
         log,
         log_format,
@@ -60,8 +61,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stdout.flush()?;
     }
     tracing::info!(%address, data = %data.display(), "serving");
+    let collector = engine.spawn_collector(expiry_interval);
     let app = tenax_server::router(engine.clone(), server.clone());
     tenax_server::serve(listener, app, engine, &server, shutdown_signal()).await;
+    // `serve` shut the engine down, which ends the collector.
+    collector.abort();
     Ok(())
 }
 

@@ -54,6 +54,9 @@ pub mod metric {
 pub struct EngineConfig {
     /// An active upload that has not changed for this long is expired.
     pub upload_ttl: Duration,
+    /// How long the record of an expired upload is kept (so that tus
+    /// answers 410 rather than 404) before the collector removes it.
+    pub expired_retention: Duration,
     /// Whether completed uploads carry an MD5 (GCS's `md5Hash`). It is the
     /// costliest digest and caps a single upload's speed (~0.7 GB/s here).
     pub md5: bool,
@@ -63,6 +66,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             upload_ttl: Duration::from_secs(7 * 24 * 3600),
+            expired_retention: Duration::from_secs(7 * 24 * 3600),
             md5: true,
         }
     }
@@ -137,6 +141,29 @@ pub trait ChunkCheck: Send {
     fn update(&mut self, bytes: &[u8]);
     /// Whether the chunk is valid.
     fn verify(self: Box<Self>) -> bool;
+}
+
+/// What one pass of the expiry collector did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CollectReport {
+    /// Active uploads found idle past the time to live: marked expired,
+    /// their data removed.
+    pub expired: usize,
+    /// Records of expired uploads removed after the retention period.
+    pub removed: usize,
+    /// Uploads due for collection but leased (receiving) right now: left
+    /// alone until a later pass.
+    pub busy: usize,
+    /// Uploads whose collection failed (logged; retried at the next pass).
+    pub failed: usize,
+}
+
+/// What the collector did with one upload.
+enum Collected {
+    Nothing,
+    Expired,
+    Removed,
+    Busy,
 }
 
 /// A read-only view of an upload.
@@ -216,6 +243,10 @@ struct Loaded {
     /// Set while an append runs: if its future is dropped half-way, the
     /// in-memory state is stale and the next lease reloads it.
     dirty: bool,
+    /// The `updated_at` last written to storage. `record.updated_at` is
+    /// refreshed in memory by every append (the collector reads it), but
+    /// rewritten to storage only every `ACTIVITY_GRANULARITY`.
+    persisted_at: u64,
 }
 
 fn now() -> u64 {
@@ -293,7 +324,7 @@ impl Engine {
                 record.created_at,
                 record.id,
             );
-            if matches!(record.status, Status::Cancelled) {
+            if matches!(record.status, Status::Cancelled | Status::Expired) {
                 continue;
             }
             let best = names.entry(name).or_insert(rank);
@@ -365,14 +396,50 @@ impl Engine {
     /// Takes the upload exclusively. A request holding it is told to stop
     /// (it keeps what it wrote) and this call waits until it has.
     pub async fn lease(&self, id: UploadId) -> Result<Lease, Error> {
-        let slot = Arc::clone(lock(&self.inner.slots).entry(id).or_default());
+        let slot = self.slot(id);
         let token = self.inner.shutdown.child_token();
         if let Some(older) = lock(&slot.holder).replace(token.clone()) {
             older.cancel();
         }
-        let mut guard: OwnedMutexGuard<Option<Loaded>> = Arc::clone(&slot.state).lock_owned().await;
+        let guard = Arc::clone(&slot.state).lock_owned().await;
+        self.admit(id, slot, guard, token).await
+    }
+
+    /// Takes the upload only if nobody holds it: `Ok(None)` when a request
+    /// has it (or is waiting for it), without disturbing that request.
+    /// Unlike [`Engine::lease`], a newer lease does not tell this one to
+    /// stop; it waits for it to be dropped, so hold it briefly.
+    pub async fn try_lease(&self, id: UploadId) -> Result<Option<Lease>, Error> {
+        let slot = self.slot(id);
+        let Ok(guard) = Arc::clone(&slot.state).try_lock_owned() else {
+            return Ok(None);
+        };
+        let token = self.inner.shutdown.child_token();
+        self.admit(id, slot, guard, token).await.map(Some)
+    }
+
+    fn slot(&self, id: UploadId) -> Arc<Slot> {
+        Arc::clone(lock(&self.inner.slots).entry(id).or_default())
+    }
+
+    /// Loads the upload under its lock if needed and checks it can be leased.
+    async fn admit(
+        &self,
+        id: UploadId,
+        slot: Arc<Slot>,
+        mut guard: OwnedMutexGuard<Option<Loaded>>,
+        token: CancellationToken,
+    ) -> Result<Lease, Error> {
         if guard.as_ref().is_none_or(|loaded| loaded.dirty) {
-            let mut stored = self.inner.storage.load(id).await?;
+            let mut stored = self
+                .inner
+                .storage
+                .load(id)
+                .await
+                .map_err(|error| match error {
+                    StorageError::NotFound => Error::NotFound,
+                    other => other.into(),
+                })?;
             self.publish(&mut stored.record).await?;
             if let Some(from) = stored.record.staged_from.take() {
                 // A checksummed chunk was cut short by a crash: it was never
@@ -382,6 +449,7 @@ impl Engine {
                 stored.held = from;
             }
             *guard = Some(Loaded {
+                persisted_at: stored.record.updated_at,
                 record: stored.record,
                 held: stored.held,
                 hasher: None,
@@ -393,23 +461,162 @@ impl Engine {
         slot.acknowledged.store(guard.held, Ordering::Release);
         match &guard.record.status {
             Status::Cancelled => return Err(Error::Gone),
-            Status::Active
-                if guard.record.updated_at + self.inner.config.upload_ttl.as_secs() < now() =>
-            {
-                let expiry = guard.record.updated_at + self.inner.config.upload_ttl.as_secs();
-                if expiry >= self.inner.opened_at && !slot.expired.swap(true, Ordering::AcqRel) {
-                    metrics::counter!(metric::EXPIRED).increment(1);
-                    metrics::gauge!(metric::ACTIVE).decrement(1);
-                }
+            Status::Expired => return Err(Error::Expired),
+            Status::Active if self.is_idle(guard.record.updated_at, now()) => {
+                self.count_expired(&slot, guard.record.updated_at);
                 return Err(Error::Expired);
             }
             _ => {}
         }
-        Ok(Lease {
+        let mut lease = Lease {
             engine: self.clone(),
             loaded: guard,
             slot,
             token,
+        };
+        if matches!(lease.record().status, Status::Active)
+            && lease.record().total == Some(lease.held())
+        {
+            // Every byte is there but the upload is not complete: a crash
+            // fell between the last durable append and the finalisation.
+            // Finish it now, as that append's request would have.
+            lease.finalize().await?;
+        }
+        Ok(lease)
+    }
+
+    /// Whether an active upload last active at `updated_at` has expired at `at`.
+    fn is_idle(&self, updated_at: u64, at: u64) -> bool {
+        updated_at.saturating_add(self.inner.config.upload_ttl.as_secs()) < at
+    }
+
+    /// Counts an upload found expired, once (and not at all if it expired
+    /// before the engine opened: it was never counted as active).
+    fn count_expired(&self, slot: &Slot, updated_at: u64) {
+        let expiry = updated_at.saturating_add(self.inner.config.upload_ttl.as_secs());
+        if expiry >= self.inner.opened_at && !slot.expired.swap(true, Ordering::AcqRel) {
+            metrics::counter!(metric::EXPIRED).increment(1);
+            metrics::gauge!(metric::ACTIVE).decrement(1);
+        }
+    }
+
+    /// One pass of the expiry collector. Every active upload idle for
+    /// longer than the time to live (by its in-memory last activity when it
+    /// is loaded, else by its record) is marked [`Status::Expired`] and its
+    /// data removed; the record of an upload expired for longer than
+    /// `expired_retention` is removed. An upload that is leased right now
+    /// (receiving, or being asked about) is skipped: it is not idle.
+    pub async fn collect_expired(&self) -> Result<CollectReport, Error> {
+        let ttl = self.inner.config.upload_ttl.as_secs();
+        let retention = self.inner.config.expired_retention.as_secs();
+        let mut report = CollectReport::default();
+        for record in self.inner.storage.list().await? {
+            // The stored `updated_at` is never newer than the in-memory one,
+            // so an upload whose record is not due is not due at all.
+            let due = match record.status {
+                Status::Active => record.updated_at.saturating_add(ttl) < now(),
+                Status::Expired => record.updated_at.saturating_add(retention) < now(),
+                Status::Complete(_) | Status::Cancelled => false,
+            };
+            if !due {
+                continue;
+            }
+            match self.collect_one(record.id).await {
+                Ok(Collected::Nothing) => {}
+                Ok(Collected::Expired) => report.expired += 1,
+                Ok(Collected::Removed) => report.removed += 1,
+                Ok(Collected::Busy) => report.busy += 1,
+                Err(error) => {
+                    tracing::warn!(id = %record.id, %error, "collecting an expired upload failed");
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn collect_one(&self, id: UploadId) -> Result<Collected, Error> {
+        let slot = self.slot(id);
+        let Ok(mut guard) = Arc::clone(&slot.state).try_lock_owned() else {
+            return Ok(Collected::Busy);
+        };
+        let record = match guard.as_ref().filter(|loaded| !loaded.dirty) {
+            Some(loaded) => loaded.record.clone(),
+            None => match self.inner.storage.load(id).await {
+                Ok(stored) => stored.record,
+                Err(StorageError::NotFound) => return Ok(Collected::Nothing),
+                Err(error) => return Err(error.into()),
+            },
+        };
+        let at = now();
+        match record.status {
+            Status::Active if self.is_idle(record.updated_at, at) => {
+                // Whatever fails below, the next lease reloads from storage.
+                // This also closes the data an idle upload kept open.
+                *guard = None;
+                let last_active = record.updated_at;
+                let mut expired = record;
+                expired.status = Status::Expired;
+                expired.updated_at = at;
+                expired.staged_from = None;
+                // The record first: a crash before the data goes leaves a
+                // tombstone whose data the removal discards again.
+                self.inner.storage.put_record(&expired).await?;
+                self.inner.storage.discard(id).await?;
+                self.count_expired(&slot, last_active);
+                slot.acknowledged.store(0, Ordering::Release);
+                tracing::info!(%id, last_active, "upload expired");
+                *guard = Some(Loaded {
+                    record: expired,
+                    held: 0,
+                    hasher: None,
+                    append: None,
+                    dirty: false,
+                    persisted_at: at,
+                });
+                Ok(Collected::Expired)
+            }
+            Status::Expired
+                if record
+                    .updated_at
+                    .saturating_add(self.inner.config.expired_retention.as_secs())
+                    < at =>
+            {
+                *guard = None;
+                self.inner.storage.discard(id).await?;
+                self.inner.storage.remove_record(id).await?;
+                if let Some(name) = &record.name {
+                    let mut names = lock(&self.inner.names);
+                    if names.get(name) == Some(&id) {
+                        names.remove(name);
+                    }
+                }
+                lock(&self.inner.slots).remove(&id);
+                tracing::info!(%id, "expired upload forgotten");
+                Ok(Collected::Removed)
+            }
+            _ => Ok(Collected::Nothing),
+        }
+    }
+
+    /// Runs [`Engine::collect_expired`] now and then every `every`, until
+    /// the engine shuts down.
+    pub fn spawn_collector(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = engine.inner.shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                match engine.collect_expired().await {
+                    Ok(report) if report == CollectReport::default() => {}
+                    Ok(report) => tracing::info!(?report, "expiry collector pass"),
+                    Err(error) => tracing::warn!(%error, "expiry collector pass failed"),
+                }
+            }
         })
     }
 
@@ -469,6 +676,7 @@ impl Engine {
                     unfinished.push(part);
                 }
                 (Status::Cancelled, _) => return Err(Error::Gone),
+                (Status::Expired, _) => return Err(Error::Expired),
                 _ => return Err(Error::NotConcatenable(part)),
             }
         }
@@ -506,6 +714,7 @@ impl Engine {
                 Status::Complete(info) => sources.push((snapshot.record.clone(), info.size)),
                 Status::Active => return Ok(false),
                 Status::Cancelled => return Err(Error::Gone),
+                Status::Expired => return Err(Error::Expired),
             }
         }
         if lease.held() > 0 {
@@ -906,14 +1115,20 @@ impl Lease {
         self.slot.acknowledged.store(held, Ordering::Release);
         self.loaded.append = Some(writer);
         self.loaded.dirty = false;
+        // Activity, precise in memory (what the collector and the lease
+        // look at), persisted at most every `ACTIVITY_GRANULARITY`.
+        let at = now();
+        self.loaded.record.updated_at = self.loaded.record.updated_at.max(at);
         if let Some(error) = failure {
             return Err(error.into());
         }
-        if self.loaded.record.updated_at + ACTIVITY_GRANULARITY < now() {
-            let mut record = self.loaded.record.clone();
-            record.updated_at = now();
-            self.engine.inner.storage.put_record(&record).await?;
-            self.loaded.record = record;
+        if self.loaded.persisted_at + ACTIVITY_GRANULARITY < at {
+            self.engine
+                .inner
+                .storage
+                .put_record(&self.loaded.record)
+                .await?;
+            self.loaded.persisted_at = at;
         }
         tracing::debug!(id = %self.id(), written, held, ?interruption, "append");
         Ok(AppendOutcome {
@@ -930,6 +1145,7 @@ impl Lease {
         match &self.loaded.record.status {
             Status::Complete(info) => return Ok(info.clone()),
             Status::Cancelled => return Err(Error::Gone),
+            Status::Expired => return Err(Error::Expired),
             Status::Active => {}
         }
         if let Some(total) = self.loaded.record.total

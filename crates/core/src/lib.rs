@@ -17,7 +17,8 @@ pub mod storage;
 
 pub use digest::Digests;
 pub use engine::{
-    AppendOutcome, ChunkCheck, Engine, EngineConfig, Error, Interruption, Lease, Snapshot, metric,
+    AppendOutcome, ChunkCheck, CollectReport, Engine, EngineConfig, Error, Interruption, Lease,
+    Snapshot, metric,
 };
 pub use record::{Concat, FinalInfo, NewUpload, Status, UploadRecord};
 pub use storage::{Storage, StorageError};

@@ -76,6 +76,11 @@ pub enum Status {
     /// Cancelled by the client: the data is gone, the record stays so that
     /// later requests get 410 rather than 404.
     Cancelled,
+    /// Idle for longer than the time to live: the expiry collector removed
+    /// the data; the record stays as a tombstone (tus answers 410, the
+    /// other dialects 404) until it too is removed after a grace period.
+    /// `updated_at` is when the upload was found expired.
+    Expired,
 }
 
 /// The digests and size of a completed upload, as the final response shows them.

@@ -672,3 +672,163 @@ async fn published_files_lists_completed_names_sorted_and_survives_a_restart() {
         matches!(&snapshot.record.status, Status::Complete(info) if info.size == 3 && info.sha256 == hex_sha256(b"bee"))
     );
 }
+
+// ---------------------------------------------------------------------------
+// Expiry collector
+// ---------------------------------------------------------------------------
+
+async fn expiring_engine(
+    dir: &std::path::Path,
+    upload_ttl: Duration,
+    expired_retention: Duration,
+) -> Engine {
+    Engine::open(
+        Arc::new(LocalDisk::open(dir).expect("data dir")),
+        EngineConfig {
+            upload_ttl,
+            expired_retention,
+            ..EngineConfig::default()
+        },
+    )
+    .await
+    .expect("engine")
+}
+
+/// Appends `data` at the current offset through a fresh lease.
+async fn append_bytes(engine: &Engine, id: tenax_core::UploadId, data: &[u8]) {
+    let mut lease = engine.lease(id).await.expect("lease");
+    let outcome = lease
+        .append(stream::iter(frames(data, 1000)), 0, u64::MAX)
+        .await
+        .expect("append");
+    assert_eq!(outcome.written, data.len() as u64);
+}
+
+#[tokio::test]
+async fn collector_expires_an_idle_upload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = expiring_engine(dir.path(), Duration::ZERO, Duration::from_secs(3600)).await;
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    append_bytes(&engine, id, &pattern(5000)).await;
+    let data_path = dir.path().join(format!("uploads/{id}.bin"));
+    assert!(data_path.exists());
+    // Not idle yet within the same second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let report = engine.collect_expired().await.expect("collect");
+    assert_eq!(report.expired, 1, "{report:?}");
+    assert_eq!(report.removed, 0, "{report:?}");
+    assert!(!data_path.exists(), "the data of an expired upload stays");
+    assert!(matches!(engine.lease(id).await, Err(Error::Expired)));
+    assert!(matches!(engine.try_lease(id).await, Err(Error::Expired)));
+    let snapshot = engine.peek(id).await.expect("tombstone");
+    assert_eq!(snapshot.record.status, Status::Expired);
+    assert_eq!(snapshot.held, 0);
+    // A second pass has nothing left to do.
+    let again = engine.collect_expired().await.expect("collect");
+    assert_eq!(again, tenax_core::CollectReport::default());
+    // A restarted engine sees the tombstone too.
+    drop(engine);
+    let engine = expiring_engine(dir.path(), Duration::ZERO, Duration::from_secs(3600)).await;
+    assert!(matches!(engine.lease(id).await, Err(Error::Expired)));
+}
+
+#[tokio::test]
+async fn collector_skips_a_leased_upload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = expiring_engine(dir.path(), Duration::ZERO, Duration::ZERO).await;
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    let lease = engine.lease(id).await.expect("lease");
+    assert!(
+        engine.try_lease(id).await.expect("try_lease").is_none(),
+        "try_lease took a leased upload"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..3 {
+        let report = engine.collect_expired().await.expect("collect");
+        assert_eq!(report.busy, 1, "{report:?}");
+        assert_eq!(report.expired, 0, "{report:?}");
+    }
+    assert!(dir.path().join(format!("uploads/{id}.bin")).exists());
+    drop(lease);
+    let report = engine.collect_expired().await.expect("collect");
+    assert_eq!(report.expired, 1, "{report:?}");
+}
+
+#[tokio::test]
+async fn collector_spares_a_busy_upload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Idle means 2 whole seconds without an append; the stored record is
+    // refreshed only hourly, so only the in-memory activity keeps it alive.
+    let engine = expiring_engine(dir.path(), Duration::from_secs(1), Duration::ZERO).await;
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    let chunk = pattern(1000);
+    for round in 0..8u64 {
+        append_bytes(&engine, id, &chunk).await;
+        let report = engine.collect_expired().await.expect("collect");
+        assert_eq!(report.expired, 0, "round {round}: {report:?}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let lease = engine.try_lease(id).await.expect("alive").expect("free");
+    assert_eq!(lease.held(), 8 * 1000);
+}
+
+#[tokio::test]
+async fn collector_forgets_expired_uploads_after_the_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = expiring_engine(dir.path(), Duration::ZERO, Duration::ZERO).await;
+    let name = FileName::new("gone.bin").expect("name");
+    let id = engine
+        .create(named("gone.bin", Some(10)))
+        .await
+        .expect("create");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let report = engine.collect_expired().await.expect("collect");
+    assert_eq!(report.expired, 1, "{report:?}");
+    let record_path = dir.path().join(format!("uploads/{id}.json"));
+    assert!(record_path.exists(), "the tombstone went at once");
+    assert!(matches!(engine.lease(id).await, Err(Error::Expired)));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let report = engine.collect_expired().await.expect("collect");
+    assert_eq!(report.removed, 1, "{report:?}");
+    assert!(!record_path.exists(), "the tombstone stayed");
+    assert!(matches!(engine.lease(id).await, Err(Error::NotFound)));
+    // The name starts afresh.
+    let lease = engine
+        .lease_name(&name, NewUpload::default, |_| false)
+        .await
+        .expect("lease_name");
+    assert_ne!(lease.id(), id);
+}
+
+/// Found by the crash torture test: a crash between the last durable append
+/// and the finalisation left an upload holding every byte but never
+/// complete. The next lease completes it.
+#[tokio::test]
+async fn a_finalisation_cut_by_a_crash_completes_at_the_next_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = pattern(300_000);
+    let id = {
+        let engine = engine(dir.path()).await;
+        let id = engine
+            .create(named("cut.bin", Some(data.len() as u64)))
+            .await
+            .expect("create");
+        let mut lease = engine.lease(id).await.expect("lease");
+        lease
+            .append(stream::iter(frames(&data, 65_536)), 0, data.len() as u64)
+            .await
+            .expect("append");
+        // The process dies here, before `finalize`.
+        id
+    };
+    let engine = engine(dir.path()).await;
+    let lease = engine.lease(id).await.expect("lease");
+    let Status::Complete(info) = &lease.record().status else {
+        panic!("not completed: {:?}", lease.record().status)
+    };
+    assert_eq!(info.sha256, hex_sha256(&data));
+    assert_eq!(
+        std::fs::read(dir.path().join("files/cut.bin")).expect("published"),
+        data
+    );
+}

@@ -65,6 +65,7 @@ pub(crate) async fn get_upload(
             .await
         }
         Status::Cancelled => Err(tenax_core::Error::Gone.into()),
+        Status::Expired => Err(tenax_core::Error::Expired.into()),
         Status::Active => serve_in_progress(state.engine.storage(), &headers, &snapshot).await,
     }
 }

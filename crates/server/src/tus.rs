@@ -78,6 +78,22 @@ pub(crate) fn has_offset_stream(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Leases an existing upload for a tus request. An expired upload whose
+/// record is still kept is "still tracked", so tus answers 410 (expiration
+/// extension); once the collector forgot it, 404. The seed dialect and
+/// RUFH answer 404 for both (see `Problem`'s conversion).
+async fn lease(state: &AppState, id: UploadId) -> Result<Lease, Problem> {
+    state.engine.lease(id).await.map_err(|error| match error {
+        EngineError::Expired => Problem::new(
+            StatusCode::GONE,
+            "urn:tenax:problem:expired",
+            "Upload expired",
+            error.to_string(),
+        ),
+        other => other.into(),
+    })
+}
+
 /// `Upload-Expires` of an active upload.
 fn expires(state: &AppState, record: &UploadRecord) -> Option<HeaderValue> {
     if !matches!(record.status, Status::Active) {
@@ -308,7 +324,7 @@ pub(crate) async fn patch(
             if let Some(value) = header_str(&headers, "upload-checksum")? {
                 parse_checksum(value).map_err(tus_problem)?;
             }
-            let mut lease = state.engine.lease(id).await?;
+            let mut lease = lease(&state, id).await?;
             let answer = patch_upload(&state, &mut lease, offset, length, &headers, body).await;
             // Every PATCH answer carries the offset and expiry, errors too.
             Ok(with_offset(
@@ -389,7 +405,7 @@ async fn patch_upload(
 pub(crate) async fn head(state: AppState, id: UploadId, headers: HeaderMap) -> Response {
     let result = async {
         check_version(&headers)?;
-        let lease = state.engine.lease(id).await?;
+        let lease = lease(&state, id).await?;
         let record = lease.record();
         let mut response = with_offset(&state, &lease, StatusCode::OK.into_response());
         let out = response.headers_mut();

@@ -156,7 +156,7 @@ impl Storage for LocalDisk {
             let held = match &record.status {
                 Status::Active => fs::metadata(this.data_path(id))?.len(),
                 Status::Complete(info) => info.size,
-                Status::Cancelled => 0,
+                Status::Cancelled | Status::Expired => 0,
             };
             Ok(Stored { record, held })
         })
@@ -271,6 +271,19 @@ impl Storage for LocalDisk {
             Ok(()) | Err(StorageError::NotFound) => Ok(()),
             Err(error) => Err(error),
         }
+    }
+
+    async fn remove_record(&self, id: UploadId) -> Result<(), StorageError> {
+        let (path, dir) = (self.record_path(id), self.uploads.clone());
+        blocking(move || {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(error) => return Err(error),
+            }
+            sync_dir(&dir)
+        })
+        .await
     }
 
     async fn unpublish(&self, name: &FileName) -> Result<(), StorageError> {

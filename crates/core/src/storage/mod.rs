@@ -94,6 +94,10 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Removes an upload's data. The record stays.
     async fn discard(&self, id: UploadId) -> Result<(), StorageError>;
 
+    /// Forgets an upload whose data was discarded: removes its record
+    /// (afterwards `load` answers [`StorageError::NotFound`]). Idempotent.
+    async fn remove_record(&self, id: UploadId) -> Result<(), StorageError>;
+
     /// Withdraws a published file (its upload was cancelled). Idempotent.
     async fn unpublish(&self, name: &FileName) -> Result<(), StorageError>;
 

@@ -468,21 +468,12 @@ impl Engine {
             }
             _ => {}
         }
-        let mut lease = Lease {
+        Ok(Lease {
             engine: self.clone(),
             loaded: guard,
             slot,
             token,
-        };
-        if matches!(lease.record().status, Status::Active)
-            && lease.record().total == Some(lease.held())
-        {
-            // Every byte is there but the upload is not complete: a crash
-            // fell between the last durable append and the finalisation.
-            // Finish it now, as that append's request would have.
-            lease.finalize().await?;
-        }
-        Ok(lease)
+        })
     }
 
     /// Whether an active upload last active at `updated_at` has expired at `at`.

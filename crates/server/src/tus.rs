@@ -82,8 +82,13 @@ pub(crate) fn has_offset_stream(headers: &HeaderMap) -> bool {
 /// record is still kept is "still tracked", so tus answers 410 (expiration
 /// extension); once the collector forgot it, 404. The seed dialect and
 /// RUFH answer 404 for both (see `Problem`'s conversion).
+/// Takes the upload for a tus request. In tus an upload is complete when
+/// it holds its length; one that holds it without being complete was cut
+/// short by a crash between its last append and the finalisation (found by
+/// the crash torture test), and is completed here, before anything reports
+/// its offset.
 async fn lease(state: &AppState, id: UploadId) -> Result<Lease, Problem> {
-    state.engine.lease(id).await.map_err(|error| match error {
+    let mut lease = state.engine.lease(id).await.map_err(|error| match error {
         EngineError::Expired => Problem::new(
             StatusCode::GONE,
             "urn:tenax:problem:expired",
@@ -91,7 +96,14 @@ async fn lease(state: &AppState, id: UploadId) -> Result<Lease, Problem> {
             error.to_string(),
         ),
         other => other.into(),
-    })
+    })?;
+    if matches!(lease.record().status, Status::Active)
+        && lease.record().total == Some(lease.held())
+        && !matches!(lease.record().concat, Some(Concat::Final(_)))
+    {
+        lease.finalize().await?;
+    }
+    Ok(lease)
 }
 
 /// `Upload-Expires` of an active upload.

@@ -130,40 +130,7 @@ impl Downloader {
         Self::default()
     }
 
-    /// How many attempts in a row may fail without a new byte arriving
-    /// (per connection) before giving up (default 100).
-    pub fn max_retries(mut self, retries: u32) -> Self {
-        self.policy.max_retries = retries;
-        self
-    }
-
-    /// The longest the whole download may take, polls included (default
-    /// `None`: unlimited).
-    pub fn max_time(mut self, limit: Option<Duration>) -> Self {
-        self.policy.max_time = limit;
-        self
-    }
-
-    /// How long a response may go without a body byte before it counts as a
-    /// dropped connection (default 30 s).
-    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
-        self.policy.stall_timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// The TCP (and TLS) connect timeout (default 10 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.policy.connect_timeout = timeout;
-        self
-    }
-
-    /// Bounds of the exponential backoff between retries (default 1 s to
-    /// 60 s, factor 2, with jitter). A server's `Retry-After` overrides it.
-    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.policy.min_delay = min;
-        self.policy.max_delay = max.max(min);
-        self
-    }
+    crate::net::retry_setters!("download");
 
     /// Fetch the file as up to `n` segments over `n` connections at once
     /// (default 1; zero is treated as one). Segments are at least 1 MiB.

@@ -19,6 +19,46 @@ pub(crate) const MAX_RESPONSE_BODY: usize = 1024 * 1024;
 /// Consecutive `400` answers after which a transfer is abandoned.
 const MAX_BAD_REQUESTS: u32 = 3;
 
+/// The retry setters of a transfer builder (a type with a `policy: Policy`
+/// field), written once for [`crate::Uploader`] and [`crate::Downloader`].
+macro_rules! retry_setters {
+    ($transfer:literal) => {
+        #[doc = concat!("How many attempts in a row may fail without progress before the ", $transfer, " gives up (default 100). Progress resets the count.")]
+        pub fn max_retries(mut self, retries: u32) -> Self {
+            self.policy.max_retries = retries;
+            self
+        }
+
+        #[doc = concat!("The longest the whole ", $transfer, " may take (default `None`: unlimited).")]
+        pub fn max_time(mut self, limit: Option<Duration>) -> Self {
+            self.policy.max_time = limit;
+            self
+        }
+
+        /// How long a request may go without moving a body byte or getting a
+        /// response before it counts as a dropped connection (default 30 s).
+        pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+            self.policy.stall_timeout = timeout.max(Duration::from_millis(1));
+            self
+        }
+
+        /// The TCP (and TLS) connect timeout (default 10 s).
+        pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+            self.policy.connect_timeout = timeout;
+            self
+        }
+
+        /// Bounds of the exponential backoff between retries (default 1 s to
+        /// 60 s, factor 2, with jitter). A server's `Retry-After` overrides it.
+        pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+            self.policy.min_delay = min;
+            self.policy.max_delay = max.max(min);
+            self
+        }
+    };
+}
+pub(crate) use retry_setters;
+
 /// The retry policy and timeouts of a transfer.
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {

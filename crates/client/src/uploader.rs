@@ -95,43 +95,11 @@ impl Uploader {
         Self::default()
     }
 
+    crate::net::retry_setters!("upload");
+
     /// Bytes per request (default 8 MiB). Zero is treated as one byte.
     pub fn chunk_size(mut self, bytes: u64) -> Self {
         self.chunk_size = bytes.max(1);
-        self
-    }
-
-    /// How many attempts in a row may fail without the server acknowledging
-    /// a new byte before giving up (default 100). Progress resets the count.
-    pub fn max_retries(mut self, retries: u32) -> Self {
-        self.policy.max_retries = retries;
-        self
-    }
-
-    /// The longest the whole upload may take (default `None`: unlimited).
-    pub fn max_time(mut self, limit: Option<Duration>) -> Self {
-        self.policy.max_time = limit;
-        self
-    }
-
-    /// How long a request may go without moving a body byte or getting a
-    /// response before it counts as a dropped connection (default 30 s).
-    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
-        self.policy.stall_timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// The TCP (and TLS) connect timeout (default 10 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.policy.connect_timeout = timeout;
-        self
-    }
-
-    /// Bounds of the exponential backoff between retries (default 1 s to
-    /// 60 s, factor 2, with jitter). A server's `Retry-After` overrides it.
-    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.policy.min_delay = min;
-        self.policy.max_delay = max.max(min);
         self
     }
 

@@ -20,8 +20,9 @@ use tenax_protocol::rufh::{self, UploadLimit};
 use tenax_protocol::seed::{
     Phase, SeedAction, SeedRequest, UploadState, decide, held_range, parse_held_range,
 };
+use tenax_protocol::signed::{Grant, Scope, SigningKey};
 use tenax_protocol::tus::{self, Concat};
-use tenax_protocol::{ContentRange, FileName, Total, UploadId, parse_u64};
+use tenax_protocol::{ContentRange, FileName, Namespace, Total, UploadId, parse_u64};
 
 // ---------------------------------------------------------------------------
 // content_range
@@ -390,6 +391,57 @@ pub(crate) fn names(data: &[u8]) {
     // Also try every line on its own, so one input exercises several names.
     for name in std::iter::once(text).chain(text.lines()) {
         file_name(name);
+        namespace(name);
+    }
+    signed_url(text);
+}
+
+fn namespace(text: &str) {
+    let Ok(namespace) = Namespace::new(text) else {
+        return;
+    };
+    assert_eq!(namespace.as_str(), text);
+    assert!((1..=64).contains(&text.len()), "{text:?}: length");
+    let mut components = Path::new(text).components();
+    assert_eq!(
+        components.next(),
+        Some(Component::Normal(text.as_ref())),
+        "{text:?}"
+    );
+    assert_eq!(components.next(), None, "{text:?}: several components");
+}
+
+/// A query string is never a valid signed URL unless signed with the key;
+/// the text as a namespace, scope or name signs and verifies back.
+fn signed_url(text: &str) {
+    let key = SigningKey::new([0x42; 32]).expect("32 bytes");
+    if let Some(Ok(grant)) = key.verify(text, 0) {
+        // Only possible if the input carries a real signature: check it.
+        assert_eq!(
+            key.verify(&key.sign(&grant), 0),
+            Some(Ok(grant)),
+            "{text:?}"
+        );
+    }
+    let scopes = [
+        Scope::parse(text).ok(),
+        FileName::new(text).ok().map(Scope::File),
+    ];
+    for scope in scopes.into_iter().flatten() {
+        assert_eq!(
+            Scope::parse(&scope.to_string()).as_ref(),
+            Ok(&scope),
+            "{text:?}"
+        );
+        let grant = Grant {
+            namespace: Namespace::new(text).unwrap_or_default(),
+            scope,
+            expires: text.len() as u64,
+        };
+        let query = key.sign(&grant);
+        assert_eq!(key.verify(&query, 0), Some(Ok(grant.clone())), "{query}");
+        let other = SigningKey::new([0x43; 32]).expect("32 bytes");
+        assert!(matches!(other.verify(&query, 0), Some(Err(_))), "{query}");
     }
 }
 

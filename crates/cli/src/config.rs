@@ -4,6 +4,7 @@
 //! defaults, then validated once into a [`ServeConfig`] (high level: typed,
 //! complete), as ripgrep does with its LowArgs and HiArgs.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use tenax_core::EngineConfig;
 use tenax_server::ServerConfig;
 
+use crate::credentials::{Credentials, NamespaceEntry, Tables, TokenEntry, read_signing_key};
 use crate::units::{parse_duration, parse_size};
 
 /// Options of `tenax serve`. Each can also be set by the environment
@@ -87,6 +89,27 @@ pub(crate) struct ServeArgs {
     /// [default: text]
     #[arg(long, value_name = "FORMAT", env = "TENAX_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// A TOML file of `[[tokens]]` (token, namespace, name,
+    /// max_upload_size) and `[namespaces.NAME]` quotas
+    /// (max_concurrent_uploads, max_bytes_in_progress, max_bytes_stored);
+    /// read again on SIGHUP. The `--config` file may hold the same tables.
+    /// With any token or signing key, every request needs a credential.
+    #[arg(long, value_name = "FILE", env = "TENAX_TOKENS_FILE")]
+    tokens_file: Option<PathBuf>,
+    /// A file holding the secret (at least 32 bytes) that signs URLs
+    /// (`tenax sign`). [default: none, no signed URLs]
+    #[arg(long, value_name = "FILE", env = "TENAX_SIGNING_KEY_FILE")]
+    signing_key_file: Option<PathBuf>,
+    /// Serve without credentials on an address other than loopback (by
+    /// default the server refuses to start that way).
+    #[arg(long, env = "TENAX_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
+    /// `[[tokens]]` of the config file.
+    #[arg(skip)]
+    tokens: Vec<TokenEntry>,
+    /// `[namespaces.NAME]` of the config file.
+    #[arg(skip)]
+    namespaces: BTreeMap<String, NamespaceEntry>,
 }
 
 /// How log lines look.
@@ -103,6 +126,7 @@ pub(crate) enum LogFormat {
 /// The validated configuration of `tenax serve`.
 #[derive(Debug)]
 pub(crate) struct ServeConfig {
+    pub(crate) credentials: Credentials,
     pub(crate) listen: SocketAddr,
     pub(crate) data: PathBuf,
     pub(crate) engine: EngineConfig,
@@ -159,6 +183,15 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
             log: self.log.or(lower.log),
             log_format: self.log_format.or(lower.log_format),
+            tokens_file: self.tokens_file.or(lower.tokens_file),
+            signing_key_file: self.signing_key_file.or(lower.signing_key_file),
+            insecure_no_auth: self.insecure_no_auth || lower.insecure_no_auth,
+            tokens: [self.tokens, lower.tokens].concat(),
+            namespaces: lower
+                .namespaces
+                .into_iter()
+                .chain(self.namespaces)
+                .collect(),
         }
     }
 
@@ -218,7 +251,37 @@ impl ServeArgs {
             }
             .into());
         }
+        let credentials = Credentials {
+            inline: Tables {
+                tokens: self.tokens,
+                namespaces: self.namespaces,
+            },
+            tokens_file: self.tokens_file,
+            signing_key: self
+                .signing_key_file
+                .as_deref()
+                .map(read_signing_key)
+                .transpose()
+                .map_err(|error| KeyError {
+                    key: "signing_key_file",
+                    message: format!("{error:#}"),
+                })?,
+        };
+        // Checked now, so that a mistake fails the start, naming its key.
+        credentials.load()?;
+        if !listen.ip().is_loopback() && !credentials.any() && !self.insecure_no_auth {
+            return Err(KeyError {
+                key: "listen",
+                message: format!(
+                    "{listen} is reachable from other machines, and no credentials are \
+                     configured: set tokens_file or signing_key_file, or pass \
+                     --insecure-no-auth to serve anyone"
+                ),
+            }
+            .into());
+        }
         Ok(ServeConfig {
+            credentials,
             listen,
             data,
             engine: EngineConfig {
@@ -274,7 +337,9 @@ fn read_file(path: &Path) -> anyhow::Result<ServeArgs> {
 
 /// A size or a duration in the file: text with a unit, or a bare number
 /// (bytes, seconds).
-fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
     struct Text;
     impl serde::de::Visitor<'_> for Text {
         type Value = Option<String>;

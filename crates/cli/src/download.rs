@@ -76,6 +76,7 @@ pub(crate) async fn run(args: DownloadArgs) -> anyhow::Result<ExitCode> {
         .max_retries(args.retry.max_retries)
         .max_time(args.retry.max_time)
         .stall_timeout(args.retry.stall_timeout)
+        .bearer_token(args.retry.token.clone())
         .on_progress(move |progress: DownloadProgress| {
             match progress.total {
                 Some(total) => reporter.set_length(total),

@@ -4,8 +4,10 @@
 //! `tenax-server`, `tenax-core` and `tenax-client` crates.
 
 mod config;
+mod credentials;
 mod download;
 mod serve;
+mod sign;
 mod transfer_args;
 mod units;
 mod upload;
@@ -31,13 +33,15 @@ enum Command {
         Flags win over the environment, which wins over the file. Sizes take units \
         (1048576, 256KiB, 8MiB, 10MB); durations too (90, 90s, 10m, 1h30m, 7d)."
     )]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Upload a file, resuming across dropped connections and restarts.
     Upload(upload::UploadArgs),
     /// Download a file with range requests, resuming across dropped
     /// connections and runs (optionally over several connections, or
     /// following an upload in progress).
     Download(download::DownloadArgs),
+    /// Print a signed URL: a time-limited credential for one kind of request.
+    Sign(sign::SignArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,9 +58,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Upload(args) => upload::run(args).await,
             Command::Download(args) => download::run(args).await,
+            Command::Sign(args) => sign::run(args).map(|()| ExitCode::SUCCESS),
         }
     });
     result.unwrap_or_else(|error| {

@@ -8,12 +8,13 @@ use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tenax_core::storage::LocalDisk;
 use tenax_core::{Engine, metric};
-use tenax_server::MetricsRender;
+use tenax_server::{Auth, MetricsRender};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 pub(crate) use crate::config::ServeArgs;
 use crate::config::{LogFormat, ServeConfig};
+use crate::credentials::Credentials;
 
 /// Buckets of the fsync latency histogram, in seconds.
 const FSYNC_BUCKETS: [f64; 12] = [
@@ -25,6 +26,7 @@ const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let ServeConfig {
+        credentials,
         listen,
         data,
         engine: engine_config,
@@ -51,6 +53,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let engine = Engine::open(Arc::new(storage), engine_config)
         .await
         .context("cannot read the uploads in the data directory")?;
+    if credentials.any() {
+        let table = credentials.load()?;
+        engine.set_quotas(table.quotas);
+        server.auth = Arc::new(Auth::required(
+            table.tokens,
+            credentials.signing_key.clone(),
+        ));
+        reload_on_hangup(credentials, Arc::clone(&server.auth), engine.clone());
+    }
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -67,6 +78,35 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // `serve` shut the engine down, which ends the collector.
     collector.abort();
     Ok(())
+}
+
+/// Reads the tokens and quotas again on SIGHUP. A file that fails to load
+/// leaves the credentials as they were.
+fn reload_on_hangup(credentials: Credentials, auth: Arc<Auth>, engine: Engine) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; tokens will not be reloaded");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match credentials.load() {
+                Ok(table) => {
+                    let count = table.tokens.len();
+                    auth.replace_tokens(table.tokens);
+                    engine.set_quotas(table.quotas);
+                    tracing::info!(tokens = count, "credentials reloaded");
+                }
+                Err(error) => tracing::error!("credentials not reloaded: {error:#}"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (credentials, auth, engine);
 }
 
 /// Installs the Prometheus recorder behind the `metrics` facade the library

@@ -23,6 +23,17 @@ pub(crate) struct RetryArgs {
     /// Treat a connection that moves nothing for this long as dropped.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub(crate) stall_timeout: Duration,
+
+    /// The bearer token the server gave you (sent as `Authorization:
+    /// Bearer …`). Prefer the environment variable: a flag's value shows
+    /// in the process list. A signed URL needs no token.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "TENAX_TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
 }
 
 /// A progress bar on a terminal's stderr, hidden when `quiet`, when the

@@ -105,6 +105,7 @@ pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
         .max_retries(args.retry.max_retries)
         .max_time(args.retry.max_time)
         .stall_timeout(args.retry.stall_timeout)
+        .bearer_token(args.retry.token.clone())
         .journal_dir(journal_dir)
         .protocol(args.protocol.into())
         .parallel(usize::from(args.parallel))

@@ -130,7 +130,7 @@ impl Downloader {
         Self::default()
     }
 
-    crate::net::retry_setters!("download");
+    crate::net::policy_setters!("download");
 
     /// Fetch the file as up to `n` segments over `n` connections at once
     /// (default 1; zero is treated as one). Segments are at least 1 MiB.

@@ -24,6 +24,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The bearer token cannot be sent in an HTTP header.
+    #[error("the token is not valid in an HTTP header (visible ASCII only)")]
+    InvalidToken,
     /// The local file could not be opened, inspected or read.
     #[error("cannot read {}", path.display())]
     LocalIo {
@@ -134,7 +137,7 @@ impl Error {
             | Error::SizeMismatch { .. }
             | Error::ReprDigestMismatch { .. } => 5,
             Error::LocalIo { .. } | Error::FileChanged { .. } | Error::LocalWrite { .. } => 6,
-            Error::Protocol(_) | Error::Client(_) => 1,
+            Error::Protocol(_) | Error::Client(_) | Error::InvalidToken => 1,
         }
     }
 }

@@ -19,9 +19,9 @@ pub(crate) const MAX_RESPONSE_BODY: usize = 1024 * 1024;
 /// Consecutive `400` answers after which a transfer is abandoned.
 const MAX_BAD_REQUESTS: u32 = 3;
 
-/// The retry setters of a transfer builder (a type with a `policy: Policy`
+/// The policy setters of a transfer builder (a type with a `policy: Policy`
 /// field), written once for [`crate::Uploader`] and [`crate::Downloader`].
-macro_rules! retry_setters {
+macro_rules! policy_setters {
     ($transfer:literal) => {
         #[doc = concat!("How many attempts in a row may fail without progress before the ", $transfer, " gives up (default 100). Progress resets the count.")]
         pub fn max_retries(mut self, retries: u32) -> Self {
@@ -55,9 +55,16 @@ macro_rules! retry_setters {
             self.policy.max_delay = max.max(min);
             self
         }
+
+        /// Sends `Authorization: Bearer TOKEN` with every request (default:
+        /// none; a signed URL needs none).
+        pub fn bearer_token(mut self, token: Option<String>) -> Self {
+            self.policy.bearer_token = token;
+            self
+        }
     };
 }
-pub(crate) use retry_setters;
+pub(crate) use policy_setters;
 
 /// The retry policy and timeouts of a transfer.
 #[derive(Debug, Clone)]
@@ -73,6 +80,8 @@ pub(crate) struct Policy {
     /// Bounds of the exponential backoff.
     pub(crate) min_delay: Duration,
     pub(crate) max_delay: Duration,
+    /// Sent as `Authorization: Bearer …`.
+    pub(crate) bearer_token: Option<String>,
 }
 
 impl Default for Policy {
@@ -84,6 +93,7 @@ impl Default for Policy {
             connect_timeout: Duration::from_secs(10),
             min_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
+            bearer_token: None,
         }
     }
 }
@@ -97,7 +107,16 @@ impl Policy {
         } else {
             reqwest::redirect::Policy::none()
         };
+        let mut headers = HeaderMap::new();
+        if let Some(token) = &self.bearer_token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Error::InvalidToken)?;
+            // Kept out of reqwest's debug output.
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         reqwest::Client::builder()
+            .default_headers(headers)
             .redirect(redirect)
             .connect_timeout(self.connect_timeout)
             .user_agent(concat!("tenax/", env!("CARGO_PKG_VERSION")))

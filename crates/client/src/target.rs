@@ -65,7 +65,9 @@ pub(crate) fn interpret(url: &str, file: &Path) -> Result<Target, Error> {
             url: url.to_owned(),
             reason: format!("{} has no file name to upload under", file.display()),
         })?;
-    let path = parsed.path().trim_end_matches('/').to_owned();
+    let path = parsed.path().trim_end_matches('/');
+    // A tus / IETF collection URL (a signed one, say) names the same server.
+    let path = path.strip_suffix("/uploads").unwrap_or(path).to_owned();
     if !path.ends_with(&format!("/{COLLECTION}")) {
         parsed.set_path(&format!("{path}/{COLLECTION}"));
     }
@@ -82,13 +84,23 @@ pub(crate) fn interpret(url: &str, file: &Path) -> Result<Target, Error> {
 }
 
 /// `{base}/uploads` for a seed endpoint: its path without a trailing
-/// `/api/upload`, then `/uploads`, with no query.
+/// `/api/upload`, then `/uploads`, with its query but for `file=`.
 fn collection_of(endpoint: &Url) -> Url {
     let mut collection = endpoint.clone();
     let path = endpoint.path().trim_end_matches('/');
     let base = path.strip_suffix(&format!("/{COLLECTION}")).unwrap_or(path);
     collection.set_path(&format!("{base}/uploads"));
-    collection.set_query(None);
+    // Everything but the name stays: a signed URL's signature is in its query.
+    let kept: Vec<(String, String)> = endpoint
+        .query_pairs()
+        .filter(|(key, _)| key != "file")
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        collection.set_query(None);
+    } else {
+        collection.query_pairs_mut().clear().extend_pairs(kept);
+    }
     collection
 }
 
@@ -115,6 +127,22 @@ mod tests {
     }
 
     #[test]
+    fn a_signed_collection_url_keeps_its_signature() {
+        let t = target(
+            "http://h:8080/uploads?ns=team&scope=create&exp=9&sig=AbC-_",
+            "/tmp/r.bin",
+        );
+        assert_eq!(
+            t.endpoint.as_str(),
+            "http://h:8080/api/upload?ns=team&scope=create&exp=9&sig=AbC-_&file=r.bin"
+        );
+        assert_eq!(
+            t.collection.as_str(),
+            "http://h:8080/uploads?ns=team&scope=create&exp=9&sig=AbC-_"
+        );
+    }
+
+    #[test]
     fn bare_server_url_uses_the_base_name() {
         for url in ["http://h:8080", "http://h:8080/"] {
             let t = target(url, "/tmp/dir/report.pdf");
@@ -133,7 +161,8 @@ mod tests {
             ("http://h:8080/", "http://h:8080/uploads"),
             ("http://h/tenax/", "http://h/tenax/uploads"),
             ("http://h/api/upload?file=x", "http://h/uploads"),
-            ("http://h/p/api/upload?file=x&y=1", "http://h/p/uploads"),
+            ("http://h/p/api/upload?file=x&y=1", "http://h/p/uploads?y=1"),
+            ("http://h/uploads", "http://h/uploads"),
         ];
         for (url, collection) in cases {
             assert_eq!(

@@ -95,7 +95,7 @@ impl Uploader {
         Self::default()
     }
 
-    crate::net::retry_setters!("upload");
+    crate::net::policy_setters!("upload");
 
     /// Bytes per request (default 8 MiB). Zero is treated as one byte.
     pub fn chunk_size(mut self, bytes: u64) -> Self {

@@ -8,14 +8,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
-use tenax_protocol::{FileName, UploadId};
+use tenax_protocol::{FileName, Namespace, UploadId};
 use thiserror::Error;
 use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::Digests;
 use crate::hasher::Hasher;
-use crate::record::{Concat, FinalInfo, NewUpload, Status, UploadRecord};
+use crate::quota::{Accounts, Quota, QuotaExceeded, Usage};
+use crate::record::{Concat, FileKey, FinalInfo, NewUpload, Status, UploadRecord};
 use crate::storage::{Append, Storage, StorageError};
 
 /// Bytes gathered from the body before they go to storage in one batch.
@@ -104,6 +105,9 @@ pub enum Error {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The namespace's quota does not allow it.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -186,9 +190,13 @@ struct Inner {
     config: EngineConfig,
     slots: Mutex<HashMap<UploadId, Arc<Slot>>>,
     /// The current upload of each name: what the literal `?file=NAME` form continues.
-    names: Mutex<HashMap<FileName, UploadId>>,
-    /// Which upload's bytes each published name shows.
-    published: Mutex<HashMap<FileName, UploadId>>,
+    names: Mutex<HashMap<FileKey, UploadId>>,
+    /// Which upload's bytes each published name shows, and their size.
+    published: Mutex<HashMap<FileKey, (UploadId, u64)>>,
+    /// Uploads in progress per namespace, and the quotas.
+    accounts: Mutex<Accounts>,
+    /// The namespace of each upload asked about (it never changes).
+    owners: Mutex<HashMap<UploadId, Namespace>>,
     /// Final uploads waiting for unfinished parts: part to finals.
     pending_finals: Mutex<HashMap<UploadId, Vec<UploadId>>>,
     /// Serialises "find or create the upload of a name".
@@ -300,23 +308,29 @@ impl Engine {
                 }
             }
         }
-        let mut published: HashMap<FileName, (u64, UploadId)> = HashMap::new();
+        let mut published: HashMap<FileKey, (u64, UploadId, u64)> = HashMap::new();
         for record in &records {
-            if let (Some(name), Status::Complete(info)) = (&record.name, &record.status)
+            if let (Some(file), Status::Complete(info)) = (record.file_key(), &record.status)
                 && info.published
             {
-                let rank = (info.completed_at, record.id);
-                let best = published.entry(name.clone()).or_insert(rank);
+                let rank = (info.completed_at, record.id, info.size);
+                let best = published.entry(file).or_insert(rank);
                 *best = (*best).max(rank);
             }
         }
         let published = published
             .into_iter()
-            .map(|(name, (_, id))| (name, id))
+            .map(|(name, (_, id, size))| (name, (id, size)))
             .collect();
-        let mut names: HashMap<FileName, (bool, u64, UploadId)> = HashMap::new();
+        let mut accounts = Accounts::default();
+        for record in &records {
+            if matches!(record.status, Status::Active) {
+                accounts.restore(record.id, &record.namespace, record.total.unwrap_or(0));
+            }
+        }
+        let mut names: HashMap<FileKey, (bool, u64, UploadId)> = HashMap::new();
         for record in records {
-            let Some(name) = record.name.clone() else {
+            let Some(name) = record.file_key() else {
                 continue;
             };
             let rank = (
@@ -344,6 +358,8 @@ impl Engine {
                 names: Mutex::new(names),
                 pending_finals: Mutex::new(pending_finals),
                 published: Mutex::new(published),
+                accounts: Mutex::new(accounts),
+                owners: Mutex::default(),
                 name_lock: tokio::sync::Mutex::default(),
                 shutdown: CancellationToken::new(),
                 opened_at,
@@ -372,8 +388,18 @@ impl Engine {
             return Err(Error::ShuttingDown);
         }
         let created_at = now();
+        let id = new_id()?;
+        let stored = self.bytes_stored(&new.namespace);
+        lock(&self.inner.accounts).admit(
+            id,
+            &new.namespace,
+            new.total.unwrap_or(0),
+            stored,
+            new.name.is_some(),
+        )?;
         let record = UploadRecord {
-            id: new_id()?,
+            id,
+            namespace: new.namespace,
             name: new.name,
             total: new.total,
             content_type: new.content_type,
@@ -384,12 +410,15 @@ impl Engine {
             updated_at: created_at,
             status: Status::Active,
         };
-        self.inner.storage.create(&record).await?;
-        metrics::gauge!(metric::ACTIVE).increment(1);
-        if let Some(name) = &record.name {
-            lock(&self.inner.names).insert(name.clone(), record.id);
+        if let Err(error) = self.inner.storage.create(&record).await {
+            lock(&self.inner.accounts).retire(id);
+            return Err(error.into());
         }
-        tracing::info!(id = %record.id, name = ?record.name.as_ref().map(FileName::as_str), total = ?record.total, "upload created");
+        metrics::gauge!(metric::ACTIVE).increment(1);
+        if let Some(file) = record.file_key() {
+            lock(&self.inner.names).insert(file, record.id);
+        }
+        tracing::info!(id = %record.id, namespace = %record.namespace, name = ?record.name.as_ref().map(FileName::as_str), total = ?record.total, "upload created");
         Ok(record.id)
     }
 
@@ -555,6 +584,7 @@ impl Engine {
                 self.inner.storage.put_record(&expired).await?;
                 self.inner.storage.discard(id).await?;
                 self.count_expired(&slot, last_active);
+                lock(&self.inner.accounts).retire(id);
                 slot.acknowledged.store(0, Ordering::Release);
                 tracing::info!(%id, last_active, "upload expired");
                 *guard = Some(Loaded {
@@ -576,13 +606,14 @@ impl Engine {
                 *guard = None;
                 self.inner.storage.discard(id).await?;
                 self.inner.storage.remove_record(id).await?;
-                if let Some(name) = &record.name {
+                if let Some(file) = record.file_key() {
                     let mut names = lock(&self.inner.names);
-                    if names.get(name) == Some(&id) {
-                        names.remove(name);
+                    if names.get(&file) == Some(&id) {
+                        names.remove(&file);
                     }
                 }
                 lock(&self.inner.slots).remove(&id);
+                lock(&self.inner.owners).remove(&id);
                 tracing::info!(%id, "expired upload forgotten");
                 Ok(Collected::Removed)
             }
@@ -615,12 +646,12 @@ impl Engine {
     /// when it is gone, or when `start_new` says so for the current one.
     pub async fn lease_name(
         &self,
-        name: &FileName,
+        file: &FileKey,
         new: impl FnOnce() -> NewUpload,
         start_new: impl FnOnce(&Snapshot) -> bool,
     ) -> Result<Lease, Error> {
         let _name_guard = self.inner.name_lock.lock().await;
-        let current = lock(&self.inner.names).get(name).copied();
+        let current = lock(&self.inner.names).get(file).copied();
         if let Some(id) = current {
             match self.lease(id).await {
                 Ok(lease) if !start_new(&lease.snapshot()) => return Ok(lease),
@@ -630,11 +661,19 @@ impl Engine {
         }
         let id = self
             .create(NewUpload {
-                name: Some(name.clone()),
+                namespace: file.namespace.clone(),
+                name: Some(file.name.clone()),
                 ..new()
             })
             .await?;
         self.lease(id).await
+    }
+
+    /// Takes the current upload of `name`; [`Error::NotFound`] when there
+    /// is none.
+    pub async fn lease_current(&self, file: &FileKey) -> Result<Lease, Error> {
+        let current = lock(&self.inner.names).get(file).copied();
+        self.lease(current.ok_or(Error::NotFound)?).await
     }
 
     /// Creates a final upload as the concatenation of partial uploads, in
@@ -656,6 +695,9 @@ impl Engine {
         for &part in &parts {
             // Read without a lease: a part's writer, if any, must not be stopped.
             let snapshot = self.peek(part).await?;
+            if snapshot.record.namespace != new.namespace {
+                return Err(Error::NotFound);
+            }
             match (&snapshot.record.status, &snapshot.record.concat) {
                 (Status::Complete(info), Some(Concat::Partial)) => {
                     total = total.map(|total| total + info.size);
@@ -790,16 +832,52 @@ impl Engine {
             info.published = true;
         }
         self.inner.storage.put_record(record).await?;
-        if let Some(name) = &record.name {
-            lock(&self.inner.published).insert(name.clone(), record.id);
+        if let (Some(file), Status::Complete(info)) = (record.file_key(), &record.status) {
+            lock(&self.inner.published).insert(file, (record.id, info.size));
         }
         Ok(())
     }
 
-    /// The completed upload whose bytes are published under `name`.
-    pub async fn published(&self, name: &FileName) -> Result<Snapshot, Error> {
-        let id = lock(&self.inner.published)
-            .get(name)
+    /// The bytes of a namespace's published files.
+    fn bytes_stored(&self, namespace: &Namespace) -> u64 {
+        lock(&self.inner.published)
+            .iter()
+            .filter(|(key, _)| &key.namespace == namespace)
+            .map(|(_, (_, size))| size)
+            .sum()
+    }
+
+    /// Replaces the quotas of every namespace (unlisted ones are
+    /// unlimited). Uploads already admitted are not affected.
+    pub fn set_quotas(&self, quotas: HashMap<Namespace, Quota>) {
+        lock(&self.inner.accounts).set_quotas(quotas);
+    }
+
+    /// What a namespace uses now.
+    pub fn usage(&self, namespace: &Namespace) -> Usage {
+        let (uploads_in_progress, bytes_in_progress) =
+            lock(&self.inner.accounts).in_progress(namespace);
+        Usage {
+            uploads_in_progress,
+            bytes_in_progress,
+            bytes_stored: self.bytes_stored(namespace),
+        }
+    }
+
+    /// The namespace an upload belongs to.
+    pub async fn owner(&self, id: UploadId) -> Result<Namespace, Error> {
+        if let Some(namespace) = lock(&self.inner.owners).get(&id) {
+            return Ok(namespace.clone());
+        }
+        let namespace = self.peek(id).await?.record.namespace;
+        lock(&self.inner.owners).insert(id, namespace.clone());
+        Ok(namespace)
+    }
+
+    /// The completed upload whose bytes are published under `file`.
+    pub async fn published(&self, file: &FileKey) -> Result<Snapshot, Error> {
+        let (id, _) = lock(&self.inner.published)
+            .get(file)
             .copied()
             .ok_or(Error::NotFound)?;
         let snapshot = self.peek(id).await?;
@@ -809,15 +887,20 @@ impl Engine {
         }
     }
 
-    /// Every published file: its name and the completed upload it shows,
-    /// sorted by name. A name whose upload cannot be read is left out.
-    pub async fn published_files(&self) -> Vec<(FileName, Snapshot)> {
-        let mut names: Vec<FileName> = lock(&self.inner.published).keys().cloned().collect();
-        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        let mut files = Vec::with_capacity(names.len());
-        for name in names {
-            if let Ok(snapshot) = self.published(&name).await {
-                files.push((name, snapshot));
+    /// Every published file of a namespace: its name and the completed
+    /// upload it shows, sorted by name. A name whose upload cannot be read
+    /// is left out.
+    pub async fn published_files(&self, namespace: &Namespace) -> Vec<(FileName, Snapshot)> {
+        let mut keys: Vec<FileKey> = lock(&self.inner.published)
+            .keys()
+            .filter(|key| &key.namespace == namespace)
+            .cloned()
+            .collect();
+        keys.sort();
+        let mut files = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Ok(snapshot) = self.published(&key).await {
+                files.push((key.name, snapshot));
             }
         }
         files
@@ -878,6 +961,14 @@ impl Lease {
     /// Records the total size, if it was not known. Durable on return.
     pub async fn set_total(&mut self, total: u64) -> Result<(), Error> {
         if self.loaded.record.total.is_none() {
+            let namespace = &self.loaded.record.namespace;
+            let stored = self.engine.bytes_stored(namespace);
+            lock(&self.engine.inner.accounts).declare(
+                self.id(),
+                total,
+                stored,
+                self.loaded.record.name.is_some(),
+            )?;
             let mut record = self.loaded.record.clone();
             record.total = Some(total);
             record.updated_at = now();
@@ -1186,6 +1277,7 @@ impl Lease {
         storage.put_record(&record).await?;
         self.engine.publish(&mut record).await?;
         self.loaded.record = record;
+        lock(&self.engine.inner.accounts).retire(self.id());
         metrics::counter!(metric::COMPLETED).increment(1);
         metrics::gauge!(metric::ACTIVE).decrement(1);
         tracing::info!(id = %self.id(), size = held, sha256 = %info.sha256, "upload complete");
@@ -1214,23 +1306,24 @@ impl Lease {
         self.loaded.append = None;
         let storage = &self.engine.inner.storage;
         storage.put_record(&record).await?;
-        if let Some(name) = &record.name {
+        if let Some(file) = record.file_key() {
             let shown = {
                 let mut published = lock(&self.engine.inner.published);
-                let shown = published.get(name) == Some(&record.id);
+                let shown = published.get(&file).map(|(id, _)| *id) == Some(record.id);
                 if shown {
-                    published.remove(name);
+                    published.remove(&file);
                 }
                 shown
             };
             if shown {
-                storage.unpublish(name).await?;
+                storage.unpublish(&file).await?;
             }
         }
         storage.discard(record.id).await?;
         self.loaded.record = record;
         self.loaded.held = 0;
         self.slot.acknowledged.store(0, Ordering::Release);
+        lock(&self.engine.inner.accounts).retire(self.id());
         metrics::counter!(metric::CANCELLED).increment(1);
         if was_active {
             metrics::gauge!(metric::ACTIVE).decrement(1);

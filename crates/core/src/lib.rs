@@ -12,6 +12,7 @@
 mod digest;
 mod engine;
 mod hasher;
+mod quota;
 mod record;
 pub mod storage;
 
@@ -20,6 +21,7 @@ pub use engine::{
     AppendOutcome, ChunkCheck, CollectReport, Engine, EngineConfig, Error, Interruption, Lease,
     Snapshot, metric,
 };
-pub use record::{Concat, FinalInfo, NewUpload, Status, UploadRecord};
+pub use quota::{Quota, QuotaExceeded, Usage};
+pub use record::{Concat, FileKey, FinalInfo, NewUpload, Status, UploadRecord};
 pub use storage::{Storage, StorageError};
-pub use tenax_protocol::{FileName, UploadId};
+pub use tenax_protocol::{FileName, Namespace, UploadId};

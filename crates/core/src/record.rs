@@ -3,11 +3,13 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tenax_protocol::{FileName, UploadId};
+use tenax_protocol::{FileName, Namespace, UploadId};
 
 /// What a client asks for when it creates an upload.
 #[derive(Debug, Clone, Default)]
 pub struct NewUpload {
+    /// The namespace that owns the upload.
+    pub namespace: Namespace,
     /// The name under which the completed file is published, if any.
     pub name: Option<FileName>,
     /// The total size, if the client knows it.
@@ -30,6 +32,13 @@ pub struct UploadRecord {
     /// The upload's id.
     #[serde(with = "id_text")]
     pub id: UploadId,
+    /// The namespace that owns the upload (absent: the default one).
+    #[serde(
+        default,
+        with = "namespace_text",
+        skip_serializing_if = "Namespace::is_default"
+    )]
+    pub namespace: Namespace,
     /// The name under which the completed file is published.
     #[serde(default, with = "name_text")]
     pub name: Option<FileName>,
@@ -53,6 +62,25 @@ pub struct UploadRecord {
     pub updated_at: u64,
     /// Where the upload is in its life.
     pub status: Status,
+}
+
+impl UploadRecord {
+    /// Where the completed upload is published, if it has a name.
+    pub fn file_key(&self) -> Option<FileKey> {
+        self.name.as_ref().map(|name| FileKey {
+            namespace: self.namespace.clone(),
+            name: name.clone(),
+        })
+    }
+}
+
+/// A published name: a file name within a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    /// The namespace.
+    pub namespace: Namespace,
+    /// The name within it.
+    pub name: FileName,
 }
 
 /// The role of an upload in a concatenation (tus `Upload-Concat`).
@@ -142,6 +170,28 @@ mod name_text {
         Option::<String>::deserialize(deserializer)?
             .map(|name| FileName::new(name).map_err(D::Error::custom))
             .transpose()
+    }
+}
+
+mod namespace_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use tenax_protocol::Namespace;
+
+    pub(super) fn serialize<S: Serializer>(
+        namespace: &Namespace,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(namespace.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Namespace, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty() {
+            return Ok(Namespace::default());
+        }
+        Namespace::new(text).map_err(D::Error::custom)
     }
 }
 

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use futures_util::{StreamExt as _, stream};
 use sha2::{Digest as _, Sha256};
 use tenax_core::storage::LocalDisk;
-use tenax_core::{Engine, EngineConfig, Error, FileName, Interruption, NewUpload, Status};
+use tenax_core::{
+    Engine, EngineConfig, Error, FileKey, FileName, Interruption, Namespace, NewUpload, Status,
+};
 
 type Frame = Result<Bytes, String>;
 
@@ -239,7 +241,10 @@ async fn cancel_forgets_the_data_and_remembers_the_upload() {
 async fn names_continue_the_current_upload_until_asked_to_start_over() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = engine(dir.path()).await;
-    let name = FileName::new("n.bin").expect("name");
+    let name = FileKey {
+        namespace: Namespace::default(),
+        name: FileName::new("n.bin").expect("name"),
+    };
     let mut lease = engine
         .lease_name(&name, NewUpload::default, |_| false)
         .await
@@ -588,13 +593,17 @@ async fn a_final_upload_of_unfinished_parts_completes_with_the_last_part() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let snapshot = engine.peek(joined).await.expect("peek");
-        if let Status::Complete(info) = &snapshot.record.status {
+        // Complete is recorded before the file is published (a crash in
+        // between publishes at the next lease): wait for both.
+        if let Status::Complete(info) = &snapshot.record.status
+            && info.published
+        {
             assert_eq!(info.sha256, hex_sha256(&data));
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the final upload was never assembled"
+            "the final upload was never assembled and published"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -618,7 +627,10 @@ async fn cancelling_a_published_upload_withdraws_its_file() {
         .await
         .expect("append");
     lease.finalize().await.expect("finalize");
-    let name = FileName::new("gone.txt").expect("name");
+    let name = FileKey {
+        namespace: Namespace::default(),
+        name: FileName::new("gone.txt").expect("name"),
+    };
     assert_eq!(
         engine.published(&name).await.expect("published").record.id,
         id
@@ -637,7 +649,12 @@ async fn published_files_lists_completed_names_sorted_and_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let engine = engine(dir.path()).await;
-        assert!(engine.published_files().await.is_empty());
+        assert!(
+            engine
+                .published_files(&Namespace::default())
+                .await
+                .is_empty()
+        );
         for (name, content) in [("b.txt", &b"bee"[..]), ("a.txt", &b"ay"[..])] {
             let id = engine
                 .create(named(name, Some(content.len() as u64)))
@@ -656,7 +673,7 @@ async fn published_files_lists_completed_names_sorted_and_survives_a_restart() {
             .await
             .expect("create");
         let listed: Vec<String> = engine
-            .published_files()
+            .published_files(&Namespace::default())
             .await
             .iter()
             .map(|(name, _)| name.as_str().to_owned())
@@ -664,7 +681,7 @@ async fn published_files_lists_completed_names_sorted_and_survives_a_restart() {
         assert_eq!(listed, ["a.txt", "b.txt"]);
     }
     let engine = engine(dir.path()).await;
-    let files = engine.published_files().await;
+    let files = engine.published_files(&Namespace::default()).await;
     assert_eq!(files.len(), 2);
     let (name, snapshot) = &files[1];
     assert_eq!(name.as_str(), "b.txt");
@@ -776,7 +793,10 @@ async fn collector_spares_a_busy_upload() {
 async fn collector_forgets_expired_uploads_after_the_retention() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = expiring_engine(dir.path(), Duration::ZERO, Duration::ZERO).await;
-    let name = FileName::new("gone.bin").expect("name");
+    let name = FileKey {
+        namespace: Namespace::default(),
+        name: FileName::new("gone.bin").expect("name"),
+    };
     let id = engine
         .create(named("gone.bin", Some(10)))
         .await

@@ -21,8 +21,9 @@ pub mod number;
 pub mod range;
 pub mod rufh;
 pub mod seed;
+pub mod signed;
 pub mod tus;
 
 pub use content_range::{ContentRange, ContentRangeError, Total};
-pub use name::{FileName, NameError, UploadId};
+pub use name::{FileName, NameError, Namespace, UploadId};
 pub use number::{NumberError, parse_u64};

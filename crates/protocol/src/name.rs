@@ -24,6 +24,10 @@ pub enum NameError {
     /// keeps the server's own temporary files out of reach).
     #[error("a file name may not start with '.'")]
     LeadingDot,
+    /// A namespace is 1 to 64 of `a-z`, `0-9`, `_` and `-`, starting with a
+    /// letter or digit.
+    #[error("a namespace is 1 to 64 of a-z, 0-9, '_' and '-', starting with a letter or digit")]
+    BadNamespace,
 }
 
 /// The id of an upload: 128 random bits, written as 32 lowercase hex digits.
@@ -106,6 +110,58 @@ impl fmt::Display for FileName {
     }
 }
 
+/// The owner of uploads and files: a token's namespace. Uploads and
+/// published names are visible only within their namespace.
+///
+/// The default namespace (empty) is the one of a server without
+/// credentials; others are validated so that they, too, can name a
+/// directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// Validates a configured namespace.
+    ///
+    /// ```
+    /// use tenax_protocol::Namespace;
+    /// assert!(Namespace::new("team-a").is_ok());
+    /// assert!(Namespace::new("../x").is_err());
+    /// assert!(Namespace::new("").is_err());
+    /// ```
+    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        let bytes = name.as_bytes();
+        let allowed =
+            |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-';
+        match bytes.first() {
+            Some(first)
+                if bytes.len() <= 64
+                    && (first.is_ascii_lowercase() || first.is_ascii_digit())
+                    && bytes.iter().all(allowed) =>
+            {
+                Ok(Namespace(name))
+            }
+            _ => Err(NameError::BadNamespace),
+        }
+    }
+
+    /// Whether this is the default namespace.
+    pub fn is_default(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The namespace as text (empty for the default one).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,7 +211,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn namespaces_are_plain_words() {
+        for bad in ["", "-x", "_x", "A", "a/b", "a.b", "..", &"a".repeat(65)] {
+            assert_eq!(Namespace::new(bad), Err(NameError::BadNamespace), "{bad:?}");
+        }
+        for good in ["a", "team-a", "0_x", &"z".repeat(64)] {
+            assert_eq!(
+                Namespace::new(good).map(|n| n.to_string()),
+                Ok(good.to_owned())
+            );
+        }
+        assert!(Namespace::default().is_default());
+    }
+
     proptest! {
+        #[test]
+        fn a_valid_namespace_is_one_plain_path_component(name in "[a-z0-9_./A-Z-]{0,70}") {
+            if let Ok(ns) = Namespace::new(name) {
+                let mut components = std::path::Path::new(ns.as_str()).components();
+                prop_assert!(matches!(components.next(), Some(std::path::Component::Normal(_))));
+                prop_assert!(components.next().is_none());
+            }
+        }
+
         #[test]
         fn a_valid_name_is_one_plain_path_component(name in "\\PC{0,40}") {
             if let Ok(name) = FileName::new(name) {

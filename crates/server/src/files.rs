@@ -2,13 +2,15 @@
 //! `GET /uploads/{id}`. This module finds what to serve; [`crate::download`]
 //! answers (ranges, preconditions, streaming).
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
-use tenax_core::Status;
+use tenax_core::{FileKey, Status};
 use tenax_protocol::FileName;
 
 use crate::AppState;
+use crate::auth::Access;
 use crate::common::upload_id;
 use crate::download::{serve_complete, serve_in_progress};
 use crate::problem::Problem;
@@ -17,14 +19,18 @@ use crate::problem::Problem;
 /// that name.
 pub(crate) async fn get_file(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     method: Method,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
-    let name = FileName::new(name).map_err(|_| Problem::not_found("no such file"))?;
+    let file = FileKey {
+        namespace: access.namespace,
+        name: FileName::new(name).map_err(|_| Problem::not_found("no such file"))?,
+    };
     let snapshot = state
         .engine
-        .published(&name)
+        .published(&file)
         .await
         .map_err(|error| match error {
             tenax_core::Error::NotFound => Problem::not_found("no such file"),

@@ -12,6 +12,7 @@
 //! must still be committed.
 
 mod accept;
+mod auth;
 mod body;
 mod checksum;
 mod common;
@@ -32,9 +33,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post, put};
-use tenax_core::Engine;
+use tenax_core::{Engine, FinalInfo, Lease};
+
+use crate::auth::Access;
 
 pub use accept::serve;
+pub use auth::{Auth, TokenGrant};
 pub use ops::MetricsRender;
 pub use problem::Problem;
 
@@ -53,6 +57,8 @@ pub struct ServerConfig {
     pub max_upload_size: Option<u64>,
     /// What `GET /metrics` serves; `None` answers 404.
     pub metrics: Option<MetricsRender>,
+    /// The credentials requests need (none: open).
+    pub auth: Arc<Auth>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +69,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             max_upload_size: Some(1 << 40),
             metrics: None,
+            auth: Arc::default(),
         }
     }
 }
@@ -77,9 +84,14 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// 413 for an upload larger than the configured maximum.
-    pub(crate) fn check_size(&self, size: Option<u64>) -> Result<(), Problem> {
-        match (size, self.config.max_upload_size) {
+    /// 413 for an upload larger than the configured maximum or the
+    /// credential's own.
+    pub(crate) fn check_size(&self, access: &Access, size: Option<u64>) -> Result<(), Problem> {
+        let max = match (self.config.max_upload_size, access.max_upload_size) {
+            (Some(server), Some(token)) => Some(server.min(token)),
+            (server, token) => server.or(token),
+        };
+        match (size, max) {
             (Some(size), Some(max)) if size > max => Err(Problem::new(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 "urn:tenax:problem:too-large",
@@ -88,6 +100,17 @@ impl AppState {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Finalises an upload, once the request's credential has been checked
+    /// again: it may have been revoked or expired while the body arrived.
+    pub(crate) async fn finalize(
+        &self,
+        access: &Access,
+        lease: &mut Lease,
+    ) -> Result<FinalInfo, Problem> {
+        access.recheck(&self.config.auth)?;
+        Ok(lease.finalize().await?)
     }
 }
 
@@ -136,6 +159,10 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
                 "this resource does not take that method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state);
     // The method override runs before routing, so the outer router only
     // rewrites the request and hands it on.

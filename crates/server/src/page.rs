@@ -7,6 +7,7 @@
 
 use std::sync::LazyLock;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +16,7 @@ use sha2::{Digest as _, Sha256};
 use tenax_core::Status;
 
 use crate::AppState;
+use crate::auth::Access;
 
 /// One embedded file: its bytes, media type and validator.
 struct Asset {
@@ -120,6 +122,9 @@ pub(crate) async fn icon(headers: HeaderMap) -> Response {
     serve(&ICON, &headers)
 }
 
+/// How long the signed links of `GET /api/files` stay valid.
+const LINK_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// One published file in `GET /api/files`.
 #[derive(Debug, Serialize)]
 struct Listed {
@@ -144,15 +149,28 @@ fn encode_segment(text: &str) -> String {
 }
 
 /// `GET /api/files`: the published files, by name, as JSON.
-pub(crate) async fn list_files(State(state): State<AppState>) -> Response {
+///
+/// With a signing key, each `url` is signed for an hour, so that a plain
+/// link downloads the file on a server that wants credentials.
+pub(crate) async fn list_files(
+    State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+) -> Response {
+    let auth = &state.config.auth;
     let files: Vec<Listed> = state
         .engine
-        .published_files()
+        .published_files(&access.namespace)
         .await
         .into_iter()
         .filter_map(|(name, snapshot)| match snapshot.record.status {
             Status::Complete(info) => Some(Listed {
-                url: format!("/files/{}", encode_segment(name.as_str())),
+                url: {
+                    let path = format!("/files/{}", encode_segment(name.as_str()));
+                    match auth.sign_file(&access.namespace, &name, LINK_LIFETIME) {
+                        Some(query) => format!("{path}?{query}"),
+                        None => path,
+                    }
+                },
                 name: name.as_str().to_owned(),
                 size: info.size,
                 sha256: info.sha256,

@@ -138,6 +138,21 @@ impl From<EngineError> for Problem {
                 detail,
             )
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            EngineError::Quota(exceeded @ tenax_core::QuotaExceeded::ConcurrentUploads { .. }) => {
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "urn:tenax:problem:quota-exceeded",
+                    "Quota exceeded",
+                    exceeded.to_string(),
+                )
+            }
+            // RFC 4331 (WebDAV quotas) answers a byte quota with 507.
+            EngineError::Quota(exceeded) => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "urn:tenax:problem:quota-exceeded",
+                "Quota exceeded",
+                exceeded.to_string(),
+            ),
             EngineError::Storage(StorageError::Full(_)) => Problem::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "urn:tenax:problem:storage-full",

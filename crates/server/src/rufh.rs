@@ -13,6 +13,7 @@ use tenax_protocol::rufh::{
 };
 
 use crate::AppState;
+use crate::auth::Access;
 use crate::body::{data_stream, detached};
 use crate::common::{absolute_url, has_body, no_store};
 use crate::interim::Interim;
@@ -167,16 +168,18 @@ fn metadata_name(headers: &HeaderMap) -> Option<FileName> {
 /// Creation (§3.3): a request with `Upload-Complete` to the collection.
 pub(crate) async fn create(
     state: AppState,
+    access: Access,
     uri: Uri,
     headers: HeaderMap,
     interim: Option<Interim>,
     body: Body,
 ) -> Response {
-    detached(create_inner(state, uri, headers, interim, body)).await
+    detached(create_inner(state, access, uri, headers, interim, body)).await
 }
 
 async fn create_inner(
     state: AppState,
+    access: Access,
     uri: Uri,
     headers: HeaderMap,
     interim: Option<Interim>,
@@ -209,12 +212,13 @@ async fn create_inner(
         }
         length = Some(content_length);
     }
-    state.check_size(length)?;
+    state.check_size(&access, length)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     let new = NewUpload {
+        namespace: access.namespace.clone(),
         name: disposition_name(headers).or_else(|| metadata_name(headers)),
         total: length,
         content_type,
@@ -230,7 +234,15 @@ async fn create_inner(
         interims.send(resumption);
     }
     let mut lease = state.engine.lease(id).await?;
-    let result = append(&state, &mut lease, complete, body, interims.as_ref()).await;
+    let result = append(
+        &state,
+        &access,
+        &mut lease,
+        complete,
+        body,
+        interims.as_ref(),
+    )
+    .await;
     let mut response = result.map_or_else(IntoResponse::into_response, |()| {
         StatusCode::CREATED.into_response()
     });
@@ -242,6 +254,7 @@ async fn create_inner(
 /// said the request completes it and every byte arrived.
 async fn append(
     state: &AppState,
+    access: &Access,
     lease: &mut Lease,
     complete: bool,
     body: Body,
@@ -274,7 +287,7 @@ async fn append(
                 )));
             }
             lease.set_total(held).await?;
-            lease.finalize().await?;
+            state.finalize(access, lease).await?;
             Ok(())
         }
         None | Some(Interruption::Body(_) | Interruption::Superseded) => Ok(()),
@@ -306,6 +319,7 @@ pub(crate) async fn head(state: AppState, id: UploadId, headers: HeaderMap) -> R
 /// Append (§3.3): `PATCH` with `application/partial-upload`.
 pub(crate) async fn patch(
     state: AppState,
+    access: Access,
     id: UploadId,
     headers: HeaderMap,
     interim: Option<Interim>,
@@ -401,10 +415,11 @@ pub(crate) async fn patch(
                 ));
             }
             if let Some(length) = length {
+                state.check_size(&access, Some(length))?;
                 lease.set_total(length).await?;
             }
             let interims = Interims::new(interim, fields.version);
-            let result = append(&state, &mut lease, complete, body, interims.as_ref()).await;
+            let result = append(&state, &access, &mut lease, complete, body, interims.as_ref()).await;
             let status = if matches!(lease.record().status, Status::Complete(_)) {
                 StatusCode::OK
             } else {

@@ -1,17 +1,19 @@
 //! The seed dialect (Google's resumable upload, PROTOCOLS §1) as a thin
 //! adapter: headers in, [`tenax_protocol::seed::decide`], engine calls, answer out.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use tenax_core::{Error as EngineError, FinalInfo, Lease, NewUpload, Snapshot, Status};
+use tenax_core::{Error as EngineError, FileKey, FinalInfo, Lease, NewUpload, Snapshot, Status};
 use tenax_protocol::seed::{self, Phase, SeedAction, SeedRequest, UploadState};
 use tenax_protocol::{FileName, parse_u64};
 
 use crate::AppState;
+use crate::auth::Access;
 use crate::body::{data_stream, detached};
 use crate::common::{absolute_url, content_type, file_name, header_str, no_store, upload_id};
 use crate::problem::Problem;
@@ -28,6 +30,7 @@ pub(crate) struct NameQuery {
 /// `POST /api/upload?file=NAME` and `POST /uploads`: opens a session (§1.1).
 pub(crate) async fn initiate(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Query(query): Query<NameQuery>,
     uri: Uri,
     headers: HeaderMap,
@@ -39,7 +42,7 @@ pub(crate) async fn initiate(
                 .map_err(|error| Problem::bad_request(format!("X-Upload-Content-Length: {error}")))
         })
         .transpose()?;
-    state.check_size(total)?;
+    state.check_size(&access, total)?;
     let content_type = header_str(&headers, "x-upload-content-type")?.map(str::to_owned);
     let metadata = axum::body::to_bytes(body, MAX_METADATA_BODY)
         .await
@@ -64,6 +67,7 @@ pub(crate) async fn initiate(
     let id = state
         .engine
         .create(NewUpload {
+            namespace: access.namespace,
             name,
             total,
             content_type,
@@ -85,28 +89,32 @@ pub(crate) async fn initiate(
 /// in progress of that name, or starts one.
 pub(crate) async fn put_by_name(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Query(query): Query<NameQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     detached(async move {
-        let name = file_name(
-            query
-                .file
-                .as_deref()
-                .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?,
-        )?;
+        let file = FileKey {
+            namespace: access.namespace.clone(),
+            name: file_name(
+                query
+                    .file
+                    .as_deref()
+                    .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?,
+            )?,
+        };
         let request = classify(&headers)?;
-        state.check_size(Some(request.implied_size()))?;
+        state.check_size(&access, Some(request.implied_size()))?;
         let new = || NewUpload {
             content_type: content_type(&headers),
             ..NewUpload::default()
         };
         let lease = state
             .engine
-            .lease_name(&name, new, |current| starts_over(current, request))
+            .lease_name(&file, new, |current| starts_over(current, request))
             .await?;
-        Ok::<_, Problem>(respond(&state, lease, request, &headers, body).await)
+        Ok::<_, Problem>(respond(&state, &access, lease, request, &headers, body).await)
     })
     .await
 }
@@ -114,6 +122,7 @@ pub(crate) async fn put_by_name(
 /// `PUT` or `POST /uploads/{id}`: a chunk or a status query on a session.
 pub(crate) async fn put_by_id(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -121,9 +130,9 @@ pub(crate) async fn put_by_id(
     detached(async move {
         let id = upload_id(&id)?;
         let request = classify(&headers)?;
-        state.check_size(Some(request.implied_size()))?;
+        state.check_size(&access, Some(request.implied_size()))?;
         let lease = state.engine.lease(id).await?;
-        Ok::<_, Problem>(respond(&state, lease, request, &headers, body).await)
+        Ok::<_, Problem>(respond(&state, &access, lease, request, &headers, body).await)
     })
     .await
 }
@@ -141,18 +150,19 @@ pub(crate) async fn cancel_by_id(
 /// `DELETE /api/upload?file=NAME`: cancels the upload in progress of that name.
 pub(crate) async fn cancel_by_name(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Query(query): Query<NameQuery>,
 ) -> Result<StatusCode, Problem> {
-    let name = file_name(
-        query
-            .file
-            .as_deref()
-            .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?,
-    )?;
-    let mut lease = state
-        .engine
-        .lease_name(&name, NewUpload::default, |_| false)
-        .await?;
+    let file = FileKey {
+        namespace: access.namespace,
+        name: file_name(
+            query
+                .file
+                .as_deref()
+                .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?,
+        )?,
+    };
+    let mut lease = state.engine.lease_current(&file).await?;
     if matches!(lease.record().status, Status::Complete(_)) {
         return Err(EngineError::Complete.into());
     }
@@ -188,6 +198,7 @@ fn starts_over(current: &Snapshot, request: SeedRequest) -> bool {
 /// Decides (§1.3), acts, and answers.
 async fn respond(
     state: &AppState,
+    access: &Access,
     mut lease: Lease,
     request: SeedRequest,
     headers: &HeaderMap,
@@ -225,7 +236,7 @@ async fn respond(
             }
             SeedAction::Finalize { total } => {
                 lease.set_total(total).await?;
-                lease.finalize().await?;
+                state.finalize(access, &mut lease).await?;
                 Ok(None)
             }
             SeedAction::Gap => Err(Problem::new(
@@ -250,7 +261,7 @@ async fn respond(
                 let body = data_stream(body, state.config.body_idle_timeout, None);
                 let outcome = lease.append(body, skip, write).await?;
                 if completes && lease.record().total == Some(lease.held()) {
-                    lease.finalize().await?;
+                    state.finalize(access, &mut lease).await?;
                 }
                 Ok(outcome.interruption)
             }

@@ -17,6 +17,7 @@ use tenax_protocol::tus::{
 use tenax_protocol::{FileName, parse_u64};
 
 use crate::AppState;
+use crate::auth::Access;
 use crate::body::{data_stream, detached};
 use crate::checksum::{HeaderChecksum, TrailerChecksum};
 use crate::common::{absolute_url, has_body, header_str, no_store};
@@ -123,10 +124,16 @@ pub(crate) fn metadata_name(metadata: &tus::Metadata) -> Option<FileName> {
 }
 
 /// `POST /uploads` with `Tus-Resumable`: creation (§2.3).
-pub(crate) async fn create(state: AppState, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn create(
+    state: AppState,
+    access: Access,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     detached(async move {
         resumable(
-            create_inner(&state, &uri, &headers, body)
+            create_inner(&state, &access, &uri, &headers, body)
                 .await
                 .unwrap_or_else(IntoResponse::into_response),
         )
@@ -136,6 +143,7 @@ pub(crate) async fn create(state: AppState, uri: Uri, headers: HeaderMap, body: 
 
 async fn create_inner(
     state: &AppState,
+    access: &Access,
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
@@ -162,6 +170,7 @@ async fn create_inner(
         .find_map(|key| metadata.get(*key).and_then(Option::as_ref))
         .and_then(|bytes| String::from_utf8(bytes.clone()).ok());
     let new = NewUpload {
+        namespace: access.namespace.clone(),
         name,
         total: length,
         content_type,
@@ -200,7 +209,7 @@ async fn create_inner(
             "send exactly one of Upload-Length and Upload-Defer-Length: 1",
         ));
     }
-    state.check_size(length)?;
+    state.check_size(access, length)?;
     let new = NewUpload {
         concat: concat.map(|_| Concat::Partial),
         ..new
@@ -209,10 +218,10 @@ async fn create_inner(
     let location = absolute_url(uri, headers, &format!("/uploads/{id}"))?;
     let mut lease = state.engine.lease(id).await?;
     if length == Some(0) {
-        lease.finalize().await?;
+        state.finalize(access, &mut lease).await?;
     } else if has_offset_stream(headers) && has_body(headers, &body) {
         // creation-with-upload: the body is the first chunk, at offset 0.
-        if let Err(problem) = append(state, &mut lease, headers, body).await {
+        if let Err(problem) = append(state, access, &mut lease, headers, body).await {
             // The upload exists; tell the client where, with the problem.
             return Ok(with_offset(state, &lease, problem.into_response()));
         }
@@ -228,6 +237,8 @@ fn part_id(url: &str) -> Result<UploadId, Problem> {
         Some((_, rest)) => rest.find('/').map_or("", |slash| &rest[slash..]),
         None => url,
     };
+    // A signed URL's query is not part of the upload's path.
+    let path = path.split(['?', '#']).next().unwrap_or(path);
     let id = path
         .strip_prefix("/uploads/")
         .ok_or_else(|| Problem::bad_request(format!("{url} is not an upload of this server")))?;
@@ -248,6 +259,7 @@ fn with_offset(state: &AppState, lease: &Lease, mut response: Response) -> Respo
 /// one was given, and finalises when the length is reached.
 async fn append(
     state: &AppState,
+    access: &Access,
     lease: &mut Lease,
     headers: &HeaderMap,
     body: Body,
@@ -297,7 +309,7 @@ async fn append(
             .await?
     };
     if lease.record().total == Some(lease.held()) {
-        lease.finalize().await?;
+        state.finalize(access, lease).await?;
     }
     match outcome.interruption {
         Some(tenax_core::Interruption::Overrun) => Err(Problem::new(
@@ -314,6 +326,7 @@ async fn append(
 /// `PATCH /uploads/{id}` with `Tus-Resumable` (§2.2).
 pub(crate) async fn patch(
     state: AppState,
+    access: Access,
     id: UploadId,
     headers: HeaderMap,
     body: Body,
@@ -337,7 +350,8 @@ pub(crate) async fn patch(
                 parse_checksum(value).map_err(tus_problem)?;
             }
             let mut lease = lease(&state, id).await?;
-            let answer = patch_upload(&state, &mut lease, offset, length, &headers, body).await;
+            let answer =
+                patch_upload(&state, &access, &mut lease, offset, length, &headers, body).await;
             // Every PATCH answer carries the offset and expiry, errors too.
             Ok(with_offset(
                 &state,
@@ -353,6 +367,7 @@ pub(crate) async fn patch(
 /// The part of a PATCH that runs on the leased upload.
 async fn patch_upload(
     state: &AppState,
+    access: &Access,
     lease: &mut Lease,
     offset: u64,
     length: Option<u64>,
@@ -404,12 +419,12 @@ async fn patch_upload(
                 )));
             }
             None => {
-                state.check_size(Some(length))?;
+                state.check_size(access, Some(length))?;
                 lease.set_total(length).await?;
             }
         }
     }
-    append(state, lease, headers, body).await?;
+    append(state, access, lease, headers, body).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::Access;
 use crate::common::upload_id;
 use crate::interim::Interim;
 use crate::problem::Problem;
@@ -62,6 +63,7 @@ impl Dialect {
 /// `POST /uploads`: creation in any dialect.
 pub(crate) async fn create(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     query: Query<seed::NameQuery>,
     uri: Uri,
     headers: HeaderMap,
@@ -69,10 +71,11 @@ pub(crate) async fn create(
     body: Body,
 ) -> Response {
     match Dialect::of(&headers) {
-        Dialect::Tus => tus::create(state, uri, headers, body).await,
+        Dialect::Tus => tus::create(state, access, uri, headers, body).await,
         Dialect::Rufh => {
             rufh::create(
                 state,
+                access,
                 uri,
                 headers,
                 interim.map(|Extension(interim)| interim),
@@ -80,7 +83,7 @@ pub(crate) async fn create(
             )
             .await
         }
-        Dialect::Seed => seed::initiate(State(state), query, uri, headers, body)
+        Dialect::Seed => seed::initiate(State(state), Extension(access), query, uri, headers, body)
             .await
             .into_response(),
     }
@@ -89,6 +92,7 @@ pub(crate) async fn create(
 /// `PATCH /uploads/{id}`: a tus or RUFH append.
 pub(crate) async fn patch(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
     headers: HeaderMap,
     interim: Option<Extension<Interim>>,
@@ -99,10 +103,11 @@ pub(crate) async fn patch(
         Err(problem) => return problem.into_response(),
     };
     match Dialect::of(&headers) {
-        Dialect::Tus => tus::patch(state, id, headers, body).await,
+        Dialect::Tus => tus::patch(state, access, id, headers, body).await,
         Dialect::Rufh | Dialect::Seed => {
             rufh::patch(
                 state,
+                access,
                 id,
                 headers,
                 interim.map(|Extension(interim)| interim),

@@ -104,6 +104,18 @@ impl TestServer {
         }
     }
 
+    /// Sends a signal (`"HUP"`, `"STOP"`, ...) to the running server.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(child.id().to_string())
+                .status()
+                .expect("cannot run kill");
+            assert!(status.success(), "kill -{name} failed");
+        }
+    }
+
     /// Sends SIGTERM and waits (at most `timeout`) for a clean exit; returns
     /// whether the process exited by itself.
     pub fn terminate(&mut self, timeout: Duration) -> bool {

@@ -4,6 +4,7 @@
 //! DATA/uploads/ID.json   the record, replaced atomically (temp, fsync, rename, fsync dir)
 //! DATA/uploads/ID.bin    the upload's bytes, in progress or complete
 //! DATA/files/NAME        published files: a second link to a complete upload's bytes
+//! DATA/spaces/NS/NAME    the same, for the files of namespace NS
 //! ```
 //!
 //! The number of bytes held is the length of `ID.bin` after `fdatasync`:
@@ -21,17 +22,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
-use tenax_protocol::{FileName, UploadId};
+use tenax_protocol::UploadId;
 use tokio::task::spawn_blocking;
 
 use super::{Append, ByteStream, Storage, StorageError, Stored};
-use crate::record::{Status, UploadRecord};
+use crate::record::{FileKey, Status, UploadRecord};
 
 /// Storage in a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalDisk {
     uploads: PathBuf,
     files: PathBuf,
+    spaces: PathBuf,
 }
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -44,7 +46,11 @@ impl LocalDisk {
         let files = root.join("files");
         fs::create_dir_all(&uploads)?;
         fs::create_dir_all(&files)?;
-        Ok(LocalDisk { uploads, files })
+        Ok(LocalDisk {
+            uploads,
+            files,
+            spaces: root.join("spaces"),
+        })
     }
 
     fn record_path(&self, id: UploadId) -> PathBuf {
@@ -55,8 +61,13 @@ impl LocalDisk {
         self.uploads.join(format!("{id}.bin"))
     }
 
-    fn file_path(&self, name: &FileName) -> PathBuf {
-        self.files.join(name.as_str())
+    /// The directory of a namespace's published files.
+    fn files_dir(&self, file: &FileKey) -> PathBuf {
+        if file.namespace.is_default() {
+            self.files.clone()
+        } else {
+            self.spaces.join(file.namespace.as_str())
+        }
     }
 }
 
@@ -228,16 +239,22 @@ impl Storage for LocalDisk {
     }
 
     async fn publish(&self, record: &UploadRecord) -> Result<(), StorageError> {
-        let Some(name) = &record.name else {
+        let Some(file) = record.file_key() else {
             return Ok(());
         };
-        let (data, to, dir) = (
-            self.data_path(record.id),
-            self.file_path(name),
-            self.files.clone(),
-        );
-        let temp = self.files.join(format!(".{}.publish", record.id));
+        let dir = self.files_dir(&file);
+        let (data, to) = (self.data_path(record.id), dir.join(file.name.as_str()));
+        let temp = dir.join(format!(".{}.publish", record.id));
+        let namespaced = !file.namespace.is_default();
+        let spaces = self.spaces.clone();
         blocking(move || {
+            if namespaced && !dir.exists() {
+                fs::create_dir_all(&dir)?;
+                sync_dir(&spaces)?;
+                if let Some(root) = spaces.parent() {
+                    sync_dir(root)?;
+                }
+            }
             // A second link to the upload's data, renamed over the name:
             // `rename` replaces an older file of the same name atomically,
             // so readers see the old file or the new one, whole; and the
@@ -286,8 +303,9 @@ impl Storage for LocalDisk {
         .await
     }
 
-    async fn unpublish(&self, name: &FileName) -> Result<(), StorageError> {
-        let (path, dir) = (self.file_path(name), self.files.clone());
+    async fn unpublish(&self, file: &FileKey) -> Result<(), StorageError> {
+        let dir = self.files_dir(file);
+        let path = dir.join(file.name.as_str());
         blocking(move || {
             match fs::remove_file(path) {
                 Ok(()) => {}

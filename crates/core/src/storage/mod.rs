@@ -11,10 +11,10 @@ use std::ops::Range;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use tenax_protocol::{FileName, UploadId};
+use tenax_protocol::UploadId;
 use thiserror::Error;
 
-use crate::record::UploadRecord;
+use crate::record::{FileKey, UploadRecord};
 
 mod local;
 
@@ -99,7 +99,7 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     async fn remove_record(&self, id: UploadId) -> Result<(), StorageError>;
 
     /// Withdraws a published file (its upload was cancelled). Idempotent.
-    async fn unpublish(&self, name: &FileName) -> Result<(), StorageError>;
+    async fn unpublish(&self, file: &FileKey) -> Result<(), StorageError>;
 
     /// A cheap check that the backend accepts writes now (readiness).
     async fn probe(&self) -> Result<(), StorageError> {

@@ -43,6 +43,25 @@ impl TestServer {
         server
     }
 
+    /// Like [`TestServer::start_with`], on the data directory `data`
+    /// (which the caller owns).
+    pub fn start_at(
+        binary: impl AsRef<Path>,
+        data: impl Into<PathBuf>,
+        extra_args: &[&str],
+    ) -> Self {
+        let mut server = TestServer {
+            binary: binary.as_ref().to_owned(),
+            data: data.into(),
+            _temp: None,
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        server.spawn("127.0.0.1:0");
+        server
+    }
+
     fn spawn(&mut self, listen: &str) {
         let mut child = Command::new(&self.binary)
             .arg("serve")

@@ -58,8 +58,9 @@ pub struct EngineConfig {
     /// How long the record of an expired upload is kept (so that tus
     /// answers 410 rather than 404) before the collector removes it.
     pub expired_retention: Duration,
-    /// Whether completed uploads carry an MD5 (GCS's `md5Hash`). It is the
-    /// costliest digest and caps a single upload's speed (~0.7 GB/s here).
+    /// Whether completed uploads of the seed dialect carry an MD5 (GCS's
+    /// `md5Hash`; other dialects never compute one). It is the costliest
+    /// digest and caps a single upload's speed (~0.7 GB/s here).
     pub md5: bool,
 }
 
@@ -405,6 +406,7 @@ impl Engine {
             content_type: new.content_type,
             metadata: new.metadata,
             concat: new.concat,
+            md5: new.md5,
             staged_from: None,
             created_at,
             updated_at: created_at,
@@ -906,8 +908,8 @@ impl Engine {
         files
     }
 
-    fn new_digests(&self) -> Digests {
-        Digests::new(self.inner.config.md5)
+    fn new_digests(&self, record: &UploadRecord) -> Digests {
+        Digests::new(self.inner.config.md5 && record.md5)
     }
 
     /// Stops every append in flight (they keep what they wrote) and refuses
@@ -1086,7 +1088,9 @@ impl Lease {
         let held = self.loaded.held;
         let hasher = match self.loaded.hasher.take() {
             Some(hasher) if hasher.fed() == held => Some(hasher),
-            _ if held == 0 => Some(Hasher::start(self.engine.new_digests())),
+            _ if held == 0 => Some(Hasher::start(
+                self.engine.new_digests(&self.loaded.record),
+            )),
             _ => None,
         };
         let mut pipeline = Pipeline {
@@ -1246,7 +1250,7 @@ impl Lease {
         let mut digests = digests.unwrap_or_default();
         if digests.upto() != held || held == 0 {
             // The server restarted during the upload: hash the prefix again.
-            digests = self.engine.new_digests();
+            digests = self.engine.new_digests(&self.loaded.record);
             let mut stream = storage.read(&self.loaded.record, 0..held).await?;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(StorageError::from)?;

@@ -20,6 +20,9 @@ pub struct NewUpload {
     pub metadata: BTreeMap<String, String>,
     /// The upload's part in a tus concatenation, if any.
     pub concat: Option<Concat>,
+    /// Whether the final answer carries an MD5 (the seed dialect's does; it
+    /// is the costliest digest, so uploads of other dialects skip it).
+    pub md5: bool,
 }
 
 /// Everything the server stores about an upload except its bytes.
@@ -56,12 +59,19 @@ pub struct UploadRecord {
     /// verified yet, and are cut off if the server restarts before they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staged_from: Option<u64>,
+    /// Whether an MD5 is computed (records from before this field: yes).
+    #[serde(default = "yes")]
+    pub md5: bool,
     /// Creation time, seconds since the Unix epoch.
     pub created_at: u64,
     /// Last time the upload received bytes or changed, seconds since the Unix epoch.
     pub updated_at: u64,
     /// Where the upload is in its life.
     pub status: Status,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl UploadRecord {

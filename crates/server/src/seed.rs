@@ -71,6 +71,7 @@ pub(crate) async fn initiate(
             name,
             total,
             content_type,
+            md5: true,
             ..NewUpload::default()
         })
         .await?;
@@ -108,6 +109,7 @@ pub(crate) async fn put_by_name(
         state.check_size(&access, Some(request.implied_size()))?;
         let new = || NewUpload {
             content_type: content_type(&headers),
+            md5: true,
             ..NewUpload::default()
         };
         let lease = state

@@ -178,7 +178,7 @@ async fn create_inner(
             .into_iter()
             .map(|(key, value)| (key, value.map(|v| STANDARD.encode(v)).unwrap_or_default()))
             .collect(),
-        concat: None,
+        ..NewUpload::default()
     };
 
     if let Some(tus::Concat::Final(urls)) = concat {

@@ -854,3 +854,42 @@ async fn a_finalisation_cut_by_a_crash_can_be_finished_later() {
         data
     );
 }
+
+#[tokio::test]
+async fn space_reserved_for_appends_is_released_at_completion() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    // Unnamed, as tus parts are: nothing is published, the data stays.
+    let data = pattern(3 << 20);
+    let id = engine
+        .create(NewUpload {
+            total: Some(data.len() as u64),
+            ..NewUpload::default()
+        })
+        .await
+        .expect("create");
+    let path = dir.path().join(format!("uploads/{id}.bin"));
+    let mut lease = engine.lease(id).await.expect("lease");
+    lease
+        .append(stream::iter(frames(&data[..1 << 20], 65_536)), 0, 1 << 20)
+        .await
+        .expect("append");
+    let metadata = std::fs::metadata(&path).expect("data file");
+    assert_eq!(metadata.len(), 1 << 20, "reservation must not show in the length");
+    let reserved = metadata.blocks() * 512;
+    lease
+        .append(stream::iter(frames(&data[1 << 20..], 65_536)), 0, 2 << 20)
+        .await
+        .expect("append");
+    lease.finalize().await.expect("finalize");
+    let metadata = std::fs::metadata(&path).expect("data file");
+    let allocated = metadata.blocks() * 512;
+    assert_eq!(metadata.len(), data.len() as u64);
+    assert!(
+        allocated <= data.len() as u64 + 64 * 1024,
+        "{allocated} bytes allocated for {} (reserved {reserved} at 1 MiB)",
+        data.len()
+    );
+    assert_eq!(std::fs::read(&path).expect("read"), data);
+}

@@ -87,6 +87,13 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// name (if it has one), whole. Idempotent.
     async fn publish(&self, record: &UploadRecord) -> Result<(), StorageError>;
 
+    /// The upload holds all its bytes: releases whatever was set aside for
+    /// its appends (space reserved past the end, say). Idempotent.
+    async fn seal(&self, id: UploadId) -> Result<(), StorageError> {
+        let _ = id;
+        Ok(())
+    }
+
     /// Cuts an active upload's data back to `len` bytes, durably (used to
     /// drop a chunk whose checksum failed).
     async fn truncate(&self, id: UploadId, len: u64) -> Result<(), StorageError>;

@@ -1088,9 +1088,7 @@ impl Lease {
         let held = self.loaded.held;
         let hasher = match self.loaded.hasher.take() {
             Some(hasher) if hasher.fed() == held => Some(hasher),
-            _ if held == 0 => Some(Hasher::start(
-                self.engine.new_digests(&self.loaded.record),
-            )),
+            _ if held == 0 => Some(Hasher::start(self.engine.new_digests(&self.loaded.record))),
             _ => None,
         };
         let mut pipeline = Pipeline {
@@ -1183,15 +1181,29 @@ impl Lease {
                 break;
             }
         }
-        if failure.is_none() && !batch.is_empty() {
-            failure = pipeline.submit(batch).await.err();
-        }
+        // The last batch is written and synced in one go (one trip to the
+        // blocking pool instead of two: it counts at small chunk sizes).
+        let last = match failure {
+            None => pipeline.hash(batch).await,
+            Some(_) => Vec::new(),
+        };
         let (writer, hasher, drained) = pipeline.drain().await;
         let failure = failure.or(drained.err());
         // Whatever happened, make what reached the data durable and count it.
         let mut writer =
             writer.ok_or_else(|| StorageError::Io(std::io::Error::other("writer lost")))?;
-        let synced = writer.sync().await;
+        let mut failure = failure;
+        let synced = if failure.is_none() && !last.is_empty() {
+            match writer.write_and_sync(last).await {
+                Ok(held) => Ok(held),
+                Err(error) => {
+                    failure = Some(error);
+                    writer.sync().await
+                }
+            }
+        } else {
+            writer.sync().await
+        };
         let held = match synced {
             Ok(held) => held,
             Err(error) => return Err(error.into()),
@@ -1199,7 +1211,11 @@ impl Lease {
         self.loaded.hasher = hasher.filter(|hasher| hasher.fed() == held);
         self.loaded.held = held;
         self.slot.acknowledged.store(held, Ordering::Release);
-        self.loaded.append = Some(writer);
+        // A writer that failed may have written part of a batch: the next
+        // append opens the data again, at the durable length.
+        if failure.is_none() {
+            self.loaded.append = Some(writer);
+        }
         self.loaded.dirty = false;
         // Activity, precise in memory (what the collector and the lease
         // look at), persisted at most every `ACTIVITY_GRANULARITY`.
@@ -1355,16 +1371,23 @@ impl Pipeline {
         let Some(mut writer) = self.writer.take() else {
             return Err(StorageError::Io(std::io::Error::other("writer lost")));
         };
-        if let Some(hasher) = &mut self.hasher
-            && !hasher.feed(batch.clone()).await
-        {
-            self.hasher = None;
-        }
+        let batch = self.hash(batch).await;
         self.in_flight = Some(tokio::spawn(async move {
             let written = writer.write(batch).await;
             (writer, written)
         }));
         Ok(())
+    }
+
+    /// Hands `batch` to the hasher, and back.
+    async fn hash(&mut self, batch: Vec<Bytes>) -> Vec<Bytes> {
+        if let Some(hasher) = &mut self.hasher
+            && !batch.is_empty()
+            && !hasher.feed(batch.clone()).await
+        {
+            self.hasher = None;
+        }
+        batch
     }
 
     async fn wait(&mut self) -> Result<(), StorageError> {

@@ -876,7 +876,11 @@ async fn space_reserved_for_appends_is_released_at_completion() {
         .await
         .expect("append");
     let metadata = std::fs::metadata(&path).expect("data file");
-    assert_eq!(metadata.len(), 1 << 20, "reservation must not show in the length");
+    assert_eq!(
+        metadata.len(),
+        1 << 20,
+        "reservation must not show in the length"
+    );
     let reserved = metadata.blocks() * 512;
     lease
         .append(stream::iter(frames(&data[1 << 20..], 65_536)), 0, 2 << 20)

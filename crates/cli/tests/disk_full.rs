@@ -107,14 +107,7 @@ async fn a_full_disk_answers_507_keeps_what_it_acknowledged_and_resumes() {
     let mut refused = None;
     for start in (0..total).step_by(chunk) {
         let end = (start + chunk).min(total);
-        let range = format!("bytes {start}-{}/{total}", end - 1);
-        let resp = request(
-            Method::PUT,
-            &url,
-            &[("content-range", range.as_str())],
-            data[start..end].to_vec(),
-        )
-        .await;
+        let resp = put_chunk(&url, &data, start, end).await;
         if resp.status == 308 {
             acknowledged = held(resp.header("range"));
             assert_eq!(acknowledged, end, "{}", resp.describe());
@@ -173,15 +166,7 @@ async fn a_full_disk_answers_507_keeps_what_it_acknowledged_and_resumes() {
             );
         }
         let url = server.url("/api/upload?file=full.bin");
-        let end = (offset + chunk).min(total);
-        let range = format!("bytes {offset}-{}/{total}", end - 1);
-        let resp = request(
-            Method::PUT,
-            &url,
-            &[("content-range", range.as_str())],
-            data[offset..end].to_vec(),
-        )
-        .await;
+        let resp = put_chunk(&url, &data, offset, (offset + chunk).min(total)).await;
         assert!(matches!(resp.status, 200 | 308), "{}", resp.describe());
         offset = if resp.status == 200 {
             total
@@ -193,6 +178,18 @@ async fn a_full_disk_answers_507_keeps_what_it_acknowledged_and_resumes() {
     let file = request(Method::GET, &server.url("/files/full.bin"), &[], vec![]).await;
     assert_eq!(file.status, 200, "{}", file.describe());
     assert_eq!(sha256_hex(&file.body), sha256_hex(&data));
+}
+
+/// The seed chunk `data[start..end]`.
+async fn put_chunk(url: &str, data: &[u8], start: usize, end: usize) -> support::http::Resp {
+    let range = format!("bytes {start}-{}/{}", end - 1, data.len());
+    request(
+        Method::PUT,
+        url,
+        &[("content-range", range.as_str())],
+        data[start..end].to_vec(),
+    )
+    .await
 }
 
 /// The byte count of a `Range: bytes=0-N` answer (0 without one).

@@ -27,6 +27,20 @@ pub(crate) struct NameQuery {
     file: Option<String>,
 }
 
+impl NameQuery {
+    /// The file the literal form names, in the request's namespace.
+    fn file_key(&self, access: &Access) -> Result<FileKey, Problem> {
+        let name = self
+            .file
+            .as_deref()
+            .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?;
+        Ok(FileKey {
+            namespace: access.namespace.clone(),
+            name: file_name(name)?,
+        })
+    }
+}
+
 /// `POST /api/upload?file=NAME` and `POST /uploads`: opens a session (§1.1).
 pub(crate) async fn initiate(
     State(state): State<AppState>,
@@ -96,15 +110,7 @@ pub(crate) async fn put_by_name(
     body: Body,
 ) -> Response {
     detached(async move {
-        let file = FileKey {
-            namespace: access.namespace.clone(),
-            name: file_name(
-                query
-                    .file
-                    .as_deref()
-                    .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?,
-            )?,
-        };
+        let file = query.file_key(&access)?;
         let request = classify(&headers)?;
         state.check_size(&access, Some(request.implied_size()))?;
         let new = || NewUpload {
@@ -155,15 +161,7 @@ pub(crate) async fn cancel_by_name(
     Extension(access): Extension<Access>,
     Query(query): Query<NameQuery>,
 ) -> Result<StatusCode, Problem> {
-    let file = FileKey {
-        namespace: access.namespace,
-        name: file_name(
-            query
-                .file
-                .as_deref()
-                .ok_or_else(|| Problem::bad_request("missing ?file=NAME"))?,
-        )?,
-    };
+    let file = query.file_key(&access)?;
     let mut lease = state.engine.lease_current(&file).await?;
     if matches!(lease.record().status, Status::Complete(_)) {
         return Err(EngineError::Complete.into());

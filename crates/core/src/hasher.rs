@@ -6,19 +6,30 @@
 //! waits for it to catch up. The backlog is bounded, so a hasher that falls
 //! far behind slows the body down instead of holding it in memory.
 
+use std::sync::{Arc, LazyLock};
+
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::digest::Digests;
 
-/// Batches (of about 1 MiB each) waiting to be hashed, at most: enough to
-/// cover a sync and a round trip, small enough to keep a server near 16 MiB.
-const BACKLOG: usize = 4;
+/// Batches (of about 1 MiB each) of one upload waiting to be hashed, at
+/// most: a whole 8 MiB chunk, so that its body is received at the network's
+/// pace and its sync starts while the hashes catch up (they run on another
+/// core meanwhile) instead of the body waiting for the hashes.
+const BACKLOG: usize = 8;
+
+/// Batches waiting to be hashed across all uploads, at most: many uploads
+/// that outrun their hashers slow down rather than fill memory.
+const SHARED_BACKLOG: usize = 32;
+
+static SHARED: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(SHARED_BACKLOG)));
 
 /// The running digests of one upload.
 pub(crate) struct Hasher {
-    feed: mpsc::Sender<Vec<Bytes>>,
+    feed: mpsc::Sender<(Vec<Bytes>, OwnedSemaphorePermit)>,
     task: JoinHandle<Option<Digests>>,
     /// Bytes handed over so far.
     fed: u64,
@@ -28,10 +39,10 @@ impl Hasher {
     /// Starts hashing after what `digests` already covers.
     pub(crate) fn start(digests: Digests) -> Self {
         let fed = digests.upto();
-        let (feed, mut batches) = mpsc::channel::<Vec<Bytes>>(BACKLOG);
+        let (feed, mut batches) = mpsc::channel::<(Vec<Bytes>, OwnedSemaphorePermit)>(BACKLOG);
         let task = tokio::spawn(async move {
             let mut digests = digests;
-            while let Some(batch) = batches.recv().await {
+            while let Some((batch, _permit)) = batches.recv().await {
                 digests = digests.update_concurrently(&batch).await.ok()?;
             }
             Some(digests)
@@ -48,7 +59,10 @@ impl Hasher {
     /// full. False if the hashing task failed.
     pub(crate) async fn feed(&mut self, batch: Vec<Bytes>) -> bool {
         let len: u64 = batch.iter().map(|chunk| chunk.len() as u64).sum();
-        if self.feed.send(batch).await.is_err() {
+        let Ok(permit) = Arc::clone(&SHARED).acquire_owned().await else {
+            return false;
+        };
+        if self.feed.send((batch, permit)).await.is_err() {
             return false;
         }
         self.fed += len;

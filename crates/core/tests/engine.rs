@@ -752,14 +752,16 @@ async fn collector_expires_an_idle_upload() {
 #[tokio::test]
 async fn collector_skips_a_leased_upload() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = expiring_engine(dir.path(), Duration::ZERO, Duration::ZERO).await;
+    // A time to live of one second (in whole seconds): with zero, a second
+    // boundary between the creation and the lease would expire it first.
+    let engine = expiring_engine(dir.path(), Duration::from_secs(1), Duration::ZERO).await;
     let id = engine.create(NewUpload::default()).await.expect("create");
     let lease = engine.lease(id).await.expect("lease");
     assert!(
         engine.try_lease(id).await.expect("try_lease").is_none(),
         "try_lease took a leased upload"
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     for _ in 0..3 {
         let report = engine.collect_expired().await.expect("collect");
         assert_eq!(report.busy, 1, "{report:?}");

@@ -637,5 +637,81 @@ mod tests {
         };
         assert!(zero.validate().is_err());
         assert!(file("log_format = \"xml\"").is_err());
+        let message = bad(ServeArgs {
+            hook_url: Some("ftp://example.invalid/x".into()),
+            ..ServeArgs::default()
+        });
+        assert!(message.starts_with(r#"config key "hook_url""#), "{message}");
+        let message = bad(ServeArgs {
+            hook_completion_response: true,
+            ..ServeArgs::default()
+        });
+        assert!(
+            message.starts_with(r#"config key "hook_completion_response""#),
+            "{message}"
+        );
+        let message = bad(ServeArgs {
+            hook_command: Some("   ".into()),
+            ..ServeArgs::default()
+        });
+        assert!(
+            message.starts_with(r#"config key "hook_command""#),
+            "{message}"
+        );
+        let message = bad(ServeArgs {
+            hook_max_age: Some("soon".into()),
+            ..ServeArgs::default()
+        });
+        assert!(
+            message.starts_with(r#"config key "hook_max_age""#),
+            "{message}"
+        );
+        let message = bad(ServeArgs {
+            hook_secret_file: Some(PathBuf::from("/nonexistent/hook.secret")),
+            hook_url: Some("http://127.0.0.1:9/".into()),
+            ..ServeArgs::default()
+        });
+        assert!(
+            message.starts_with(r#"config key "hook_secret_file""#),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn hook_keys_from_the_file() {
+        let config = file(
+            r#"
+            hook_url = "http://127.0.0.1:9000/events"
+            hook_command = "/usr/local/bin/on-upload --verbose"
+            hook_timeout = "2s"
+            hook_retry_min = "250ms"
+            hook_retry_max = "1m"
+            hook_max_age = "3d"
+            hook_progress_interval = 0
+            hook_completion_response = true
+            pre_create_hook_command = "check-upload"
+            pre_create_hook_fail_open = true
+            "#,
+        )
+        .expect("valid file")
+        .validate()
+        .expect("valid");
+        let hooks = config.hooks;
+        assert_eq!(hooks.url.as_deref(), Some("http://127.0.0.1:9000/events"));
+        assert_eq!(
+            hooks.command,
+            CommandLine::parse("/usr/local/bin/on-upload --verbose")
+        );
+        assert_eq!(hooks.timeout, Duration::from_secs(2));
+        assert_eq!(hooks.retry_min, Duration::from_millis(250));
+        assert_eq!(hooks.retry_max, Duration::from_secs(60));
+        assert_eq!(hooks.max_age, Some(Duration::from_secs(3 * 86_400)));
+        assert_eq!(hooks.progress_interval, Duration::ZERO);
+        assert!(hooks.completion_answer && hooks.pre_create_fail_open);
+        assert_eq!(hooks.pre_create_command, CommandLine::parse("check-upload"));
+        let defaults = ServeArgs::default().validate().expect("valid").hooks;
+        assert!(!defaults.delivers());
+        assert_eq!(defaults.max_age, None);
+        assert_eq!(defaults.timeout, Duration::from_secs(10));
     }
 }

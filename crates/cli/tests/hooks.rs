@@ -807,3 +807,35 @@ async fn the_completion_answer_reaches_the_final_response() {
     assert_eq!(completions, 3, "{attempts:?}");
     receiver.assert_all_signed();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_body_is_announced_while_it_streams() {
+    let receiver = Receiver::start(0).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(
+        dir.path(),
+        &receiver.url("/events"),
+        &["--hook-progress-interval", "0s"],
+    );
+    let mut rng = Rng::from_env_or_os();
+    let data = random_bytes(&mut rng, 4 << 20);
+    let (id, done) = tus_upload(&server, "long.bin", &data).await;
+    assert_eq!(done.status, 204, "{}", done.describe());
+    receiver.wait_for(&id, "completed").await;
+    eventually("the progress events", || {
+        receiver
+            .of(&id, "progress")
+            .iter()
+            .any(|event| event["upload"]["offset"] == data.len())
+    })
+    .await;
+    let offsets: Vec<u64> = receiver
+        .of(&id, "progress")
+        .iter()
+        .filter_map(|event| event["upload"]["offset"].as_u64())
+        .collect();
+    // One PATCH, yet several durable offsets announced on the way.
+    assert!(offsets.len() >= 2, "{offsets:?}");
+    assert!(offsets.iter().all(|offset| *offset <= data.len() as u64));
+    receiver.assert_all_signed();
+}

@@ -1122,6 +1122,15 @@ impl Lease {
         record.staged_from = None;
         self.engine.inner.storage.put_record(&record).await?;
         self.loaded.record = record;
+        if keep
+            && self
+                .engine
+                .inner
+                .hooks
+                .progress_due(self.id(), self.loaded.held)
+        {
+            self.announce_progress(self.loaded.held).await?;
+        }
         match appended {
             Ok(outcome) if keep => Ok(outcome),
             Ok(outcome) if !whole => Ok(AppendOutcome {
@@ -1249,6 +1258,26 @@ impl Lease {
                         }
                     }
                 }
+                // A long body is announced while it streams, too (not a
+                // checksummed chunk: its bytes are not accepted yet).
+                if self.loaded.record.staged_from.is_none()
+                    && self
+                        .engine
+                        .inner
+                        .hooks
+                        .progress_due(self.id(), held + written)
+                {
+                    match pipeline.sync().await {
+                        Ok(held) => {
+                            self.slot.acknowledged.store(held, Ordering::Release);
+                            self.announce_progress(held).await?;
+                        }
+                        Err(error) => {
+                            failure = Some(error);
+                            break;
+                        }
+                    }
+                }
             }
             if interruption == Some(Interruption::Overrun) {
                 break;
@@ -1287,11 +1316,11 @@ impl Lease {
                 .await?;
             self.loaded.persisted_at = at;
         }
-        if written > 0 && self.engine.inner.hooks.progress_due(self.id(), held) {
-            let event = Event::new(EventKind::Progress, &self.loaded.record, held, at);
-            let hooks = &self.engine.inner.hooks;
-            hooks.prepare(&event).await.map_err(outbox_error)?;
-            hooks.commit(&event.id).await.map_err(outbox_error)?;
+        if written > 0
+            && self.loaded.record.staged_from.is_none()
+            && self.engine.inner.hooks.progress_due(self.id(), held)
+        {
+            self.announce_progress(held).await?;
         }
         tracing::debug!(id = %self.id(), written, held, ?interruption, "append");
         Ok(AppendOutcome {
@@ -1375,6 +1404,14 @@ impl Lease {
             self.engine.part_completed(self.id());
         }
         Ok(info)
+    }
+
+    /// Records a progress event: `held` bytes are durable.
+    async fn announce_progress(&mut self, held: u64) -> Result<(), Error> {
+        let event = Event::new(EventKind::Progress, &self.loaded.record, held, now());
+        let hooks = &self.engine.inner.hooks;
+        hooks.prepare(&event).await.map_err(outbox_error)?;
+        hooks.commit(&event.id).await.map_err(outbox_error)
     }
 
     /// Cuts an active upload back to `len` bytes.

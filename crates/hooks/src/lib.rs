@@ -605,10 +605,24 @@ impl Hooks for Outbox {
             Ok(pending)
         })
         .await?;
-        for (id, body) in pending {
-            let happened = serde_json::from_slice::<Event>(&body)
-                .ok()
-                .map(|event| event.happened(by_id.get(&event.upload.id).copied()));
+        let mut pending: Vec<(String, Option<Event>)> = pending
+            .into_iter()
+            .map(|(id, body)| (id, serde_json::from_slice::<Event>(&body).ok()))
+            .collect();
+        // Released in the order they happened (a directory lists in any order).
+        pending.sort_by_key(|(id, event)| {
+            let rank = event.as_ref().map(|event| {
+                let step = match event.kind {
+                    EventKind::Created => 0,
+                    EventKind::Progress => 1,
+                    _ => 2,
+                };
+                (event.time, step, event.upload.offset)
+            });
+            (rank, id.clone())
+        });
+        for (id, event) in pending {
+            let happened = event.map(|event| event.happened(by_id.get(&event.upload.id).copied()));
             match happened {
                 Some(tenax_core::events::Happened::Yes) => {
                     tracing::info!(%id, "releasing an event a restart interrupted");
@@ -650,5 +664,138 @@ impl CompletionAnswer for Outbox {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tenax_core::events::Hooks as _;
+    use tenax_core::{FinalInfo, Status};
+
+    use super::*;
+
+    fn record(id: u8, status: Status) -> UploadRecord {
+        UploadRecord {
+            id: UploadId::from_bytes([id; 16]),
+            namespace: tenax_core::Namespace::default(),
+            name: None,
+            total: Some(3),
+            content_type: None,
+            metadata: BTreeMap::new(),
+            concat: None,
+            staged_from: None,
+            created_at: 1,
+            updated_at: 1,
+            status,
+        }
+    }
+
+    fn complete(published: bool) -> Status {
+        Status::Complete(FinalInfo {
+            size: 3,
+            sha256: "00".into(),
+            md5: None,
+            crc32c: "AAAAAA==".into(),
+            completed_at: 2,
+            published,
+        })
+    }
+
+    fn config() -> HookConfig {
+        HookConfig {
+            url: Some("http://127.0.0.1:9/".into()),
+            ..HookConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn recovery_releases_what_happened_and_drops_what_did_not() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = Outbox::open(dir.path(), config()).expect("outbox");
+        let done = record(1, complete(true));
+        let half = record(2, complete(false));
+        let active = record(3, Status::Active);
+        let cancelled = record(4, Status::Cancelled);
+        let mut events = Vec::new();
+        for (kind, record) in [
+            (EventKind::Completed, &done),
+            (EventKind::Completed, &half),
+            (EventKind::Completed, &active),
+            (EventKind::Cancelled, &cancelled),
+            (EventKind::Cancelled, &active),
+            (EventKind::Created, &active),
+        ] {
+            let event = Event::new(kind, record, 3, 10);
+            outbox.prepare(&event).await.expect("prepare");
+            events.push(event.id);
+        }
+        // As if the server died here: a new outbox over the same directory.
+        drop(outbox);
+        let outbox = Outbox::open(dir.path(), config()).expect("outbox");
+        let records = [done, half, active, cancelled];
+        outbox.recover(&records).await.expect("recover");
+        let ready: Vec<String> = lock(&outbox.ready).values().cloned().collect();
+        assert_eq!(
+            ready,
+            [events[5].clone(), events[0].clone(), events[3].clone()]
+        );
+        // The half-published completion stays pending, for the engine to
+        // release once the file is in place; the others are gone.
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".pending"))
+            .collect();
+        left.sort();
+        assert_eq!(left, [format!("{}.pending", events[1])]);
+        outbox.commit(&events[1]).await.expect("commit");
+        assert_eq!(lock(&outbox.ready).len(), 4);
+        // A commit of what is not pending is a no-op.
+        outbox.commit(&events[1]).await.expect("commit again");
+        assert_eq!(lock(&outbox.ready).len(), 4);
+        // A restart keeps the ready ones, in order.
+        let order: Vec<String> = lock(&outbox.ready).values().cloned().collect();
+        drop(outbox);
+        let outbox = Outbox::open(dir.path(), config()).expect("outbox");
+        let again: Vec<String> = lock(&outbox.ready).values().cloned().collect();
+        assert_eq!(again, order);
+    }
+
+    #[tokio::test]
+    async fn without_a_target_nothing_is_recorded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = Outbox::open(dir.path(), HookConfig::default()).expect("outbox");
+        let event = Event::new(EventKind::Created, &record(1, Status::Active), 0, 1);
+        outbox.prepare(&event).await.expect("prepare");
+        outbox.commit(&event.id).await.expect("commit");
+        assert!(!outbox.progress_due(UploadId::from_bytes([1; 16]), 5));
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 0);
+    }
+
+    #[test]
+    fn throttled_progress() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = Outbox::open(dir.path(), config()).expect("outbox");
+        let id = UploadId::from_bytes([7; 16]);
+        assert!(outbox.progress_due(id, 1));
+        assert!(!outbox.progress_due(id, 2));
+        outbox.forget(id);
+        assert!(outbox.progress_due(id, 3));
+    }
+
+    #[test]
+    fn pre_create_answers() {
+        assert_eq!(refusal_message(br#"{"message":"no"}"#), "no");
+        assert_eq!(refusal_message(b"  plain text \n"), "plain text");
+        assert_eq!(refusal_message(b""), "the upload was rejected");
+        let mut new = NewUpload::default();
+        apply_changes(&mut new, br#"{"name":"x.bin","metadata":{"k":"dg=="}}"#).expect("apply");
+        assert_eq!(new.name.as_ref().map(FileName::as_str), Some("x.bin"));
+        assert_eq!(new.metadata.get("k").map(String::as_str), Some("dg=="));
+        assert!(apply_changes(&mut new, br#"{"name":"../etc"}"#).is_err());
+        assert!(apply_changes(&mut new, br#"{"metadata":{"k":1}}"#).is_err());
+        apply_changes(&mut new, b"").expect("nothing to apply");
     }
 }

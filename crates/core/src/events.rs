@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tenax_protocol::UploadId;
 use thiserror::Error;
 
-use crate::record::{FinalInfo, NewUpload, Status, UploadRecord};
+use crate::record::{Concat, FinalInfo, NewUpload, Status, UploadRecord};
 
 /// What happened to an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,6 +104,10 @@ pub struct EventUpload {
     /// The digests, on `completed` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digests: Option<EventDigests>,
+    /// Set on a part of a tus concatenation (its bytes end up in the final
+    /// upload, which has events of its own).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 impl Event {
@@ -127,6 +131,7 @@ impl Event {
                 content_type: record.content_type.clone(),
                 metadata: record.metadata.clone(),
                 digests,
+                partial: matches!(record.concat, Some(Concat::Partial)),
             },
         }
     }
@@ -257,4 +262,66 @@ pub trait CompletionAnswer: Send + Sync + fmt::Debug {
     /// delivered now (bounded by a timeout); `None` when it could not be
     /// delivered in time (it stays in the outbox for later delivery).
     async fn answer(&self, upload: UploadId) -> Option<serde_json::Value>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: Status, concat: Option<Concat>) -> UploadRecord {
+        UploadRecord {
+            id: UploadId::from_bytes([0xab; 16]),
+            namespace: tenax_protocol::Namespace::default(),
+            name: None,
+            total: Some(5),
+            content_type: None,
+            metadata: BTreeMap::from([("k".to_owned(), "dg==".to_owned())]),
+            concat,
+            staged_from: None,
+            created_at: 1,
+            updated_at: 1,
+            status,
+        }
+    }
+
+    #[test]
+    fn ids_json_and_what_happened() {
+        let info = FinalInfo {
+            size: 5,
+            sha256: "aa".into(),
+            md5: None,
+            crc32c: "AAAAAA==".into(),
+            completed_at: 9,
+            published: true,
+        };
+        let done = record(Status::Complete(info.clone()), None);
+        let event = Event::new(EventKind::Completed, &done, 5, 9);
+        assert_eq!(event.id, format!("{}.completed", done.id));
+        let json = serde_json::to_value(&event).expect("JSON");
+        assert_eq!(json["type"], "completed");
+        assert_eq!(json["upload"]["digests"]["sha256"], "aa");
+        assert_eq!(json["upload"]["metadata"]["k"], "dg==");
+        assert!(json["upload"].get("partial").is_none());
+        let back: Event = serde_json::from_value(json).expect("parse");
+        assert_eq!(back, event);
+        assert_eq!(event.happened(Some(&done)), Happened::Yes);
+        assert_eq!(event.happened(None), Happened::No);
+        let unpublished = record(
+            Status::Complete(FinalInfo {
+                published: false,
+                ..info
+            }),
+            None,
+        );
+        assert_eq!(event.happened(Some(&unpublished)), Happened::NotYet);
+        let active = record(Status::Active, Some(Concat::Partial));
+        assert_eq!(event.happened(Some(&active)), Happened::No);
+        let progress = Event::new(EventKind::Progress, &active, 3, 2);
+        assert_eq!(progress.id, format!("{}.progress.3", active.id));
+        assert!(progress.upload.partial && progress.upload.digests.is_none());
+        let cancelled = Event::new(EventKind::Cancelled, &active, 3, 2);
+        assert_eq!(cancelled.happened(Some(&active)), Happened::No);
+        let gone = record(Status::Cancelled, None);
+        assert_eq!(cancelled.happened(Some(&gone)), Happened::Yes);
+    }
 }

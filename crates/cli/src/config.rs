@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use serde::Deserialize;
 use tenax_core::EngineConfig;
+use tenax_hooks::{CommandLine, HookConfig, Secret};
 use tenax_server::ServerConfig;
 
 use crate::credentials::{Credentials, NamespaceEntry, Tables, TokenEntry, read_signing_key};
@@ -104,6 +105,61 @@ pub(crate) struct ServeArgs {
     /// default the server refuses to start that way).
     #[arg(long, env = "TENAX_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    /// POST every upload event (created, progress, completed, cancelled,
+    /// expired) as JSON to this URL; 2xx means delivered, anything else is
+    /// retried. Events wait in DATA/outbox until delivered.
+    #[arg(long, value_name = "URL", env = "TENAX_HOOK_URL")]
+    hook_url: Option<String>,
+    /// A file holding the secret that signs webhook bodies
+    /// (`Tenax-Signature: sha256=HEX`, HMAC-SHA256 of the body).
+    #[arg(long, value_name = "FILE", env = "TENAX_HOOK_SECRET_FILE")]
+    hook_secret_file: Option<PathBuf>,
+    /// Run this command for every upload event, the event JSON on stdin;
+    /// exit 0 means delivered. Split at spaces, no shell quoting.
+    #[arg(long, value_name = "COMMAND", env = "TENAX_HOOK_COMMAND")]
+    hook_command: Option<String>,
+    /// The longest one hook call (webhook or command) may take.
+    /// [default: 10s]
+    #[arg(long, value_name = "DURATION", env = "TENAX_HOOK_TIMEOUT")]
+    #[serde(deserialize_with = "text")]
+    hook_timeout: Option<String>,
+    /// The first retry delay after a failed delivery; it doubles (with
+    /// jitter) up to `--hook-retry-max`. [default: 1s]
+    #[arg(long, value_name = "DURATION", env = "TENAX_HOOK_RETRY_MIN")]
+    #[serde(deserialize_with = "text")]
+    hook_retry_min: Option<String>,
+    /// The longest retry delay. [default: 5m]
+    #[arg(long, value_name = "DURATION", env = "TENAX_HOOK_RETRY_MAX")]
+    #[serde(deserialize_with = "text")]
+    hook_retry_max: Option<String>,
+    /// Give up an event not delivered after this long, or `forever`.
+    /// [default: forever]
+    #[arg(long, value_name = "DURATION", env = "TENAX_HOOK_MAX_AGE")]
+    #[serde(deserialize_with = "text")]
+    hook_max_age: Option<String>,
+    /// At most one progress event per upload this often (`0s`: at every
+    /// durable append). [default: 10s]
+    #[arg(long, value_name = "DURATION", env = "TENAX_HOOK_PROGRESS_INTERVAL")]
+    #[serde(deserialize_with = "text")]
+    hook_progress_interval: Option<String>,
+    /// Deliver the `completed` event before answering the request that
+    /// completes an upload, and include the receiver's answer in that
+    /// answer (`Tenax-Hook-Response` header; seed's `hookResponse`).
+    #[arg(long, env = "TENAX_HOOK_COMPLETION_RESPONSE")]
+    hook_completion_response: bool,
+    /// Ask this URL before creating an upload (POST JSON); a 4xx refuses
+    /// it (its `message` reaches the client), a 2xx may answer
+    /// `{"name": …, "metadata": {…}}` to change them.
+    #[arg(long, value_name = "URL", env = "TENAX_PRE_CREATE_HOOK_URL")]
+    pre_create_hook_url: Option<String>,
+    /// Run this command before creating an upload (JSON on stdin); a
+    /// non-zero exit refuses it with 403 and its output as the message.
+    #[arg(long, value_name = "COMMAND", env = "TENAX_PRE_CREATE_HOOK_COMMAND")]
+    pre_create_hook_command: Option<String>,
+    /// Accept uploads when the pre-create hook fails or times out (by
+    /// default they are refused with 503).
+    #[arg(long, env = "TENAX_PRE_CREATE_HOOK_FAIL_OPEN")]
+    pre_create_hook_fail_open: bool,
     /// `[[tokens]]` of the config file.
     #[arg(skip)]
     tokens: Vec<TokenEntry>,
@@ -134,6 +190,7 @@ pub(crate) struct ServeConfig {
     pub(crate) server: ServerConfig,
     pub(crate) log: String,
     pub(crate) log_format: LogFormat,
+    pub(crate) hooks: HookConfig,
 }
 
 /// A configuration value that is wrong, with the key it came under.
@@ -186,6 +243,22 @@ impl ServeArgs {
             tokens_file: self.tokens_file.or(lower.tokens_file),
             signing_key_file: self.signing_key_file.or(lower.signing_key_file),
             insecure_no_auth: self.insecure_no_auth || lower.insecure_no_auth,
+            hook_url: self.hook_url.or(lower.hook_url),
+            hook_secret_file: self.hook_secret_file.or(lower.hook_secret_file),
+            hook_command: self.hook_command.or(lower.hook_command),
+            hook_timeout: self.hook_timeout.or(lower.hook_timeout),
+            hook_retry_min: self.hook_retry_min.or(lower.hook_retry_min),
+            hook_retry_max: self.hook_retry_max.or(lower.hook_retry_max),
+            hook_max_age: self.hook_max_age.or(lower.hook_max_age),
+            hook_progress_interval: self.hook_progress_interval.or(lower.hook_progress_interval),
+            hook_completion_response: self.hook_completion_response
+                || lower.hook_completion_response,
+            pre_create_hook_url: self.pre_create_hook_url.or(lower.pre_create_hook_url),
+            pre_create_hook_command: self
+                .pre_create_hook_command
+                .or(lower.pre_create_hook_command),
+            pre_create_hook_fail_open: self.pre_create_hook_fail_open
+                || lower.pre_create_hook_fail_open,
             tokens: [self.tokens, lower.tokens].concat(),
             namespaces: lower
                 .namespaces
@@ -280,7 +353,58 @@ impl ServeArgs {
             }
             .into());
         }
+        let hooks = HookConfig {
+            url: hook_url("hook_url", self.hook_url)?,
+            command: command("hook_command", self.hook_command)?,
+            secret: self
+                .hook_secret_file
+                .as_deref()
+                .map(read_hook_secret)
+                .transpose()
+                .map_err(|message| KeyError {
+                    key: "hook_secret_file",
+                    message,
+                })?,
+            timeout: duration("hook_timeout", self.hook_timeout, "10s", false)?,
+            retry_min: duration("hook_retry_min", self.hook_retry_min, "1s", false)?,
+            retry_max: duration("hook_retry_max", self.hook_retry_max, "5m", false)?,
+            max_age: match self.hook_max_age.as_deref().map(str::trim) {
+                None | Some("forever") => None,
+                text => Some(duration(
+                    "hook_max_age",
+                    text.map(str::to_owned),
+                    "0s",
+                    false,
+                )?),
+            },
+            progress_interval: duration(
+                "hook_progress_interval",
+                self.hook_progress_interval,
+                "10s",
+                true,
+            )?,
+            pre_create_url: hook_url("pre_create_hook_url", self.pre_create_hook_url)?,
+            pre_create_command: command("pre_create_hook_command", self.pre_create_hook_command)?,
+            pre_create_fail_open: self.pre_create_hook_fail_open,
+            completion_answer: self.hook_completion_response,
+        };
+        if hooks.completion_answer && !hooks.delivers() {
+            return Err(KeyError {
+                key: "hook_completion_response",
+                message: "needs hook_url or hook_command".into(),
+            }
+            .into());
+        }
+        if hooks.secret.is_some() && hooks.url.is_none() && hooks.pre_create_url.is_none() {
+            return Err(KeyError {
+                key: "hook_secret_file",
+                message: "signs webhooks, but neither hook_url nor pre_create_hook_url is set"
+                    .into(),
+            }
+            .into());
+        }
         Ok(ServeConfig {
+            hooks,
             credentials,
             listen,
             data,
@@ -319,6 +443,45 @@ fn duration(
         Ok(duration) => Ok(duration),
         Err(message) => Err(KeyError { key, message }),
     }
+}
+
+/// A webhook URL under `key`: absolute `http` or `https`.
+fn hook_url(key: &'static str, value: Option<String>) -> Result<Option<String>, KeyError> {
+    let Some(text) = value else { return Ok(None) };
+    let text = text.trim();
+    match text.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+            Ok(Some(text.to_owned()))
+        }
+        _ => Err(KeyError {
+            key,
+            message: format!("{text:?} is not an http:// or https:// URL"),
+        }),
+    }
+}
+
+/// A hook command under `key`: not blank.
+fn command(key: &'static str, value: Option<String>) -> Result<Option<CommandLine>, KeyError> {
+    let Some(text) = value else { return Ok(None) };
+    CommandLine::parse(&text).map(Some).ok_or(KeyError {
+        key,
+        message: "the command is empty".into(),
+    })
+}
+
+/// The webhook signing secret: the file's text, trimmed, not empty.
+fn read_hook_secret(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let secret = text.trim();
+    if secret.len() < 16 {
+        return Err(format!(
+            "{} holds {} bytes; a webhook secret needs at least 16",
+            path.display(),
+            secret.len()
+        ));
+    }
+    Ok(Secret(secret.as_bytes().to_vec()))
 }
 
 /// The options in a TOML file.
@@ -474,5 +637,81 @@ mod tests {
         };
         assert!(zero.validate().is_err());
         assert!(file("log_format = \"xml\"").is_err());
+        let message = bad(ServeArgs {
+            hook_url: Some("ftp://example.invalid/x".into()),
+            ..ServeArgs::default()
+        });
+        assert!(message.starts_with(r#"config key "hook_url""#), "{message}");
+        let message = bad(ServeArgs {
+            hook_completion_response: true,
+            ..ServeArgs::default()
+        });
+        assert!(
+            message.starts_with(r#"config key "hook_completion_response""#),
+            "{message}"
+        );
+        let message = bad(ServeArgs {
+            hook_command: Some("   ".into()),
+            ..ServeArgs::default()
+        });
+        assert!(
+            message.starts_with(r#"config key "hook_command""#),
+            "{message}"
+        );
+        let message = bad(ServeArgs {
+            hook_max_age: Some("soon".into()),
+            ..ServeArgs::default()
+        });
+        assert!(
+            message.starts_with(r#"config key "hook_max_age""#),
+            "{message}"
+        );
+        let message = bad(ServeArgs {
+            hook_secret_file: Some(PathBuf::from("/nonexistent/hook.secret")),
+            hook_url: Some("http://127.0.0.1:9/".into()),
+            ..ServeArgs::default()
+        });
+        assert!(
+            message.starts_with(r#"config key "hook_secret_file""#),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn hook_keys_from_the_file() {
+        let config = file(
+            r#"
+            hook_url = "http://127.0.0.1:9000/events"
+            hook_command = "/usr/local/bin/on-upload --verbose"
+            hook_timeout = "2s"
+            hook_retry_min = "250ms"
+            hook_retry_max = "1m"
+            hook_max_age = "3d"
+            hook_progress_interval = 0
+            hook_completion_response = true
+            pre_create_hook_command = "check-upload"
+            pre_create_hook_fail_open = true
+            "#,
+        )
+        .expect("valid file")
+        .validate()
+        .expect("valid");
+        let hooks = config.hooks;
+        assert_eq!(hooks.url.as_deref(), Some("http://127.0.0.1:9000/events"));
+        assert_eq!(
+            hooks.command,
+            CommandLine::parse("/usr/local/bin/on-upload --verbose")
+        );
+        assert_eq!(hooks.timeout, Duration::from_secs(2));
+        assert_eq!(hooks.retry_min, Duration::from_millis(250));
+        assert_eq!(hooks.retry_max, Duration::from_secs(60));
+        assert_eq!(hooks.max_age, Some(Duration::from_secs(3 * 86_400)));
+        assert_eq!(hooks.progress_interval, Duration::ZERO);
+        assert!(hooks.completion_answer && hooks.pre_create_fail_open);
+        assert_eq!(hooks.pre_create_command, CommandLine::parse("check-upload"));
+        let defaults = ServeArgs::default().validate().expect("valid").hooks;
+        assert!(!defaults.delivers());
+        assert_eq!(defaults.max_age, None);
+        assert_eq!(defaults.timeout, Duration::from_secs(10));
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tenax_core::storage::LocalDisk;
-use tenax_core::{Engine, metric};
+use tenax_core::{CompletionAnswer, Engine, Hooks, NoHooks, metric};
+use tenax_hooks::{Outbox, metric as hook_metric};
 use tenax_server::{Auth, MetricsRender};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -34,6 +35,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         mut server,
         log,
         log_format,
+        hooks,
     } = args.resolve()?;
     let filter = EnvFilter::try_new(&log).context("invalid log filter")?;
     match log_format {
@@ -50,9 +52,27 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     server.metrics = Some(install_metrics()?);
     let storage = LocalDisk::open(&data)
         .with_context(|| format!("cannot open the data directory {}", data.display()))?;
-    let engine = Engine::open(Arc::new(storage), engine_config)
+    let outbox =
+        if hooks.delivers() || hooks.pre_create_url.is_some() || hooks.pre_create_command.is_some()
+        {
+            let completion_answer = hooks.completion_answer;
+            let outbox = Outbox::open(&data.join("outbox"), hooks)?;
+            if completion_answer {
+                server.completion_answer = Some(Arc::clone(&outbox) as Arc<dyn CompletionAnswer>);
+            }
+            Some(outbox)
+        } else {
+            None
+        };
+    let engine_hooks: Arc<dyn Hooks> = match &outbox {
+        Some(outbox) => Arc::clone(outbox) as Arc<dyn Hooks>,
+        None => Arc::new(NoHooks),
+    };
+    let engine = Engine::open_with_hooks(Arc::new(storage), engine_config, engine_hooks)
         .await
         .context("cannot read the uploads in the data directory")?;
+    // After the engine opened: recovery may have released events.
+    let delivery = outbox.as_ref().map(Outbox::spawn_delivery);
     if credentials.any() {
         let table = credentials.load()?;
         engine.set_quotas(table.quotas);
@@ -77,6 +97,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tenax_server::serve(listener, app, engine, &server, shutdown_signal()).await;
     // `serve` shut the engine down, which ends the collector.
     collector.abort();
+    if let Some(delivery) = delivery {
+        // Undelivered events stay in the outbox for the next start.
+        delivery.abort();
+    }
     Ok(())
 }
 
@@ -141,6 +165,27 @@ fn install_metrics() -> anyhow::Result<MetricsRender> {
         Unit::Seconds,
         "Latency of each fsync of upload data."
     );
+    metrics::describe_counter!(
+        hook_metric::DELIVERIES,
+        "Upload events accepted by a hook, by target (webhook, command) and event."
+    );
+    metrics::describe_counter!(
+        hook_metric::FAILURES,
+        "Failed hook delivery attempts, by target (webhook, command) and event."
+    );
+    metrics::describe_counter!(
+        hook_metric::DROPPED,
+        "Upload events given up after the maximum age, by event."
+    );
+    metrics::describe_gauge!(
+        hook_metric::OUTBOX_DEPTH,
+        "Upload events in the outbox waiting for delivery."
+    );
+    metrics::describe_counter!(
+        hook_metric::PRE_CREATE,
+        "Pre-create hook calls, by result (accepted, rejected, failed)."
+    );
+    metrics::gauge!(hook_metric::OUTBOX_DEPTH).increment(0.0);
     // Present from the first scrape on, not from the first event.
     for name in [metric::COMPLETED, metric::EXPIRED, metric::CANCELLED] {
         metrics::counter!(name).increment(0);

@@ -14,6 +14,7 @@ use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::Digests;
+use crate::events::{Event, EventKind, HookError, Hooks, NoHooks, event_id};
 use crate::hasher::Hasher;
 use crate::quota::{Accounts, Quota, QuotaExceeded, Usage};
 use crate::record::{Concat, FileKey, FinalInfo, NewUpload, Status, UploadRecord};
@@ -112,6 +113,9 @@ pub enum Error {
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The pre-create hook refused the upload or could not be asked.
+    #[error(transparent)]
+    Hook(#[from] HookError),
 }
 
 /// Why an append stopped before its body ended. The bytes received before
@@ -206,6 +210,8 @@ struct Inner {
     /// When the engine opened (seconds since the epoch): uploads that
     /// expired before it were never counted as active.
     opened_at: u64,
+    /// Where upload events go (completion hooks).
+    hooks: Arc<dyn Hooks>,
 }
 
 impl fmt::Debug for Engine {
@@ -271,6 +277,18 @@ fn new_id() -> Result<UploadId, Error> {
     Ok(UploadId::from_bytes(bytes))
 }
 
+/// An outbox failure as a storage one (it lives in the data directory),
+/// never as "not found".
+fn outbox_error(error: std::io::Error) -> Error {
+    match StorageError::from(error) {
+        StorageError::NotFound => {
+            StorageError::Io(std::io::Error::other("the event outbox vanished"))
+        }
+        other => other,
+    }
+    .into()
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -278,7 +296,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Engine {
     /// Opens an engine over a storage backend and indexes its uploads.
     pub async fn open(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Self, Error> {
+        Engine::open_with_hooks(storage, config, Arc::new(NoHooks)).await
+    }
+
+    /// Like [`Engine::open`], with upload events going to `hooks`, which
+    /// first resolves the events a crash left pending.
+    pub async fn open_with_hooks(
+        storage: Arc<dyn Storage>,
+        config: EngineConfig,
+        hooks: Arc<dyn Hooks>,
+    ) -> Result<Self, Error> {
         let records = storage.list().await?;
+        hooks.recover(&records).await.map_err(outbox_error)?;
         let opened_at = now();
         let live = records
             .iter()
@@ -364,6 +393,7 @@ impl Engine {
                 name_lock: tokio::sync::Mutex::default(),
                 shutdown: CancellationToken::new(),
                 opened_at,
+                hooks,
             }),
         };
         // Final uploads whose parts all completed before a restart.
@@ -383,10 +413,23 @@ impl Engine {
         &self.inner.storage
     }
 
-    /// Creates an upload.
+    /// Creates an upload, once the pre-create hook has accepted it (and
+    /// perhaps renamed it or changed its metadata).
     pub async fn create(&self, new: NewUpload) -> Result<UploadId, Error> {
+        self.create_hooked(new, true).await
+    }
+
+    /// [`Engine::create`]; a pre-create hook may rename only when `rename`.
+    async fn create_hooked(&self, mut new: NewUpload, rename: bool) -> Result<UploadId, Error> {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
+        }
+        let asked_name = new.name.clone();
+        self.inner.hooks.pre_create(&mut new).await?;
+        if !rename && new.name != asked_name {
+            // The name is how this upload is found again (`?file=NAME`).
+            tracing::warn!(name = ?asked_name, "the pre-create hook cannot rename an upload addressed by its name");
+            new.name = asked_name;
         }
         let created_at = now();
         let id = new_id()?;
@@ -412,10 +455,20 @@ impl Engine {
             updated_at: created_at,
             status: Status::Active,
         };
+        let event = Event::new(EventKind::Created, &record, 0, created_at);
+        if let Err(error) = self.inner.hooks.prepare(&event).await {
+            lock(&self.inner.accounts).retire(id);
+            return Err(outbox_error(error));
+        }
         if let Err(error) = self.inner.storage.create(&record).await {
             lock(&self.inner.accounts).retire(id);
             return Err(error.into());
         }
+        self.inner
+            .hooks
+            .commit(&event.id)
+            .await
+            .map_err(outbox_error)?;
         metrics::gauge!(metric::ACTIVE).increment(1);
         if let Some(file) = record.file_key() {
             lock(&self.inner.names).insert(file, record.id);
@@ -581,10 +634,22 @@ impl Engine {
                 expired.status = Status::Expired;
                 expired.updated_at = at;
                 expired.staged_from = None;
+                let event = Event::new(EventKind::Expired, &expired, 0, at);
+                self.inner
+                    .hooks
+                    .prepare(&event)
+                    .await
+                    .map_err(outbox_error)?;
                 // The record first: a crash before the data goes leaves a
                 // tombstone whose data the removal discards again.
                 self.inner.storage.put_record(&expired).await?;
                 self.inner.storage.discard(id).await?;
+                self.inner
+                    .hooks
+                    .commit(&event.id)
+                    .await
+                    .map_err(outbox_error)?;
+                self.inner.hooks.forget(id);
                 self.count_expired(&slot, last_active);
                 lock(&self.inner.accounts).retire(id);
                 slot.acknowledged.store(0, Ordering::Release);
@@ -662,11 +727,14 @@ impl Engine {
             }
         }
         let id = self
-            .create(NewUpload {
-                namespace: file.namespace.clone(),
-                name: Some(file.name.clone()),
-                ..new()
-            })
+            .create_hooked(
+                NewUpload {
+                    namespace: file.namespace.clone(),
+                    name: Some(file.name.clone()),
+                    ..new()
+                },
+                false,
+            )
             .await?;
         self.lease(id).await
     }
@@ -837,6 +905,13 @@ impl Engine {
         if let (Some(file), Status::Complete(info)) = (record.file_key(), &record.status) {
             lock(&self.inner.published).insert(file, (record.id, info.size));
         }
+        // The file is in place: its completion may be announced (this also
+        // releases the event of a publication a crash interrupted).
+        self.inner
+            .hooks
+            .commit(&event_id(record.id, EventKind::Completed, 0))
+            .await
+            .map_err(outbox_error)?;
         Ok(())
     }
 
@@ -1049,6 +1124,15 @@ impl Lease {
         record.staged_from = None;
         self.engine.inner.storage.put_record(&record).await?;
         self.loaded.record = record;
+        if keep
+            && self
+                .engine
+                .inner
+                .hooks
+                .progress_due(self.id(), self.loaded.held)
+        {
+            self.announce_progress(self.loaded.held).await?;
+        }
         match appended {
             Ok(outcome) if keep => Ok(outcome),
             Ok(outcome) if !whole => Ok(AppendOutcome {
@@ -1176,6 +1260,26 @@ impl Lease {
                         }
                     }
                 }
+                // A long body is announced while it streams, too (not a
+                // checksummed chunk: its bytes are not accepted yet).
+                if self.loaded.record.staged_from.is_none()
+                    && self
+                        .engine
+                        .inner
+                        .hooks
+                        .progress_due(self.id(), held + written)
+                {
+                    match pipeline.sync().await {
+                        Ok(held) => {
+                            self.slot.acknowledged.store(held, Ordering::Release);
+                            self.announce_progress(held).await?;
+                        }
+                        Err(error) => {
+                            failure = Some(error);
+                            break;
+                        }
+                    }
+                }
             }
             if interruption == Some(Interruption::Overrun) {
                 break;
@@ -1231,6 +1335,12 @@ impl Lease {
                 .put_record(&self.loaded.record)
                 .await?;
             self.loaded.persisted_at = at;
+        }
+        if written > 0
+            && self.loaded.record.staged_from.is_none()
+            && self.engine.inner.hooks.progress_due(self.id(), held)
+        {
+            self.announce_progress(held).await?;
         }
         tracing::debug!(id = %self.id(), written, held, ?interruption, "append");
         Ok(AppendOutcome {
@@ -1293,10 +1403,19 @@ impl Lease {
         record.total = Some(held);
         record.updated_at = completed_at;
         record.status = Status::Complete(info.clone());
+        // The completion event is pending before the upload is complete,
+        // and released once the file is in place: a crash anywhere in
+        // between leaves it pending, and recovery releases it when the
+        // record shows the file published.
+        let event = Event::new(EventKind::Completed, &record, held, completed_at);
+        let hooks = Arc::clone(&self.engine.inner.hooks);
+        hooks.prepare(&event).await.map_err(outbox_error)?;
         // Record first, then publication, then the record again: a crash in
         // between publishes at the next lease, so the file appears whole.
         storage.put_record(&record).await?;
         self.engine.publish(&mut record).await?;
+        hooks.commit(&event.id).await.map_err(outbox_error)?;
+        hooks.forget(self.id());
         self.loaded.record = record;
         lock(&self.engine.inner.accounts).retire(self.id());
         metrics::counter!(metric::COMPLETED).increment(1);
@@ -1306,6 +1425,14 @@ impl Lease {
             self.engine.part_completed(self.id());
         }
         Ok(info)
+    }
+
+    /// Records a progress event: `held` bytes are durable.
+    async fn announce_progress(&mut self, held: u64) -> Result<(), Error> {
+        let event = Event::new(EventKind::Progress, &self.loaded.record, held, now());
+        let hooks = &self.engine.inner.hooks;
+        hooks.prepare(&event).await.map_err(outbox_error)?;
+        hooks.commit(&event.id).await.map_err(outbox_error)
     }
 
     /// Cuts an active upload back to `len` bytes.
@@ -1322,10 +1449,21 @@ impl Lease {
     pub async fn cancel(&mut self) -> Result<(), Error> {
         let mut record = self.loaded.record.clone();
         let was_active = matches!(record.status, Status::Active);
+        let announce = !matches!(record.status, Status::Cancelled);
         record.status = Status::Cancelled;
         record.updated_at = now();
         self.loaded.append = None;
         let storage = &self.engine.inner.storage;
+        let event = Event::new(
+            EventKind::Cancelled,
+            &record,
+            self.loaded.held,
+            record.updated_at,
+        );
+        let hooks = &self.engine.inner.hooks;
+        if announce {
+            hooks.prepare(&event).await.map_err(outbox_error)?;
+        }
         storage.put_record(&record).await?;
         if let Some(file) = record.file_key() {
             let shown = {
@@ -1341,6 +1479,10 @@ impl Lease {
             }
         }
         storage.discard(record.id).await?;
+        if announce {
+            hooks.commit(&event.id).await.map_err(outbox_error)?;
+            hooks.forget(record.id);
+        }
         self.loaded.record = record;
         self.loaded.held = 0;
         self.slot.acknowledged.store(0, Ordering::Release);

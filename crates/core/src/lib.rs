@@ -11,6 +11,7 @@
 
 mod digest;
 mod engine;
+pub mod events;
 mod hasher;
 mod quota;
 mod record;
@@ -21,6 +22,7 @@ pub use engine::{
     AppendOutcome, ChunkCheck, CollectReport, Engine, EngineConfig, Error, Interruption, Lease,
     Snapshot, metric,
 };
+pub use events::{CompletionAnswer, Event, EventKind, HookError, Hooks, NoHooks};
 pub use quota::{Quota, QuotaExceeded, Usage};
 pub use record::{Concat, FileKey, FinalInfo, NewUpload, Status, UploadRecord};
 pub use storage::{Storage, StorageError};

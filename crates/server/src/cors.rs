@@ -61,6 +61,8 @@ const RESPONSE_HEADERS: &[&str] = &[
     "accept-ranges",
     "etag",
     "repr-digest",
+    // The completion hook's answer (`--hook-completion-response`).
+    "tenax-hook-response",
 ];
 
 /// Puts `app` behind CORS. tower-http answers every `OPTIONS` as a

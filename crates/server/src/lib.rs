@@ -19,6 +19,7 @@ mod common;
 mod cors;
 mod download;
 mod files;
+mod hooks;
 mod interim;
 mod ops;
 mod page;
@@ -33,7 +34,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post, put};
-use tenax_core::{Engine, FinalInfo, Lease};
+use tenax_core::{CompletionAnswer, Engine, FinalInfo, Lease};
 
 use crate::auth::Access;
 
@@ -59,6 +60,10 @@ pub struct ServerConfig {
     pub metrics: Option<MetricsRender>,
     /// The credentials requests need (none: open).
     pub auth: Arc<Auth>,
+    /// When set, the request that completes an upload delivers the
+    /// `completed` event itself and returns the receiver's answer
+    /// (`Tenax-Hook-Response`; seed's `hookResponse`).
+    pub completion_answer: Option<Arc<dyn CompletionAnswer>>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +75,7 @@ impl Default for ServerConfig {
             max_upload_size: Some(1 << 40),
             metrics: None,
             auth: Arc::default(),
+            completion_answer: None,
         }
     }
 }
@@ -110,7 +116,13 @@ impl AppState {
         lease: &mut Lease,
     ) -> Result<FinalInfo, Problem> {
         access.recheck(&self.config.auth)?;
-        Ok(lease.finalize().await?)
+        let info = lease.finalize().await?;
+        if let Some(hooks) = &self.config.completion_answer
+            && let Some(answer) = hooks.answer(lease.id()).await
+        {
+            access.hook_answer.set(answer);
+        }
+        Ok(info)
     }
 }
 

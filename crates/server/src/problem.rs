@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tenax_core::{Error as EngineError, StorageError};
+use tenax_core::{Error as EngineError, HookError, StorageError};
 
 /// An error answer: status, a problem type and a human-readable detail.
 ///
@@ -153,6 +153,25 @@ impl From<EngineError> for Problem {
                 "Quota exceeded",
                 exceeded.to_string(),
             ),
+            EngineError::Hook(HookError::Rejected { status, message }) => Problem::new(
+                StatusCode::from_u16(status)
+                    .ok()
+                    .filter(StatusCode::is_client_error)
+                    .unwrap_or(StatusCode::FORBIDDEN),
+                "urn:tenax:problem:rejected",
+                "Upload rejected",
+                message,
+            ),
+            EngineError::Hook(HookError::Unavailable(reason)) => {
+                tracing::warn!(%reason, "pre-create hook unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "urn:tenax:problem:hook-unavailable",
+                    "Upload hook unavailable",
+                    "the server could not check the upload with its pre-create hook; try again later",
+                )
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+            }
             EngineError::Storage(StorageError::Full(_)) => Problem::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "urn:tenax:problem:storage-full",

@@ -272,7 +272,7 @@ async fn respond(
     let mut response = match result {
         Err(problem) => problem.into_response(),
         Ok(_) if let Status::Complete(info) = &lease.record().status => {
-            final_response(lease.record(), info)
+            final_response(lease.record(), info, access.hook_answer.get())
         }
         Ok(Some(tenax_core::Interruption::Overrun)) => Problem::bad_request(
             "the body is longer than its Content-Range; the announced bytes were kept",
@@ -312,7 +312,11 @@ fn incomplete_response(no_308: bool) -> Response {
 /// The final 200: object JSON as GCS writes it, plus `sha256`. Without
 /// MD5 (`serve --no-md5`) `md5Hash` is left out, as GCS does for composite
 /// objects.
-fn final_response(record: &tenax_core::UploadRecord, info: &FinalInfo) -> Response {
+fn final_response(
+    record: &tenax_core::UploadRecord,
+    info: &FinalInfo,
+    hook_answer: Option<serde_json::Value>,
+) -> Response {
     let mut body = json!({
         "id": record.id.to_string(),
         "name": record.name.as_ref().map(FileName::as_str),
@@ -323,6 +327,9 @@ fn final_response(record: &tenax_core::UploadRecord, info: &FinalInfo) -> Respon
     });
     if let Some(md5) = &info.md5 {
         body["md5Hash"] = md5.clone().into();
+    }
+    if let Some(answer) = hook_answer {
+        body["hookResponse"] = answer;
     }
     (
         StatusCode::OK,

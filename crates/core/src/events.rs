@@ -278,6 +278,7 @@ mod tests {
             metadata: BTreeMap::from([("k".to_owned(), "dg==".to_owned())]),
             concat,
             staged_from: None,
+            md5: false,
             created_at: 1,
             updated_at: 1,
             status,

@@ -31,7 +31,8 @@ enum Command {
         Flags win over the environment, which wins over the file. Sizes take units \
         (1048576, 256KiB, 8MiB, 10MB); durations too (90, 90s, 10m, 1h30m, 7d)."
     )]
-    Serve(serve::ServeArgs),
+    // Boxed: by far the largest variant (clippy::large_enum_variant).
+    Serve(Box<serve::ServeArgs>),
     /// Upload a file, resuming across dropped connections and restarts.
     Upload(upload::UploadArgs),
     /// Download a file with range requests, resuming across dropped
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Upload(args) => upload::run(args).await,
             Command::Download(args) => download::run(args).await,
         }

@@ -5,11 +5,12 @@
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::common::upload_id;
 use crate::interim::Interim;
+use crate::origin::Origin;
 use crate::problem::Problem;
 use crate::{AppState, rufh, seed, tus};
 
@@ -63,24 +64,24 @@ impl Dialect {
 pub(crate) async fn create(
     State(state): State<AppState>,
     query: Query<seed::NameQuery>,
-    uri: Uri,
+    origin: Origin,
     headers: HeaderMap,
     interim: Option<Extension<Interim>>,
     body: Body,
 ) -> Response {
     match Dialect::of(&headers) {
-        Dialect::Tus => tus::create(state, uri, headers, body).await,
+        Dialect::Tus => tus::create(state, origin, headers, body).await,
         Dialect::Rufh => {
             rufh::create(
                 state,
-                uri,
+                origin,
                 headers,
                 interim.map(|Extension(interim)| interim),
                 body,
             )
             .await
         }
-        Dialect::Seed => seed::initiate(State(state), query, uri, headers, body)
+        Dialect::Seed => seed::initiate(State(state), query, origin, headers, body)
             .await
             .into_response(),
     }

@@ -70,8 +70,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "TENAX_BODY_IDLE_TIMEOUT")]
     #[serde(deserialize_with = "text")]
     body_idle_timeout: Option<String>,
-    /// How long a client may take to send a request's headers.
-    /// [default: 30s]
+    /// How long a client may take to send a request's headers (and, on a
+    /// new connection, to finish the TLS handshake). [default: 30s]
     #[arg(long, value_name = "DURATION", env = "TENAX_HEADER_READ_TIMEOUT")]
     #[serde(deserialize_with = "text")]
     header_read_timeout: Option<String>,

@@ -430,6 +430,24 @@ mod tests {
             parse_forwarded("secret=\"x\";proto=https"),
             Ok(vec![element(None, None, Some("https"))])
         );
+        // An element of unknown parameters still counts as the last one.
+        assert_eq!(
+            parse_forwarded("host=a.example, secret=x"),
+            Ok(vec![
+                element(None, Some("a.example"), None),
+                ForwardedElement::default()
+            ])
+        );
+        let origin = public_origin(
+            Some("host=a.example, secret=x"),
+            None,
+            Some("b.example"),
+            None,
+        );
+        assert_eq!(
+            origin.map(|origin| origin.host),
+            Ok(Some("b.example".into()))
+        );
     }
 
     #[test]

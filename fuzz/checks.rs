@@ -12,6 +12,7 @@
 use std::path::{Component, Path};
 
 use arbitrary::{Arbitrary, Unstructured};
+use tenax_protocol::forwarded::{self, ForwardedElement};
 use tenax_protocol::range::{
     self as ranges, Conditions, Decision, MAX_RANGES, RangeOutcome, Representation,
     available_ranges,
@@ -800,4 +801,101 @@ fn range_outcome(header: &str, len: u64, ctx: &str) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// forwarded
+
+/// The forwarding-header parsers (`Forwarded`, hosts, prefixes, and the
+/// origin built from all four headers) on the whole input and on every line
+/// of it.
+pub(crate) fn forwarded(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    for value in std::iter::once(text).chain(lines.iter().copied()) {
+        forwarded_elements(value);
+        forwarded_host(value);
+        forwarded_prefix(value);
+    }
+    // The first four lines as Forwarded, X-Forwarded-Proto, -Host, -Prefix.
+    let header = |index: usize| lines.get(index).copied().filter(|line| !line.is_empty());
+    if let Ok(origin) = forwarded::public_origin(header(0), header(1), header(2), header(3)) {
+        if let Some(host) = &origin.host {
+            assert_eq!(forwarded::parse_host(host).as_ref(), Ok(host), "{text:?}");
+        }
+        if let Some(prefix) = &origin.prefix {
+            assert_eq!(
+                forwarded::parse_prefix(prefix).as_ref(),
+                Ok(prefix),
+                "{text:?}"
+            );
+        }
+    }
+}
+
+/// Accepted elements print back to the same elements. (An element of
+/// unknown parameters only is kept, empty, so that "the last element" stays
+/// the last proxy's; it has nothing to print.)
+fn forwarded_elements(value: &str) {
+    let Ok(mut elements) = forwarded::parse_forwarded(value) else {
+        return;
+    };
+    elements.retain(|element| *element != ForwardedElement::default());
+    let printed = elements
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert_eq!(
+        forwarded::parse_forwarded(&printed),
+        Ok(elements),
+        "{value:?}: does not round-trip via {printed:?}"
+    );
+}
+
+/// An accepted host is lowercase `name[:port]` or `[v6][:port]` of safe
+/// characters, and a fixed point.
+fn forwarded_host(value: &str) {
+    let Ok(host) = forwarded::parse_host(value) else {
+        return;
+    };
+    assert!(
+        host.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._:[]".contains(&b)),
+        "{value:?}: host {host:?}"
+    );
+    assert_eq!(
+        forwarded::parse_host(&host).as_ref(),
+        Ok(&host),
+        "{value:?}"
+    );
+}
+
+/// An accepted prefix is empty or an absolute path without a trailing `/`,
+/// query, fragment or dot segment, and a fixed point.
+fn forwarded_prefix(value: &str) {
+    let Ok(prefix) = forwarded::parse_prefix(value) else {
+        return;
+    };
+    if !prefix.is_empty() {
+        assert!(
+            prefix.starts_with('/') && !prefix.ends_with('/'),
+            "{value:?}"
+        );
+        assert!(!prefix.contains(['?', '#', ' ', '"', '\\']), "{value:?}");
+        assert!(
+            prefix
+                .split('/')
+                .skip(1)
+                .all(|s| !s.is_empty() && s != "." && s != ".."),
+            "{value:?}"
+        );
+    }
+    assert_eq!(
+        forwarded::parse_prefix(&prefix).as_ref(),
+        Ok(&prefix),
+        "{value:?}"
+    );
 }

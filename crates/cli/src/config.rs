@@ -6,15 +6,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
+use ipnet::IpNet;
 use serde::Deserialize;
 use tenax_core::EngineConfig;
 use tenax_hooks::{CommandLine, HookConfig, Secret};
-use tenax_server::ServerConfig;
+use tenax_server::{MinTransferRate, ServerConfig, TlsConfig, TlsError, TrustForwarded};
 
 use crate::credentials::{Credentials, NamespaceEntry, Tables, TokenEntry, read_signing_key};
 use crate::units::{parse_duration, parse_size};
@@ -72,8 +73,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "TENAX_BODY_IDLE_TIMEOUT")]
     #[serde(deserialize_with = "text")]
     body_idle_timeout: Option<String>,
-    /// How long a client may take to send a request's headers.
-    /// [default: 30s]
+    /// How long a client may take to send a request's headers (and, on a
+    /// new connection, to finish the TLS handshake). [default: 30s]
     #[arg(long, value_name = "DURATION", env = "TENAX_HEADER_READ_TIMEOUT")]
     #[serde(deserialize_with = "text")]
     header_read_timeout: Option<String>,
@@ -166,6 +167,53 @@ pub(crate) struct ServeArgs {
     /// `[namespaces.NAME]` of the config file.
     #[arg(skip)]
     namespaces: BTreeMap<String, NamespaceEntry>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs
+    /// `--tls-key`. HTTP/2 and HTTP/1.1 are offered by ALPN.
+    #[arg(long, value_name = "FILE", env = "TENAX_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", env = "TENAX_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Also accept HTTP/2 with prior knowledge (h2c) on plain-text
+    /// connections, which are otherwise HTTP/1.1 only. [default: false]
+    #[arg(long, value_name = "BOOL", env = "TENAX_H2C", num_args = 0..=1, default_missing_value = "true")]
+    h2c: Option<bool>,
+    /// Behind a reverse proxy: absolute URLs (`Location`) take their scheme,
+    /// host and path prefix from `Forwarded` (RFC 7239) or
+    /// `X-Forwarded-Proto` / `-Host` / `-Prefix` (the last element of each,
+    /// the one the nearest proxy wrote). Off, those headers are ignored;
+    /// never turn it on without a proxy that sets or strips them.
+    /// [default: false]
+    #[arg(long, value_name = "BOOL", env = "TENAX_BEHIND_PROXY", num_args = 0..=1, default_missing_value = "true")]
+    behind_proxy: Option<bool>,
+    /// With `--behind-proxy`: believe the forwarding headers only from these
+    /// peers, a comma-separated list of addresses or networks
+    /// (`10.0.0.0/8,::1`). [default: every peer]
+    #[arg(long, value_name = "CIDRS", env = "TENAX_TRUSTED_PROXIES")]
+    trusted_proxies: Option<String>,
+    /// Connections served at once; beyond it new connections wait in the
+    /// listen backlog (not accepted, not refused) until one closes.
+    /// [default: 4096]
+    #[arg(long, value_name = "N", env = "TENAX_MAX_CONNECTIONS")]
+    #[serde(deserialize_with = "text")]
+    max_connections: Option<String>,
+    /// The largest request head (HTTP/1.1 request line and headers, HTTP/2
+    /// header list), 1KiB to 256KiB; beyond it 431 and the connection
+    /// (HTTP/1.1) or stream (HTTP/2) is closed. [default: 64KiB]
+    #[arg(long, value_name = "SIZE", env = "TENAX_MAX_HEADER_SIZE")]
+    #[serde(deserialize_with = "text")]
+    max_header_size: Option<String>,
+    /// An upload body slower than this many bytes a second, on average over
+    /// `--min-transfer-rate-window`, is cut (what it delivered is kept),
+    /// e.g. `1KiB`; `0` turns it off. [default: 1KiB]
+    #[arg(long, value_name = "SIZE", env = "TENAX_MIN_TRANSFER_RATE")]
+    #[serde(deserialize_with = "text")]
+    min_transfer_rate: Option<String>,
+    /// The stretch of time `--min-transfer-rate` is averaged over.
+    /// [default: 30s]
+    #[arg(long, value_name = "DURATION", env = "TENAX_MIN_TRANSFER_RATE_WINDOW")]
+    #[serde(deserialize_with = "text")]
+    min_transfer_rate_window: Option<String>,
 }
 
 /// How log lines look.
@@ -265,6 +313,17 @@ impl ServeArgs {
                 .into_iter()
                 .chain(self.namespaces)
                 .collect(),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            h2c: self.h2c.or(lower.h2c),
+            behind_proxy: self.behind_proxy.or(lower.behind_proxy),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_header_size: self.max_header_size.or(lower.max_header_size),
+            min_transfer_rate: self.min_transfer_rate.or(lower.min_transfer_rate),
+            min_transfer_rate_window: self
+                .min_transfer_rate_window
+                .or(lower.min_transfer_rate_window),
         }
     }
 
@@ -316,6 +375,19 @@ impl ServeArgs {
             false,
         )?;
         let shutdown_grace = duration("shutdown_grace", self.shutdown_grace, "10s", true)?;
+        let edge = edge(
+            self.tls_cert,
+            self.tls_key,
+            self.h2c,
+            self.behind_proxy,
+            self.trusted_proxies,
+        )?;
+        let limits = limits(
+            self.max_connections,
+            self.max_header_size,
+            self.min_transfer_rate,
+            self.min_transfer_rate_window,
+        )?;
         let log = self.log.unwrap_or_else(|| "info".to_owned());
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&log) {
             return Err(KeyError {
@@ -419,12 +491,162 @@ impl ServeArgs {
                 header_read_timeout,
                 shutdown_grace,
                 max_upload_size,
+                tls: edge.tls,
+                h2c: edge.h2c,
+                trust_forwarded: edge.trust_forwarded,
+                max_connections: limits.max_connections,
+                max_header_size: limits.max_header_size,
+                min_transfer_rate: limits.min_transfer_rate,
                 ..ServerConfig::default()
             },
             log,
             log_format: self.log_format.unwrap_or_default(),
         })
     }
+}
+
+/// TLS, h2c and behind-proxy settings, checked.
+struct Edge {
+    tls: Option<TlsConfig>,
+    h2c: bool,
+    trust_forwarded: TrustForwarded,
+}
+
+fn edge(
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    h2c: Option<bool>,
+    behind_proxy: Option<bool>,
+    trusted_proxies: Option<String>,
+) -> Result<Edge, KeyError> {
+    let tls = match (tls_cert, tls_key) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(KeyError {
+                key: "tls_key",
+                message: "missing: tls_cert needs its tls_key".into(),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(KeyError {
+                key: "tls_cert",
+                message: "missing: tls_key needs its tls_cert".into(),
+            });
+        }
+        (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(&cert, &key).map_err(
+            |error| KeyError {
+                key: match error {
+                    TlsError::Certificate { .. } => "tls_cert",
+                    _ => "tls_key",
+                },
+                message: error.to_string(),
+            },
+        )?),
+    };
+    let h2c = h2c.unwrap_or(false);
+    if h2c && tls.is_some() {
+        return Err(KeyError {
+            key: "h2c",
+            message: "only for plain-text connections; with TLS, HTTP/2 is negotiated (ALPN)"
+                .into(),
+        });
+    }
+    let trust_forwarded = match (behind_proxy.unwrap_or(false), trusted_proxies) {
+        (false, None) => TrustForwarded::Nobody,
+        (false, Some(_)) => {
+            return Err(KeyError {
+                key: "trusted_proxies",
+                message: "only means something with behind_proxy = true".into(),
+            });
+        }
+        (true, None) => TrustForwarded::Anyone,
+        (true, Some(list)) => {
+            let networks = list
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| {
+                    item.parse::<IpNet>()
+                        .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                        .map_err(|_| KeyError {
+                            key: "trusted_proxies",
+                            message: format!(
+                                "{item:?} is not an address or a network (try 10.0.0.0/8)"
+                            ),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if networks.is_empty() {
+                return Err(KeyError {
+                    key: "trusted_proxies",
+                    message: "empty list (leave it out to trust every peer)".into(),
+                });
+            }
+            TrustForwarded::Networks(networks)
+        }
+    };
+    Ok(Edge {
+        tls,
+        h2c,
+        trust_forwarded,
+    })
+}
+
+/// Connection and request limits, checked.
+struct Limits {
+    max_connections: usize,
+    max_header_size: usize,
+    min_transfer_rate: Option<MinTransferRate>,
+}
+
+fn limits(
+    max_connections: Option<String>,
+    max_header_size: Option<String>,
+    min_transfer_rate: Option<String>,
+    min_transfer_rate_window: Option<String>,
+) -> Result<Limits, KeyError> {
+    let text = max_connections.as_deref().unwrap_or("4096").trim();
+    let max_connections = match text.parse::<usize>() {
+        Ok(0) | Err(_) => {
+            return Err(KeyError {
+                key: "max_connections",
+                message: format!("{text:?} is not a whole number of at least 1"),
+            });
+        }
+        Ok(count) => count,
+    };
+    let text = max_header_size.as_deref().unwrap_or("64KiB");
+    let max_header_size = parse_size(text)
+        .map_err(|message| KeyError {
+            key: "max_header_size",
+            message,
+        })
+        .and_then(|size| match usize::try_from(size) {
+            Ok(size) if (1024..=256 * 1024).contains(&size) => Ok(size),
+            _ => Err(KeyError {
+                key: "max_header_size",
+                message: format!("must be from 1KiB to 256KiB, not {text:?}"),
+            }),
+        })?;
+    let text = min_transfer_rate.as_deref().unwrap_or("1KiB");
+    let rate = parse_size(text.trim().trim_end_matches("/s")).map_err(|message| KeyError {
+        key: "min_transfer_rate",
+        message,
+    })?;
+    let window = duration(
+        "min_transfer_rate_window",
+        min_transfer_rate_window,
+        "30s",
+        false,
+    )?;
+    Ok(Limits {
+        max_connections,
+        max_header_size,
+        min_transfer_rate: (rate > 0).then_some(MinTransferRate {
+            bytes_per_second: rate,
+            window,
+        }),
+    })
 }
 
 /// A duration under `key`, `default` when absent; zero only if `zero_ok`.
@@ -713,5 +935,140 @@ mod tests {
         assert!(!defaults.delivers());
         assert_eq!(defaults.max_age, None);
         assert_eq!(defaults.timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn edge_settings() {
+        let config = ServeArgs::default().validate().expect("defaults are valid");
+        assert!(config.server.tls.is_none());
+        assert!(!config.server.h2c);
+        assert_eq!(config.server.trust_forwarded, TrustForwarded::Nobody);
+        assert_eq!(config.server.max_connections, 4096);
+        assert_eq!(config.server.max_header_size, 64 * 1024);
+        assert_eq!(
+            config.server.min_transfer_rate,
+            Some(MinTransferRate {
+                bytes_per_second: 1024,
+                window: Duration::from_secs(30)
+            })
+        );
+        let config = file(
+            r#"
+            h2c = true
+            behind_proxy = true
+            trusted_proxies = "10.0.0.0/8, ::1"
+            max_connections = 3
+            max_header_size = "8KiB"
+            min_transfer_rate = "100/s"
+            min_transfer_rate_window = "2s"
+            "#,
+        )
+        .expect("valid file")
+        .validate()
+        .expect("valid");
+        assert!(config.server.h2c);
+        assert_eq!(
+            config.server.trust_forwarded,
+            TrustForwarded::Networks(vec![
+                "10.0.0.0/8".parse().expect("network"),
+                "::1/128".parse().expect("network")
+            ])
+        );
+        assert_eq!(config.server.max_connections, 3);
+        assert_eq!(config.server.max_header_size, 8192);
+        assert_eq!(
+            config.server.min_transfer_rate,
+            Some(MinTransferRate {
+                bytes_per_second: 100,
+                window: Duration::from_secs(2)
+            })
+        );
+        let off = ServeArgs {
+            min_transfer_rate: Some("0".into()),
+            behind_proxy: Some(true),
+            ..ServeArgs::default()
+        };
+        let off = off.validate().expect("valid");
+        assert_eq!(off.server.min_transfer_rate, None);
+        assert_eq!(off.server.trust_forwarded, TrustForwarded::Anyone);
+    }
+
+    #[test]
+    fn edge_errors_name_the_key() {
+        let bad = |args: ServeArgs| args.validate().expect_err("invalid").to_string();
+        let cases = [
+            (
+                ServeArgs {
+                    tls_cert: Some("cert.pem".into()),
+                    ..ServeArgs::default()
+                },
+                "tls_key",
+            ),
+            (
+                ServeArgs {
+                    tls_key: Some("key.pem".into()),
+                    ..ServeArgs::default()
+                },
+                "tls_cert",
+            ),
+            (
+                ServeArgs {
+                    tls_cert: Some("/nonexistent/cert.pem".into()),
+                    tls_key: Some("/nonexistent/key.pem".into()),
+                    ..ServeArgs::default()
+                },
+                "tls_cert",
+            ),
+            (
+                ServeArgs {
+                    trusted_proxies: Some("10.0.0.0/8".into()),
+                    ..ServeArgs::default()
+                },
+                "trusted_proxies",
+            ),
+            (
+                ServeArgs {
+                    behind_proxy: Some(true),
+                    trusted_proxies: Some("10.0.0.0/33".into()),
+                    ..ServeArgs::default()
+                },
+                "trusted_proxies",
+            ),
+            (
+                ServeArgs {
+                    max_connections: Some("0".into()),
+                    ..ServeArgs::default()
+                },
+                "max_connections",
+            ),
+            (
+                ServeArgs {
+                    max_header_size: Some("100".into()),
+                    ..ServeArgs::default()
+                },
+                "max_header_size",
+            ),
+            (
+                ServeArgs {
+                    min_transfer_rate: Some("fast".into()),
+                    ..ServeArgs::default()
+                },
+                "min_transfer_rate",
+            ),
+            (
+                ServeArgs {
+                    min_transfer_rate_window: Some("0s".into()),
+                    ..ServeArgs::default()
+                },
+                "min_transfer_rate_window",
+            ),
+        ];
+        for (args, key) in cases {
+            let message = bad(args);
+            assert!(
+                message.starts_with(&format!("config key {key:?}")),
+                "{key}: {message}"
+            );
+        }
     }
 }

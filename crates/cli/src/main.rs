@@ -33,6 +33,7 @@ enum Command {
         Flags win over the environment, which wins over the file. Sizes take units \
         (1048576, 256KiB, 8MiB, 10MB); durations too (90, 90s, 10m, 1h30m, 7d)."
     )]
+    // Boxed: by far the largest variant (clippy::large_enum_variant).
     Serve(Box<serve::ServeArgs>),
     /// Upload a file, resuming across dropped connections and restarts.
     Upload(upload::UploadArgs),

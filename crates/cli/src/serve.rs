@@ -88,7 +88,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on http://{address}")?;
+        let scheme = if server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        writeln!(stdout, "listening on {scheme}://{address}")?;
         stdout.flush()?;
     }
     tracing::info!(%address, data = %data.display(), "serving");

@@ -651,6 +651,23 @@ async fn a_token_revoked_mid_request_cannot_finalise() {
     );
     stream.write_all(head.as_bytes()).await.expect("write");
     stream.write_all(&[2; 5]).await.expect("write");
+    // Revoke only once the server is reading this body (its credential was
+    // checked then): its metrics count the 10 + 5 bytes received.
+    let mut reading = false;
+    for _ in 0..100 {
+        let metrics = call(Method::GET, &server.url("/metrics"), None, &[], vec![]).await;
+        let received = String::from_utf8_lossy(&metrics.body)
+            .lines()
+            .find_map(|line| line.strip_prefix("tenax_bytes_received_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if received >= 15.0 {
+            reading = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reading, "the server never read the first half of the body");
     secrets.write_tokens(&TWO_TEAMS.replace(TOKEN_A, "a-token-that-replaced-it-0"));
     server.signal("HUP");
     // The reload is asynchronous: the revoked token stops working soon.

@@ -14,8 +14,10 @@
 //! * [`name`]: upload ids and user-chosen file names.
 //! * [`range`]: range downloads: `Range`, the preconditions and `If-Range`
 //!   (§4).
+//! * [`forwarded`]: `Forwarded` and `X-Forwarded-*`, read behind a proxy.
 
 pub mod content_range;
+pub mod forwarded;
 pub mod name;
 pub mod number;
 pub mod range;

@@ -77,6 +77,11 @@ fn range_corpus() {
     replay("range", checks::range);
 }
 
+#[test]
+fn forwarded_corpus() {
+    replay("forwarded", checks::forwarded);
+}
+
 /// The hand-written `seed_decide` seeds must decode into inputs (a change
 /// to `checks::SeedInput` silently turns old files into other inputs).
 #[test]

@@ -1,7 +1,7 @@
 //! Small pieces every dialect adapter uses.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use tenax_core::UploadId;
 use tenax_protocol::FileName;
 
@@ -38,25 +38,6 @@ pub(crate) fn content_type(headers: &HeaderMap) -> Option<String> {
 
 pub(crate) fn no_store() -> HeaderValue {
     HeaderValue::from_static("no-store")
-}
-
-/// An absolute URL on this server for `path` (§1.1: `Location` is absolute).
-pub(crate) fn absolute_url(
-    uri: &Uri,
-    headers: &HeaderMap,
-    path: &str,
-) -> Result<HeaderValue, Problem> {
-    let host = uri
-        .authority()
-        .map(|authority| authority.as_str())
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|host| host.to_str().ok())
-        })
-        .ok_or_else(|| Problem::bad_request("the request names no host"))?;
-    HeaderValue::from_str(&format!("http://{host}{path}"))
-        .map_err(|_| Problem::bad_request("invalid Host header"))
 }
 
 /// Whether the request has a body (a chunked or HTTP/2 body counts even

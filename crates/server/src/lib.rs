@@ -22,10 +22,12 @@ mod files;
 mod hooks;
 mod interim;
 mod ops;
+mod origin;
 mod page;
 mod problem;
 mod rufh;
 mod seed;
+mod tls;
 mod tus;
 mod uploads;
 
@@ -41,7 +43,9 @@ use crate::auth::Access;
 pub use accept::serve;
 pub use auth::{Auth, TokenGrant};
 pub use ops::MetricsRender;
+pub use origin::TrustForwarded;
 pub use problem::Problem;
+pub use tls::{TlsConfig, TlsError};
 
 /// Front-end settings.
 #[derive(Debug, Clone)]
@@ -64,6 +68,34 @@ pub struct ServerConfig {
     /// `completed` event itself and returns the receiver's answer
     /// (`Tenax-Hook-Response`; seed's `hookResponse`).
     pub completion_answer: Option<Arc<dyn CompletionAnswer>>,
+    /// Serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) rather than plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// Whether plain-text connections may speak HTTP/2 with prior knowledge
+    /// (h2c); otherwise they are HTTP/1.1 only.
+    pub h2c: bool,
+    /// Whose `Forwarded` / `X-Forwarded-*` headers decide the absolute URLs
+    /// handed out (behind-proxy mode).
+    pub trust_forwarded: TrustForwarded,
+    /// Connections served at once; further ones wait, unaccepted, in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+    /// The largest request head: HTTP/1.1 request line and headers, HTTP/2
+    /// header list. Beyond it: 431 and the connection (h1) or stream (h2)
+    /// closed.
+    pub max_header_size: usize,
+    /// An upload body slower than this is cut (what it delivered is kept).
+    pub min_transfer_rate: Option<MinTransferRate>,
+}
+
+/// The slowest an upload body may be: at least `bytes_per_second` on
+/// average over each `window` of time spent waiting for it (time the server
+/// itself spends, e.g. in fsync, does not count against the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinTransferRate {
+    /// The rate, in bytes a second.
+    pub bytes_per_second: u64,
+    /// How long a stretch the rate is averaged over.
+    pub window: Duration,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +108,15 @@ impl Default for ServerConfig {
             metrics: None,
             auth: Arc::default(),
             completion_answer: None,
+            tls: None,
+            h2c: false,
+            trust_forwarded: TrustForwarded::Nobody,
+            max_connections: 4096,
+            max_header_size: 64 * 1024,
+            min_transfer_rate: Some(MinTransferRate {
+                bytes_per_second: 1024,
+                window: Duration::from_secs(30),
+            }),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tenax_core::{Error as EngineError, Interruption, Lease, NewUpload, Status, UploadId};
 use tenax_protocol::FileName;
@@ -15,8 +15,9 @@ use tenax_protocol::rufh::{
 use crate::AppState;
 use crate::auth::Access;
 use crate::body::{data_stream, detached};
-use crate::common::{absolute_url, has_body, no_store};
+use crate::common::{has_body, no_store};
 use crate::interim::Interim;
+use crate::origin::Origin;
 use crate::problem::Problem;
 
 /// What a request says about itself.
@@ -169,23 +170,23 @@ fn metadata_name(headers: &HeaderMap) -> Option<FileName> {
 pub(crate) async fn create(
     state: AppState,
     access: Access,
-    uri: Uri,
+    origin: Origin,
     headers: HeaderMap,
     interim: Option<Interim>,
     body: Body,
 ) -> Response {
-    detached(create_inner(state, access, uri, headers, interim, body)).await
+    detached(create_inner(state, access, origin, headers, interim, body)).await
 }
 
 async fn create_inner(
     state: AppState,
     access: Access,
-    uri: Uri,
+    origin: Origin,
     headers: HeaderMap,
     interim: Option<Interim>,
     body: Body,
 ) -> Result<Response, Problem> {
-    let (uri, headers) = (&uri, &headers);
+    let headers = &headers;
     if headers.contains_key("upload-incomplete") {
         return Err(Problem::bad_request(
             "Upload-Incomplete (interop version 3) is not supported; send Upload-Complete (interop 5 to 9)",
@@ -225,7 +226,7 @@ async fn create_inner(
         ..NewUpload::default()
     };
     let id = state.engine.create(new).await?;
-    let location = absolute_url(uri, headers, &format!("/uploads/{id}"))?;
+    let location = origin.url(&format!("/uploads/{id}"))?;
     let interims = Interims::new(interim, fields.version);
     if let Some(interims) = &interims {
         let mut resumption = HeaderMap::new();
@@ -264,7 +265,7 @@ async fn append(
         .record()
         .total
         .map_or(u64::MAX, |total| total - lease.held());
-    let body = data_stream(body, state.config.body_idle_timeout, None);
+    let body = data_stream(body, &state.config, None);
     let outcome = match interims {
         Some(interims) => {
             let mut report = |held: u64| {

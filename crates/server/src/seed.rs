@@ -4,7 +4,7 @@
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -14,12 +14,10 @@ use tenax_protocol::{FileName, parse_u64};
 
 use crate::AppState;
 use crate::auth::Access;
-use crate::body::{data_stream, detached};
-use crate::common::{absolute_url, content_type, file_name, header_str, no_store, upload_id};
+use crate::body::{control_body, data_stream, detached};
+use crate::common::{content_type, file_name, header_str, no_store, upload_id};
+use crate::origin::Origin;
 use crate::problem::Problem;
-
-/// Largest JSON metadata body accepted on initiation.
-const MAX_METADATA_BODY: usize = 64 * 1024;
 
 /// The `?file=NAME` query of `/api/upload`.
 #[derive(Debug, Deserialize)]
@@ -46,7 +44,7 @@ pub(crate) async fn initiate(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
     Query(query): Query<NameQuery>,
-    uri: Uri,
+    origin: Origin,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
@@ -58,9 +56,7 @@ pub(crate) async fn initiate(
         .transpose()?;
     state.check_size(&access, total)?;
     let content_type = header_str(&headers, "x-upload-content-type")?.map(str::to_owned);
-    let metadata = axum::body::to_bytes(body, MAX_METADATA_BODY)
-        .await
-        .map_err(|error| Problem::bad_request(format!("metadata body: {error}")))?;
+    let metadata = control_body(&headers, body).await?;
     let json_name = if metadata.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -89,7 +85,7 @@ pub(crate) async fn initiate(
             ..NewUpload::default()
         })
         .await?;
-    let location = absolute_url(&uri, &headers, &format!("/uploads/{id}"))?;
+    let location = origin.url(&format!("/uploads/{id}"))?;
     Ok((
         StatusCode::OK,
         [
@@ -258,7 +254,7 @@ async fn respond(
                 if let Some(total) = total {
                     lease.set_total(total).await?;
                 }
-                let body = data_stream(body, state.config.body_idle_timeout, None);
+                let body = data_stream(body, &state.config, None);
                 let outcome = lease.append(body, skip, write).await?;
                 if completes && lease.record().total == Some(lease.held()) {
                     state.finalize(access, &mut lease).await?;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -20,7 +20,8 @@ use crate::AppState;
 use crate::auth::Access;
 use crate::body::{data_stream, detached};
 use crate::checksum::{HeaderChecksum, TrailerChecksum};
-use crate::common::{absolute_url, has_body, header_str, no_store};
+use crate::common::{has_body, header_str, no_store};
+use crate::origin::Origin;
 use crate::problem::Problem;
 
 /// The extensions offered in `Tus-Extension`.
@@ -127,13 +128,13 @@ pub(crate) fn metadata_name(metadata: &tus::Metadata) -> Option<FileName> {
 pub(crate) async fn create(
     state: AppState,
     access: Access,
-    uri: Uri,
+    origin: Origin,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     detached(async move {
         resumable(
-            create_inner(&state, &access, &uri, &headers, body)
+            create_inner(&state, &access, &origin, &headers, body)
                 .await
                 .unwrap_or_else(IntoResponse::into_response),
         )
@@ -144,7 +145,7 @@ pub(crate) async fn create(
 async fn create_inner(
     state: &AppState,
     access: &Access,
-    uri: &Uri,
+    origin: &Origin,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
@@ -197,11 +198,11 @@ async fn create_inner(
         }
         let parts = urls
             .iter()
-            .map(|url| part_id(url))
+            .map(|url| part_id(url, origin.prefix()))
             .collect::<Result<Vec<_>, _>>()?;
         // concatenation-unfinished: parts may still be in progress.
         let id = state.engine.concatenate(parts, new, true).await?;
-        let location = absolute_url(uri, headers, &format!("/uploads/{id}"))?;
+        let location = origin.url(&format!("/uploads/{id}"))?;
         return Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response());
     }
     if length.is_some() == deferred {
@@ -215,7 +216,7 @@ async fn create_inner(
         ..new
     };
     let id = state.engine.create(new).await?;
-    let location = absolute_url(uri, headers, &format!("/uploads/{id}"))?;
+    let location = origin.url(&format!("/uploads/{id}"))?;
     let mut lease = state.engine.lease(id).await?;
     if length == Some(0) {
         state.finalize(access, &mut lease).await?;
@@ -231,14 +232,16 @@ async fn create_inner(
 }
 
 /// The id of a partial upload named in `Upload-Concat: final;…`: an
-/// absolute URL or a path, which must be one of our upload URLs.
-fn part_id(url: &str) -> Result<UploadId, Problem> {
+/// absolute URL or a path, which must be one of our upload URLs (under the
+/// proxy's `prefix`, behind one, as the `Location`s we handed out are).
+fn part_id(url: &str, prefix: &str) -> Result<UploadId, Problem> {
     let path = match url.split_once("://") {
         Some((_, rest)) => rest.find('/').map_or("", |slash| &rest[slash..]),
         None => url,
     };
     // A signed URL's query is not part of the upload's path.
     let path = path.split(['?', '#']).next().unwrap_or(path);
+    let path = path.strip_prefix(prefix).unwrap_or(path);
     let id = path
         .strip_prefix("/uploads/")
         .ok_or_else(|| Problem::bad_request(format!("{url} is not an upload of this server")))?;
@@ -291,21 +294,21 @@ async fn append(
                 .split(',')
                 .any(|name| name.trim().eq_ignore_ascii_case("upload-checksum"))
         });
-    let idle = state.config.body_idle_timeout;
+    let config = &state.config;
     let outcome = if let Some(checksum) = checksum {
         let check = Box::new(HeaderChecksum::new(checksum.algorithm, checksum.digest));
         lease
-            .append_checked(data_stream(body, idle, None), limit, check)
+            .append_checked(data_stream(body, config, None), limit, check)
             .await?
     } else if trailer_announced {
         let trailers = Arc::new(Mutex::new(None));
         let check = Box::new(TrailerChecksum::new(Arc::clone(&trailers)));
         lease
-            .append_checked(data_stream(body, idle, Some(trailers)), limit, check)
+            .append_checked(data_stream(body, config, Some(trailers)), limit, check)
             .await?
     } else {
         lease
-            .append(data_stream(body, idle, None), 0, limit)
+            .append(data_stream(body, config, None), 0, limit)
             .await?
     };
     if lease.record().total == Some(lease.held()) {

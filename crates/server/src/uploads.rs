@@ -5,12 +5,13 @@
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::Access;
 use crate::common::upload_id;
 use crate::interim::Interim;
+use crate::origin::Origin;
 use crate::problem::Problem;
 use crate::{AppState, rufh, seed, tus};
 
@@ -65,27 +66,34 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
     query: Query<seed::NameQuery>,
-    uri: Uri,
+    origin: Origin,
     headers: HeaderMap,
     interim: Option<Extension<Interim>>,
     body: Body,
 ) -> Response {
     match Dialect::of(&headers) {
-        Dialect::Tus => tus::create(state, access, uri, headers, body).await,
+        Dialect::Tus => tus::create(state, access, origin, headers, body).await,
         Dialect::Rufh => {
             rufh::create(
                 state,
                 access,
-                uri,
+                origin,
                 headers,
                 interim.map(|Extension(interim)| interim),
                 body,
             )
             .await
         }
-        Dialect::Seed => seed::initiate(State(state), Extension(access), query, uri, headers, body)
-            .await
-            .into_response(),
+        Dialect::Seed => seed::initiate(
+            State(state),
+            Extension(access),
+            query,
+            origin,
+            headers,
+            body,
+        )
+        .await
+        .into_response(),
     }
 }
 

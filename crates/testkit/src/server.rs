@@ -18,6 +18,8 @@ pub struct TestServer {
     _temp: Option<tempfile::TempDir>,
     child: Option<Child>,
     addr: SocketAddr,
+    /// `http` or `https`, as the server announced.
+    scheme: &'static str,
     extra_args: Vec<String>,
 }
 
@@ -37,6 +39,7 @@ impl TestServer {
             _temp: Some(temp),
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            scheme: "http",
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
         };
         server.spawn("127.0.0.1:0");
@@ -55,6 +58,7 @@ impl TestServer {
             data: data.into(),
             _temp: None,
             child: None,
+            scheme: "http",
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
         };
@@ -92,11 +96,18 @@ impl TestServer {
         let line = receiver
             .recv_timeout(START_TIMEOUT)
             .expect("the server did not print its address");
-        let addr = line
-            .strip_prefix("listening on http://")
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"));
+        let (scheme, addr) = [
+            ("https", "listening on https://"),
+            ("http", "listening on http://"),
+        ]
+        .into_iter()
+        .find_map(|(scheme, prefix)| {
+            let addr = line.strip_prefix(prefix)?.parse().ok()?;
+            Some((scheme, addr))
+        })
+        .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"));
         self.addr = addr;
+        self.scheme = scheme;
         self.child = Some(child);
     }
 
@@ -105,9 +116,10 @@ impl TestServer {
         self.addr
     }
 
-    /// `http://ADDR` followed by `path`.
+    /// `http://ADDR` (`https://` when the server serves TLS) followed by
+    /// `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// The server's data directory.

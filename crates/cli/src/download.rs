@@ -77,6 +77,7 @@ pub(crate) async fn run(args: DownloadArgs) -> anyhow::Result<ExitCode> {
         .max_time(args.retry.max_time)
         .stall_timeout(args.retry.stall_timeout)
         .bearer_token(args.retry.token.clone())
+        .extra_root_certificates(args.retry.cacert_pem()?)
         .on_progress(move |progress: DownloadProgress| {
             match progress.total {
                 Some(total) => reporter.set_length(total),

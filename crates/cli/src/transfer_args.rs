@@ -34,6 +34,24 @@ pub(crate) struct RetryArgs {
         hide_env_values = true
     )]
     pub(crate) token: Option<String>,
+
+    /// Also trust the certificate authorities in this PEM file (a server
+    /// with a private or self-signed certificate).
+    #[arg(long, value_name = "FILE", env = "TENAX_CACERT")]
+    pub(crate) cacert: Option<std::path::PathBuf>,
+}
+
+impl RetryArgs {
+    /// The PEM bytes of `--cacert`, if given.
+    pub(crate) fn cacert_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.cacert
+            .as_deref()
+            .map(|path| {
+                std::fs::read(path)
+                    .map_err(|error| anyhow::anyhow!("--cacert {}: {error}", path.display()))
+            })
+            .transpose()
+    }
 }
 
 /// A progress bar on a terminal's stderr, hidden when `quiet`, when the

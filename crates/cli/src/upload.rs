@@ -106,6 +106,7 @@ pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
         .max_time(args.retry.max_time)
         .stall_timeout(args.retry.stall_timeout)
         .bearer_token(args.retry.token.clone())
+        .extra_root_certificates(args.retry.cacert_pem()?)
         .journal_dir(journal_dir)
         .protocol(args.protocol.into())
         .parallel(usize::from(args.parallel))

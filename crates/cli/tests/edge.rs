@@ -626,3 +626,73 @@ async fn connection_cap_makes_the_next_wait() {
         started.elapsed()
     );
 }
+
+#[test]
+fn the_cli_trusts_a_private_certificate_authority_when_told() {
+    let (server, cert) = tls_server(&[]);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert).expect("write the certificate");
+    let mut rng = Rng::from_env_or_os();
+    let data = random_bytes(&mut rng, 3 << 20);
+    let source = dir.path().join("tls.bin");
+    std::fs::write(&source, &data).expect("write the source");
+    let run = |args: &[&str]| {
+        let child = std::process::Command::new(BIN)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start tenax");
+        support::process::wait_output(child, IO_TIMEOUT)
+    };
+    let (source, ca) = (source.to_str().expect("UTF-8"), ca.to_str().expect("UTF-8"));
+    let base = server.url("");
+    assert!(base.starts_with("https://"), "{base}");
+    // Without the authority the certificate is refused; with it, both ways work.
+    let out = run(&[
+        "upload",
+        source,
+        &base,
+        "--no-journal",
+        "--max-retries",
+        "1",
+    ]);
+    assert!(
+        !out.status.success(),
+        "a self-signed certificate was trusted"
+    );
+    for protocol in ["seed", "tus"] {
+        let out = run(&[
+            "upload",
+            source,
+            &base,
+            "--no-journal",
+            "--protocol",
+            protocol,
+            "--cacert",
+            ca,
+        ]);
+        assert!(
+            out.status.success(),
+            "{protocol}: {}",
+            support::process::text(&out.stderr)
+        );
+    }
+    let target = dir.path().join("back.bin");
+    let out = run(&[
+        "download",
+        &server.url("/files/tls.bin"),
+        "-o",
+        target.to_str().expect("UTF-8"),
+        "--cacert",
+        ca,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        support::process::text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&target).expect("downloaded"), data);
+}

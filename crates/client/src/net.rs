@@ -62,6 +62,13 @@ macro_rules! policy_setters {
             self.policy.bearer_token = token;
             self
         }
+
+        /// Also trusts these certificate authorities (PEM), besides the
+        /// system's: for a server with a private or self-signed certificate.
+        pub fn extra_root_certificates(mut self, pem: Option<Vec<u8>>) -> Self {
+            self.policy.extra_roots = pem;
+            self
+        }
     };
 }
 pub(crate) use policy_setters;
@@ -82,6 +89,8 @@ pub(crate) struct Policy {
     pub(crate) max_delay: Duration,
     /// Sent as `Authorization: Bearer …`.
     pub(crate) bearer_token: Option<String>,
+    /// More trusted certificate authorities, PEM.
+    pub(crate) extra_roots: Option<Vec<u8>>,
 }
 
 impl Default for Policy {
@@ -94,6 +103,7 @@ impl Default for Policy {
             min_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
             bearer_token: None,
+            extra_roots: None,
         }
     }
 }
@@ -115,7 +125,14 @@ impl Policy {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &self.extra_roots {
+            let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Client)?;
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        builder
             .default_headers(headers)
             .redirect(redirect)
             .connect_timeout(self.connect_timeout)

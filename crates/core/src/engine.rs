@@ -204,8 +204,8 @@ struct Inner {
     owners: Mutex<HashMap<UploadId, Namespace>>,
     /// Final uploads waiting for unfinished parts: part to finals.
     pending_finals: Mutex<HashMap<UploadId, Vec<UploadId>>>,
-    /// Serialises "find or create the upload of a name".
-    name_lock: tokio::sync::Mutex<()>,
+    /// Serialise "find or create the upload of a name", per name.
+    name_locks: Mutex<HashMap<FileKey, Arc<tokio::sync::Mutex<()>>>>,
     shutdown: CancellationToken,
     /// When the engine opened (seconds since the epoch): uploads that
     /// expired before it were never counted as active.
@@ -220,6 +220,46 @@ impl fmt::Debug for Engine {
             .field("storage", &self.inner.storage)
             .field("config", &self.inner.config)
             .finish()
+    }
+}
+
+/// Serialises "find or create the upload of a name", per name: waiting for
+/// an older request to let go of an upload (or for a pre-create hook) holds
+/// up only the requests for the same name.
+struct NameGuard {
+    engine: Engine,
+    file: FileKey,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl NameGuard {
+    async fn lock(engine: &Engine, file: &FileKey) -> NameGuard {
+        let mutex = Arc::clone(
+            lock(&engine.inner.name_locks)
+                .entry(file.clone())
+                .or_default(),
+        );
+        NameGuard {
+            engine: engine.clone(),
+            file: file.clone(),
+            guard: Some(mutex.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for NameGuard {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let mutex = Arc::clone(tokio::sync::OwnedMutexGuard::mutex(&guard));
+        drop(guard);
+        // Clones are taken under the map's lock, so a count of two (the
+        // map's and this one) means nobody else waits for this name.
+        let mut locks = lock(&self.engine.inner.name_locks);
+        if Arc::strong_count(&mutex) == 2 {
+            locks.remove(&self.file);
+        }
     }
 }
 
@@ -390,7 +430,7 @@ impl Engine {
                 published: Mutex::new(published),
                 accounts: Mutex::new(accounts),
                 owners: Mutex::default(),
-                name_lock: tokio::sync::Mutex::default(),
+                name_locks: Mutex::default(),
                 shutdown: CancellationToken::new(),
                 opened_at,
                 hooks,
@@ -717,7 +757,7 @@ impl Engine {
         new: impl FnOnce() -> NewUpload,
         start_new: impl FnOnce(&Snapshot) -> bool,
     ) -> Result<Lease, Error> {
-        let _name_guard = self.inner.name_lock.lock().await;
+        let _name_guard = NameGuard::lock(self, file).await;
         let current = lock(&self.inner.names).get(file).copied();
         if let Some(id) = current {
             match self.lease(id).await {

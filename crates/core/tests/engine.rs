@@ -899,3 +899,46 @@ async fn space_reserved_for_appends_is_released_at_completion() {
     );
     assert_eq!(std::fs::read(&path).expect("read"), data);
 }
+
+#[tokio::test]
+async fn a_name_waiting_for_its_upload_does_not_hold_up_other_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let key = |name: &str| FileKey {
+        namespace: Namespace::default(),
+        name: FileName::new(name).expect("name"),
+    };
+    let held = engine
+        .lease_name(&key("a.bin"), NewUpload::default, |_| false)
+        .await
+        .expect("lease a");
+    // A second request for "a.bin" waits for the first to let go ...
+    let second = tokio::spawn({
+        let engine = engine.clone();
+        let a = key("a.bin");
+        async move {
+            engine
+                .lease_name(&a, NewUpload::default, |_| false)
+                .await
+                .map(|lease| lease.id())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ... which does not stop "b.bin" meanwhile.
+    let other = tokio::time::timeout(
+        Duration::from_secs(5),
+        engine.lease_name(&key("b.bin"), NewUpload::default, |_| false),
+    )
+    .await
+    .expect("b.bin waited for a.bin")
+    .expect("lease b");
+    assert_ne!(other.id(), held.id());
+    let first = held.id();
+    drop(held);
+    let again = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("the second request for a.bin never got it")
+        .expect("task")
+        .expect("lease a again");
+    assert_eq!(again, first);
+}

@@ -35,6 +35,17 @@ pub enum StorageError {
     /// Any other I/O failure.
     #[error("storage I/O failed: {0}")]
     Io(#[source] io::Error),
+    /// The backend cannot serve this range of an upload still in progress
+    /// (an object store cannot read back the parts of an unfinished
+    /// multipart upload); bytes from `readable_from` on can be read, and
+    /// everything once the upload is complete.
+    #[error(
+        "bytes below {readable_from} of an upload in progress cannot be read from this storage"
+    )]
+    NotReadable {
+        /// The first offset the backend can serve while the upload is in progress.
+        readable_from: u64,
+    },
 }
 
 impl From<io::Error> for StorageError {
@@ -82,6 +93,15 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         record: &UploadRecord,
         range: Range<u64>,
     ) -> Result<ByteStream, StorageError>;
+
+    /// Makes an active upload's `len` bytes readable whole, under its lease
+    /// (the engine calls it at finalisation, before it reads them back to
+    /// hash them). An object store completes the multipart upload here; a
+    /// later append or truncate still works (it is rebuilt). Idempotent.
+    async fn seal(&self, id: UploadId, len: u64) -> Result<(), StorageError> {
+        let _ = (id, len);
+        Ok(())
+    }
 
     /// Publishes a complete upload's data: afterwards it is readable under its
     /// name (if it has one), whole. Idempotent.

@@ -1,0 +1,938 @@
+//! tenax storage on an object store: S3 and compatible servers through
+//! `object_store`, or its `InMemory` store for tests.
+//!
+//! ```text
+//! PREFIX/uploads/ID/record.json   the upload's record (the engine's, replaced whole)
+//! PREFIX/uploads/ID/state.json    where its bytes are: the multipart id, the parts
+//!                                 (ETag and length each), the tail objects, or "sealed"
+//! PREFIX/uploads/ID/tail-N        bytes below the part size, acknowledged but not yet a part
+//! PREFIX/uploads/ID/data          the multipart upload's target: the whole data once sealed
+//! PREFIX/files/NAME               published files (a server-side copy of `data`)
+//! PREFIX/spaces/NS/NAME           the same, for the files of namespace NS
+//! ```
+//!
+//! Appended bytes are gathered in memory until a part is full (at most the
+//! part size, 8 MiB by default, per open upload) and then uploaded as the
+//! next part of the upload's multipart upload. At `sync` the bytes that do
+//! not fill a part go to a new small `tail-N` object, and `state.json` is
+//! rewritten to list every part and tail: that PUT is the commit point, so
+//! the durable length is what `state.json` describes, and every byte it
+//! counts is in an object or an uploaded part. Nothing lives only in one
+//! node's memory: another node (or this one after a restart) reopens the
+//! upload from `state.json`, reads the tail objects back, and continues the
+//! same multipart upload.
+//!
+//! The parts of an unfinished multipart upload cannot be read back, so an
+//! upload in progress is readable only from the end of its last part (the
+//! tail objects); other ranges answer [`StorageError::NotReadable`]. At
+//! finalisation the engine calls [`Storage::seal`]: the tail becomes the last
+//! part, the multipart upload is completed into `data`, and `state.json`
+//! says "sealed". A truncate into the parts, or an append after a seal,
+//! rebuilds a fresh multipart upload from `data` (rare: a checksum mismatch
+//! on a chunk larger than the tail, or a failed finalisation).
+//!
+//! See docs/storage.md for the durability argument and the failure modes.
+
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{StreamExt as _, TryStreamExt as _, stream};
+use object_store::aws::AmazonS3Builder;
+use object_store::memory::InMemory;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::{Path, PathPart};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, PutPayload};
+use serde::{Deserialize, Serialize};
+use tenax_core::storage::{Append, ByteStream, Stored};
+use tenax_core::{FileKey, Status, Storage, StorageError, UploadId, UploadRecord};
+
+/// The default part size: above S3's 5 MiB minimum, small enough to buffer
+/// one per open upload.
+pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+
+/// The smallest part (but the last) that S3 accepts.
+pub const S3_MIN_PART_SIZE: usize = 5 << 20;
+
+/// Why an object-store backend could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The URL is not `s3://BUCKET[/PREFIX]`.
+    #[error("invalid object-store URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The prefix is not a valid object path.
+    #[error("invalid prefix {prefix:?}: {source}")]
+    InvalidPrefix {
+        /// The prefix given.
+        prefix: String,
+        /// The parser's complaint.
+        #[source]
+        source: object_store::path::Error,
+    },
+    /// The part size is zero.
+    #[error("the part size must be at least 1 byte")]
+    PartSize,
+    /// The client could not be built from the environment.
+    #[error("cannot configure the S3 client: {0}")]
+    Client(#[source] object_store::Error),
+}
+
+/// A store that also offers the low-level multipart API (persistable ids).
+trait MultipartObjectStore: ObjectStore + MultipartStore {}
+impl<T: ObjectStore + MultipartStore> MultipartObjectStore for T {}
+
+/// Storage on an object store.
+#[derive(Clone)]
+pub struct ObjectStorage {
+    store: Arc<dyn MultipartObjectStore>,
+    root: Path,
+    part_size: usize,
+    description: Arc<str>,
+}
+
+impl std::fmt::Debug for ObjectStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStorage")
+            .field("store", &self.description)
+            .field("root", &self.root)
+            .field("part_size", &self.part_size)
+            .finish()
+    }
+}
+
+impl ObjectStorage {
+    /// Storage in a fresh in-memory store (tests).
+    pub fn in_memory() -> Self {
+        Self::over(Arc::new(InMemory::new()), Path::default(), "memory")
+    }
+
+    /// Storage at `s3://BUCKET[/PREFIX]`. The endpoint, region and
+    /// credentials come from the environment as the AWS SDKs name them
+    /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, ...).
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason| ConfigError::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| invalid("only s3:// URLs are supported"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid("the bucket is missing"));
+        }
+        let root = Path::parse(prefix.trim_end_matches('/')).map_err(|source| {
+            ConfigError::InvalidPrefix {
+                prefix: prefix.to_owned(),
+                source,
+            }
+        })?;
+        let s3 = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(ConfigError::Client)?;
+        Ok(Self::over(Arc::new(s3), root, url))
+    }
+
+    /// Storage over any store with the multipart API (`AmazonS3`,
+    /// `InMemory`, ...), under `prefix`.
+    pub fn over_store<S: ObjectStore + MultipartStore>(store: Arc<S>, prefix: Path) -> Self {
+        let description = store.to_string();
+        Self::over(store, prefix, &description)
+    }
+
+    /// Streams a published file (operations and tests; the server serves
+    /// files through their upload's record).
+    pub async fn read_published(&self, file: &FileKey) -> Result<ByteStream, StorageError> {
+        let path = self.file_path(file);
+        let result = self.store.get(&path).await.map_err(not_found_or_io)?;
+        Ok(result.into_stream().map_err(io::Error::other).boxed())
+    }
+
+    /// The id of the upload's unfinished multipart upload, if it has one
+    /// (operations and tests: a discarded upload must have none left).
+    pub async fn pending_multipart(&self, id: UploadId) -> Result<Option<String>, StorageError> {
+        Ok(self
+            .load_state(id)
+            .await?
+            .multipart
+            .map(|multipart| multipart.id))
+    }
+
+    fn over(store: Arc<dyn MultipartObjectStore>, root: Path, description: &str) -> Self {
+        ObjectStorage {
+            store,
+            root,
+            part_size: DEFAULT_PART_SIZE,
+            description: description.into(),
+        }
+    }
+
+    /// Sets the multipart part size. S3 wants at least
+    /// [`S3_MIN_PART_SIZE`]; the in-memory store accepts any, which lets
+    /// tests cross part boundaries with little data.
+    pub fn with_part_size(mut self, bytes: usize) -> Result<Self, ConfigError> {
+        if bytes == 0 {
+            return Err(ConfigError::PartSize);
+        }
+        self.part_size = bytes;
+        Ok(self)
+    }
+
+    /// The part size in use.
+    pub fn part_size(&self) -> usize {
+        self.part_size
+    }
+
+    fn upload_dir(&self, id: UploadId) -> Path {
+        self.root.clone().join("uploads").join(id.to_string())
+    }
+
+    fn record_path(&self, id: UploadId) -> Path {
+        self.upload_dir(id).join("record.json")
+    }
+
+    fn state_path(&self, id: UploadId) -> Path {
+        self.upload_dir(id).join("state.json")
+    }
+
+    fn tail_path(&self, id: UploadId, seq: u64) -> Path {
+        self.upload_dir(id).join(format!("tail-{seq}"))
+    }
+
+    fn data_path(&self, id: UploadId) -> Path {
+        self.upload_dir(id).join("data")
+    }
+
+    fn file_path(&self, file: &FileKey) -> Path {
+        let dir = if file.namespace.is_default() {
+            self.root.clone().join("files")
+        } else {
+            self.root
+                .clone()
+                .join("spaces")
+                .join(PathPart::from(file.namespace.as_str()))
+        };
+        dir.join(PathPart::from(file.name.as_str()))
+    }
+
+    async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<T, StorageError> {
+        let bytes = self
+            .store
+            .get(path)
+            .await
+            .map_err(not_found_or_io)?
+            .bytes()
+            .await
+            .map_err(io_error)?;
+        serde_json::from_slice(&bytes).map_err(|error| {
+            StorageError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{path}: {error}"),
+            ))
+        })
+    }
+
+    async fn put_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StorageError> {
+        let json = serde_json::to_vec_pretty(value)
+            .map_err(|error| StorageError::Io(io::Error::other(error)))?;
+        self.store
+            .put(path, PutPayload::from(json))
+            .await
+            .map_err(io_error)?;
+        Ok(())
+    }
+
+    /// The data state; an upload created by a node that crashed between its
+    /// two writes has none yet, which means empty.
+    async fn load_state(&self, id: UploadId) -> Result<DataState, StorageError> {
+        match self.get_json(&self.state_path(id)).await {
+            Err(StorageError::NotFound) => Ok(DataState::default()),
+            other => other,
+        }
+    }
+
+    /// The data state of an upload that must exist (`NotFound` otherwise:
+    /// `create` writes the state before the record).
+    async fn load_existing_state(&self, id: UploadId) -> Result<DataState, StorageError> {
+        self.get_json(&self.state_path(id)).await
+    }
+
+    async fn save_state(&self, id: UploadId, state: &DataState) -> Result<(), StorageError> {
+        self.put_json(&self.state_path(id), state).await
+    }
+
+    /// Reads the tail objects back, in order.
+    async fn read_tails(&self, id: UploadId, tails: &[Tail]) -> Result<Vec<Bytes>, StorageError> {
+        let mut out = Vec::with_capacity(tails.len());
+        for tail in tails {
+            let bytes = self
+                .store
+                .get(&self.tail_path(id, tail.seq))
+                .await
+                .map_err(io_error)?
+                .bytes()
+                .await
+                .map_err(io_error)?;
+            if bytes.len() as u64 != tail.len {
+                return Err(StorageError::Io(io::Error::other(format!(
+                    "tail object {} of {id} holds {} bytes, its state says {}",
+                    tail.seq,
+                    bytes.len(),
+                    tail.len
+                ))));
+            }
+            out.push(bytes);
+        }
+        Ok(out)
+    }
+
+    /// Best-effort removal of objects no state refers to any more: a
+    /// failure leaves garbage under the upload's prefix, which `discard`
+    /// and `remove_record` collect.
+    async fn delete_quietly(&self, paths: Vec<Path>) {
+        for path in paths {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => tracing::warn!(%error, %path, "cannot delete an unused object"),
+            }
+        }
+    }
+
+    /// Deletes every object under the upload's prefix but those kept.
+    async fn delete_upload_objects(&self, id: UploadId, keep: &[Path]) -> Result<(), StorageError> {
+        let prefix = self.upload_dir(id);
+        let mut listed: Vec<Path> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(io_error)?;
+        listed.retain(|path| !keep.contains(path));
+        // The state goes last: while it exists, a retry still knows the
+        // multipart upload to abort.
+        let state = self.state_path(id);
+        listed.sort_by_key(|path| *path == state);
+        for path in listed {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(io_error(error)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the data into the `data` object; see [`Storage::seal`].
+    async fn seal_state(
+        &self,
+        id: UploadId,
+        state: &mut DataState,
+        len: u64,
+    ) -> Result<(), StorageError> {
+        if state.sealed == Some(len) {
+            return Ok(());
+        }
+        let have = state.len();
+        if have != len {
+            return Err(StorageError::Io(io::Error::other(format!(
+                "cannot seal {id} at {len} bytes: it holds {have}"
+            ))));
+        }
+        let tails = self.read_tails(id, &state.tails).await?;
+        let data = self.data_path(id);
+        match state.multipart.take() {
+            None => {
+                self.store
+                    .put(&data, tails.into_iter().collect::<PutPayload>())
+                    .await
+                    .map_err(io_error)?;
+            }
+            Some(mut multipart) => {
+                if !tails.is_empty() {
+                    // The tail becomes the last part, which may be small.
+                    let idx = multipart.parts.len();
+                    let part = self
+                        .store
+                        .put_part(&data, &multipart.id, idx, tails.into_iter().collect())
+                        .await
+                        .map_err(io_error)?;
+                    multipart.parts.push(Part {
+                        etag: part.content_id,
+                        len: state.tails.iter().map(|tail| tail.len).sum(),
+                    });
+                }
+                let parts = multipart
+                    .parts
+                    .iter()
+                    .map(|part| PartId {
+                        content_id: part.etag.clone(),
+                    })
+                    .collect();
+                self.store
+                    .complete_multipart(&data, &multipart.id, parts)
+                    .await
+                    .map_err(io_error)?;
+            }
+        }
+        let old_tails: Vec<Path> = state
+            .tails
+            .drain(..)
+            .map(|tail| self.tail_path(id, tail.seq))
+            .collect();
+        state.sealed = Some(len);
+        self.save_state(id, state).await?;
+        self.delete_quietly(old_tails).await;
+        Ok(())
+    }
+
+    /// Streams bytes of the tail objects (offsets relative to the tail).
+    fn stream_tails(&self, id: UploadId, tails: &[Tail], range: Range<u64>) -> ByteStream {
+        let mut pieces = Vec::new();
+        let mut at = 0u64;
+        for tail in tails {
+            let (start, end) = (at, at + tail.len);
+            at = end;
+            if end <= range.start || start >= range.end {
+                continue;
+            }
+            let from = range.start.max(start) - start;
+            let to = range.end.min(end) - start;
+            pieces.push((self.tail_path(id, tail.seq), from..to));
+        }
+        let store = Arc::clone(&self.store);
+        stream::iter(pieces)
+            .then(move |(path, range)| {
+                let store = Arc::clone(&store);
+                async move {
+                    store
+                        .get_range(&path, range)
+                        .await
+                        .map_err(io::Error::other)
+                }
+            })
+            .boxed()
+    }
+
+    /// Opens a range of one object (eagerly, so that a missing object is
+    /// [`StorageError::NotFound`] here rather than an error mid-stream).
+    async fn stream_object(
+        &self,
+        path: &Path,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        let result = self
+            .store
+            .get_opts(path, options)
+            .await
+            .map_err(not_found_or_io)?;
+        Ok(result.into_stream().map_err(io::Error::other).boxed())
+    }
+}
+
+/// Where an upload's bytes are; rewritten whole at every sync (the commit
+/// point of an append).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct DataState {
+    /// The multipart upload into `data`, once the first part was uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    multipart: Option<Multipart>,
+    /// Acknowledged bytes after the parts, in order.
+    #[serde(default)]
+    tails: Vec<Tail>,
+    /// The number of the next tail object: names are never reused, so a
+    /// stale reader never sees a rewritten tail.
+    #[serde(default)]
+    next_tail: u64,
+    /// Set when the whole data is the `data` object, of this length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Multipart {
+    id: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Part {
+    etag: String,
+    len: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Tail {
+    seq: u64,
+    len: u64,
+}
+
+impl DataState {
+    fn parts_len(&self) -> u64 {
+        self.multipart.as_ref().map_or(0, |multipart| {
+            multipart.parts.iter().map(|part| part.len).sum()
+        })
+    }
+
+    fn tails_len(&self) -> u64 {
+        self.tails.iter().map(|tail| tail.len).sum()
+    }
+
+    fn len(&self) -> u64 {
+        self.sealed
+            .unwrap_or_else(|| self.parts_len() + self.tails_len())
+    }
+}
+
+fn io_error(error: object_store::Error) -> StorageError {
+    StorageError::Io(io::Error::other(error))
+}
+
+fn not_found_or_io(error: object_store::Error) -> StorageError {
+    match error {
+        object_store::Error::NotFound { .. } => StorageError::NotFound,
+        other => io_error(other),
+    }
+}
+
+fn total_len(chunks: &[Bytes]) -> u64 {
+    chunks.iter().map(|chunk| chunk.len() as u64).sum()
+}
+
+#[async_trait]
+impl Storage for ObjectStorage {
+    async fn create(&self, record: &UploadRecord) -> Result<(), StorageError> {
+        self.save_state(record.id, &DataState::default()).await?;
+        self.put_record(record).await
+    }
+
+    async fn put_record(&self, record: &UploadRecord) -> Result<(), StorageError> {
+        self.put_json(&self.record_path(record.id), record).await
+    }
+
+    async fn load(&self, id: UploadId) -> Result<Stored, StorageError> {
+        let record: UploadRecord = self.get_json(&self.record_path(id)).await?;
+        let held = match &record.status {
+            Status::Active => self.load_state(id).await?.len(),
+            Status::Complete(info) => info.size,
+            Status::Cancelled | Status::Expired => 0,
+        };
+        Ok(Stored { record, held })
+    }
+
+    async fn list(&self) -> Result<Vec<UploadRecord>, StorageError> {
+        let uploads = self.root.clone().join("uploads");
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&uploads))
+            .await
+            .map_err(io_error)?;
+        let ids: Vec<UploadId> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|dir| dir.filename())
+            .filter_map(|name| UploadId::parse(name).ok())
+            .collect();
+        let loaded: Vec<_> = stream::iter(ids)
+            .map(|id| async move {
+                (
+                    id,
+                    self.get_json::<UploadRecord>(&self.record_path(id)).await,
+                )
+            })
+            .buffered(16)
+            .collect()
+            .await;
+        let mut records = Vec::with_capacity(loaded.len());
+        for (id, record) in loaded {
+            match record {
+                Ok(record) => records.push(record),
+                // Leftovers of a removal that did not finish.
+                Err(StorageError::NotFound) => {}
+                Err(error) => tracing::warn!(%error, %id, "skipping unreadable upload record"),
+            }
+        }
+        Ok(records)
+    }
+
+    async fn append(&self, id: UploadId, offset: u64) -> Result<Box<dyn Append>, StorageError> {
+        let state = self.load_existing_state(id).await?;
+        let len = state.len();
+        if len != offset {
+            return Err(StorageError::Io(io::Error::other(format!(
+                "data holds {len} bytes, expected {offset}"
+            ))));
+        }
+        let tail = self.read_tails(id, &state.tails).await?;
+        Ok(Box::new(ObjectAppend {
+            storage: self.clone(),
+            id,
+            state,
+            tail,
+            pending: Vec::new(),
+            absorbed: Vec::new(),
+            dirty: false,
+        }))
+    }
+
+    async fn read(
+        &self,
+        record: &UploadRecord,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        if range.start >= range.end {
+            return Ok(stream::empty().boxed());
+        }
+        let id = record.id;
+        if matches!(record.status, Status::Complete(_)) {
+            return self.stream_object(&self.data_path(id), range).await;
+        }
+        let state = self.load_existing_state(id).await?;
+        if state.sealed.is_some() {
+            return self.stream_object(&self.data_path(id), range).await;
+        }
+        let parts_len = state.parts_len();
+        if range.start < parts_len {
+            return Err(StorageError::NotReadable {
+                readable_from: parts_len,
+            });
+        }
+        Ok(self.stream_tails(
+            id,
+            &state.tails,
+            range.start - parts_len..range.end - parts_len,
+        ))
+    }
+
+    async fn seal(&self, id: UploadId, len: u64) -> Result<(), StorageError> {
+        let mut state = self.load_existing_state(id).await?;
+        self.seal_state(id, &mut state, len).await
+    }
+
+    async fn publish(&self, record: &UploadRecord) -> Result<(), StorageError> {
+        let (Some(file), Status::Complete(info)) = (record.file_key(), &record.status) else {
+            return Ok(());
+        };
+        let mut state = self.load_state(record.id).await?;
+        self.seal_state(record.id, &mut state, info.size).await?;
+        // S3 replaces an object whole, so readers of the name see the old
+        // file or the new one; the upload keeps its own `data`.
+        self.store
+            .copy(&self.data_path(record.id), &self.file_path(&file))
+            .await
+            .map_err(io_error)
+    }
+
+    async fn truncate(&self, id: UploadId, len: u64) -> Result<(), StorageError> {
+        let mut state = self.load_existing_state(id).await?;
+        let have = state.len();
+        if len == have {
+            return Ok(());
+        }
+        if len > have {
+            return Err(StorageError::Io(io::Error::other(format!(
+                "cannot truncate {id} to {len} bytes: it holds {have}"
+            ))));
+        }
+        if len == 0 {
+            return ObjectAppend::reset(self, id, state).await;
+        }
+        let parts_len = state.parts_len();
+        if state.sealed.is_none() && len >= parts_len {
+            // Within the tail: one new tail object with the kept bytes.
+            let kept = (len - parts_len) as usize;
+            let tails = self.read_tails(id, &state.tails).await?;
+            let mut bytes = Vec::with_capacity(kept);
+            for tail in &tails {
+                let room = kept - bytes.len();
+                bytes.extend_from_slice(&tail[..tail.len().min(room)]);
+            }
+            let old: Vec<Path> = state
+                .tails
+                .drain(..)
+                .map(|tail| self.tail_path(id, tail.seq))
+                .collect();
+            if !bytes.is_empty() {
+                let seq = state.next_tail;
+                state.next_tail += 1;
+                self.store
+                    .put(&self.tail_path(id, seq), PutPayload::from(bytes))
+                    .await
+                    .map_err(io_error)?;
+                state.tails.push(Tail {
+                    seq,
+                    len: kept as u64,
+                });
+            }
+            self.save_state(id, &state).await?;
+            self.delete_quietly(old).await;
+            return Ok(());
+        }
+        // Into the parts, which cannot be read back: seal, then rebuild.
+        self.seal_state(id, &mut state, have).await?;
+        let mut writer = ObjectAppend {
+            storage: self.clone(),
+            id,
+            state,
+            tail: Vec::new(),
+            pending: Vec::new(),
+            absorbed: Vec::new(),
+            dirty: false,
+        };
+        writer.rebuild(len).await?;
+        writer.sync().await.map(|_| ())
+    }
+
+    async fn discard(&self, id: UploadId) -> Result<(), StorageError> {
+        let state = self.load_state(id).await?;
+        if let Some(multipart) = &state.multipart {
+            match self
+                .store
+                .abort_multipart(&self.data_path(id), &multipart.id)
+                .await
+            {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(io_error(error)),
+            }
+        }
+        self.delete_upload_objects(id, &[self.record_path(id)])
+            .await
+    }
+
+    async fn remove_record(&self, id: UploadId) -> Result<(), StorageError> {
+        self.delete_upload_objects(id, &[]).await
+    }
+
+    async fn unpublish(&self, file: &FileKey) -> Result<(), StorageError> {
+        match self.store.delete(&self.file_path(file)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(io_error(error)),
+        }
+    }
+
+    async fn probe(&self) -> Result<(), StorageError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = self.root.clone().join(format!(
+            "probe-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        self.store
+            .put(&path, PutPayload::from_static(b"ok"))
+            .await
+            .map_err(io_error)?;
+        self.store.delete(&path).await.map_err(io_error)
+    }
+}
+
+/// An open upload: the acknowledged tail and the bytes not yet durable are
+/// in memory (together less than one part, plus the batch being written).
+#[derive(Debug)]
+struct ObjectAppend {
+    storage: ObjectStorage,
+    id: UploadId,
+    /// The state as it will be saved at the next sync.
+    state: DataState,
+    /// The bytes of `state.tails` (durable in tail objects).
+    tail: Vec<Bytes>,
+    /// Bytes written since the last sync, not yet in any object.
+    pending: Vec<Bytes>,
+    /// Tail objects that became part of a part; deleted once the state
+    /// that no longer lists them is saved.
+    absorbed: Vec<u64>,
+    /// Whether `state` differs from the saved one.
+    dirty: bool,
+}
+
+impl ObjectAppend {
+    /// Empties an upload: aborts its multipart upload, drops its tail.
+    async fn reset(
+        storage: &ObjectStorage,
+        id: UploadId,
+        state: DataState,
+    ) -> Result<(), StorageError> {
+        if let Some(multipart) = &state.multipart {
+            match storage
+                .store
+                .abort_multipart(&storage.data_path(id), &multipart.id)
+                .await
+            {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(io_error(error)),
+            }
+        }
+        let old: Vec<Path> = state
+            .tails
+            .iter()
+            .map(|tail| storage.tail_path(id, tail.seq))
+            .collect();
+        let empty = DataState {
+            next_tail: state.next_tail,
+            ..DataState::default()
+        };
+        storage.save_state(id, &empty).await?;
+        storage.delete_quietly(old).await;
+        Ok(())
+    }
+
+    fn buffered(&self) -> usize {
+        (total_len(&self.tail) + total_len(&self.pending)) as usize
+    }
+
+    /// Uploads the first `part_size` buffered bytes (the whole tail, which
+    /// is always shorter than a part, then pending bytes) as the next part.
+    async fn upload_part(&mut self) -> Result<(), StorageError> {
+        let size = self.storage.part_size;
+        let mut part = std::mem::take(&mut self.tail);
+        let mut room = size - total_len(&part) as usize;
+        let mut rest = Vec::new();
+        for mut chunk in self.pending.drain(..) {
+            if room == 0 {
+                rest.push(chunk);
+            } else if chunk.len() <= room {
+                room -= chunk.len();
+                part.push(chunk);
+            } else {
+                part.push(chunk.split_to(room));
+                room = 0;
+                rest.push(chunk);
+            }
+        }
+        self.pending = rest;
+        let data = self.storage.data_path(self.id);
+        let multipart = match &mut self.state.multipart {
+            Some(multipart) => multipart,
+            None => {
+                let id = self
+                    .storage
+                    .store
+                    .create_multipart(&data)
+                    .await
+                    .map_err(io_error)?;
+                self.state.multipart.insert(Multipart {
+                    id,
+                    parts: Vec::new(),
+                })
+            }
+        };
+        let len = total_len(&part);
+        // The index is the number of saved parts: after a crash the next
+        // writer uploads the same index again, and the later copy wins.
+        let uploaded = self
+            .storage
+            .store
+            .put_part(
+                &data,
+                &multipart.id,
+                multipart.parts.len(),
+                part.into_iter().collect(),
+            )
+            .await
+            .map_err(io_error)?;
+        multipart.parts.push(Part {
+            etag: uploaded.content_id,
+            len,
+        });
+        self.absorbed
+            .extend(self.state.tails.drain(..).map(|tail| tail.seq));
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Turns a sealed upload back into a multipart upload holding its first
+    /// `len` bytes, copied from `data` through this node.
+    async fn rebuild(&mut self, len: u64) -> Result<(), StorageError> {
+        let Some(sealed) = self.state.sealed else {
+            return Ok(());
+        };
+        let source = self.storage.data_path(self.id);
+        self.state = DataState {
+            next_tail: self.state.next_tail,
+            ..DataState::default()
+        };
+        self.tail.clear();
+        self.pending.clear();
+        self.dirty = true;
+        if len == 0 {
+            return Ok(());
+        }
+        // The new multipart upload targets `data` too; S3 replaces the old
+        // object only when it completes, so the copy reads a stable source.
+        let mut bytes = self
+            .storage
+            .stream_object(&source, 0..len.min(sealed))
+            .await?;
+        while let Some(chunk) = bytes.next().await {
+            let chunk = chunk.map_err(StorageError::Io)?;
+            self.push(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+        if !chunk.is_empty() {
+            self.pending.push(chunk);
+        }
+        while self.buffered() >= self.storage.part_size {
+            self.upload_part().await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Append for ObjectAppend {
+    async fn write(&mut self, chunks: Vec<Bytes>) -> Result<(), StorageError> {
+        if chunks.iter().all(Bytes::is_empty) {
+            return Ok(());
+        }
+        if let Some(sealed) = self.state.sealed {
+            self.rebuild(sealed).await?;
+        }
+        for chunk in chunks {
+            self.push(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<u64, StorageError> {
+        if !self.pending.is_empty() {
+            let seq = self.state.next_tail;
+            let len = total_len(&self.pending);
+            let payload: PutPayload = self.pending.iter().cloned().collect();
+            self.storage
+                .store
+                .put(&self.storage.tail_path(self.id, seq), payload)
+                .await
+                .map_err(io_error)?;
+            self.state.next_tail += 1;
+            self.state.tails.push(Tail { seq, len });
+            self.tail.append(&mut self.pending);
+            self.dirty = true;
+        }
+        if self.dirty {
+            self.storage.save_state(self.id, &self.state).await?;
+            self.dirty = false;
+            let absorbed = self
+                .absorbed
+                .drain(..)
+                .map(|seq| self.storage.tail_path(self.id, seq))
+                .collect();
+            self.storage.delete_quietly(absorbed).await;
+        }
+        Ok(self.state.len())
+    }
+}

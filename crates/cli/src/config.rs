@@ -33,7 +33,10 @@ pub(crate) struct ServeArgs {
     /// line on stdout names it. [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR", env = "TENAX_LISTEN")]
     listen: Option<String>,
-    /// Data directory (created if missing). [default: ./tenax-data]
+    /// Data directory (created if missing), or `s3://BUCKET/PREFIX` for an
+    /// S3-compatible object store (endpoint, region and credentials from
+    /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_ALLOW_HTTP; see docs/storage.md). [default: ./tenax-data]
     #[arg(long, value_name = "DIR", env = "TENAX_DATA")]
     data: Option<PathBuf>,
     /// Whether completed uploads carry an MD5 (their final answer then has

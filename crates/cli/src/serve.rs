@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tenax_core::storage::LocalDisk;
-use tenax_core::{Engine, metric};
+use tenax_core::{Engine, Storage, metric};
+use tenax_objstore::ObjectStorage;
 use tenax_server::{Auth, MetricsRender};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -15,6 +16,19 @@ use tracing_subscriber::EnvFilter;
 pub(crate) use crate::config::ServeArgs;
 use crate::config::{LogFormat, ServeConfig};
 use crate::credentials::Credentials;
+
+/// `--data`: `s3://BUCKET/PREFIX` is an object store (endpoint, region and
+/// credentials from the `AWS_*` environment), anything else a directory.
+fn open_storage(data: &std::path::Path) -> anyhow::Result<Arc<dyn Storage>> {
+    if let Some(url) = data.to_str().filter(|data| data.starts_with("s3://")) {
+        let storage = ObjectStorage::from_url(url)
+            .with_context(|| format!("cannot set up the object store {url}"))?;
+        return Ok(Arc::new(storage));
+    }
+    let storage = LocalDisk::open(data)
+        .with_context(|| format!("cannot open the data directory {}", data.display()))?;
+    Ok(Arc::new(storage))
+}
 
 /// Buckets of the fsync latency histogram, in seconds.
 const FSYNC_BUCKETS: [f64; 12] = [
@@ -48,9 +62,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .init(),
     }
     server.metrics = Some(install_metrics()?);
-    let storage = LocalDisk::open(&data)
-        .with_context(|| format!("cannot open the data directory {}", data.display()))?;
-    let engine = Engine::open(Arc::new(storage), engine_config)
+    let storage = open_storage(&data)?;
+    let engine = Engine::open(storage, engine_config)
         .await
         .context("cannot read the uploads in the data directory")?;
     if credentials.any() {

@@ -43,6 +43,21 @@ impl TestServer {
         server
     }
 
+    /// Like [`TestServer::start_with`], on the given `--data` (an
+    /// `s3://` URL, say) instead of a temporary directory.
+    pub fn start_on(binary: impl AsRef<Path>, data: &str, extra_args: &[&str]) -> Self {
+        let mut server = TestServer {
+            binary: binary.as_ref().to_owned(),
+            data: PathBuf::from(data),
+            _temp: None,
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        server.spawn("127.0.0.1:0");
+        server
+    }
+
     fn spawn(&mut self, listen: &str) {
         let mut child = Command::new(&self.binary)
             .arg("serve")

@@ -1,0 +1,200 @@
+//! `tenax serve --data s3://...` against the S3 server that `scripts/test`
+//! starts (moto): a tus and a seed upload, each cut by a SIGKILL of the
+//! server and finished after its restart, then downloaded with `Range`.
+//! Skipped, loudly, only outside `scripts/test` when no S3 server is set.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use reqwest::Client;
+use support::http::{Resp, client, send};
+use support::{BIN, MIB, random_bytes};
+use tenax_testkit::{Rng, TestServer};
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn tus(
+    client: &Client,
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Resp {
+    let mut request = client
+        .request(method, url)
+        .header("tus-resumable", "1.0.0")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(request).await
+}
+
+async fn get_range(client: &Client, url: &str, first: usize, last: usize) -> Resp {
+    send(
+        client
+            .get(url)
+            .header("range", format!("bytes={first}-{last}")),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tus_and_seed_on_s3_survive_a_kill9() {
+    let Some(data_url) = tenax_testkit::s3_url("e2e") else {
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, run(data_url))
+        .await
+        .expect("the test timed out");
+}
+
+async fn run(data_url: String) {
+    let mut rng = Rng::from_env_or_os();
+    let server = tokio::task::spawn_blocking(move || TestServer::start_on(BIN, &data_url, &[]))
+        .await
+        .expect("start");
+    // Past one 8 MiB part, with a tail on either side of the kill.
+    let size = (12 * MIB + 12_345) as usize;
+    let first = (9 * MIB) as usize;
+    let tus_data = random_bytes(&mut rng, size);
+    let seed_data = random_bytes(&mut rng, size);
+    let http = client();
+
+    // tus: create, append the first 9 MiB.
+    let meta = format!("filename {}", BASE64.encode("tus.bin"));
+    let created = tus(
+        &http,
+        reqwest::Method::POST,
+        &server.url("/uploads"),
+        &[
+            ("upload-length", &size.to_string()),
+            ("upload-metadata", &meta),
+        ],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.describe());
+    let tus_url = created.header("location").expect("Location").to_owned();
+    let patched = tus(
+        &http,
+        reqwest::Method::PATCH,
+        &tus_url,
+        &[
+            ("upload-offset", "0"),
+            ("content-type", "application/offset+octet-stream"),
+        ],
+        tus_data[..first].to_vec(),
+    )
+    .await;
+    assert_eq!(patched.status, 204, "{}", patched.describe());
+    assert_eq!(patched.number("upload-offset"), first as u64);
+
+    // In progress: the parts cannot be read back (typed 409), the tail can.
+    let early = get_range(&http, &tus_url, 0, 99).await;
+    assert_eq!(early.status, 409, "{}", early.describe());
+    assert_eq!(
+        early.json()["type"],
+        "urn:tenax:problem:not-readable-in-progress",
+        "{}",
+        early.describe()
+    );
+    let tail = get_range(&http, &tus_url, first - 10, first - 1).await;
+    assert_eq!(tail.status, 206, "{}", tail.describe());
+    assert_eq!(tail.body, &tus_data[first - 10..first]);
+
+    // seed: initiate, put the first 9 MiB.
+    let initiated = send(
+        http.post(server.url("/uploads"))
+            .header("content-type", "application/json; charset=UTF-8")
+            .header("x-upload-content-length", size.to_string())
+            .body(serde_json::json!({ "name": "seed.bin" }).to_string()),
+    )
+    .await;
+    assert_eq!(initiated.status, 200, "{}", initiated.describe());
+    let seed_url = initiated.header("location").expect("Location").to_owned();
+    let put = send(
+        http.put(&seed_url)
+            .header("content-range", format!("bytes 0-{}/{size}", first - 1))
+            .body(seed_data[..first].to_vec()),
+    )
+    .await;
+    assert_eq!(put.status, 308, "{}", put.describe());
+
+    // kill -9, restart on the same bucket and port.
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.kill9();
+        server.restart();
+        server
+    })
+    .await
+    .expect("restart");
+    let http = client();
+
+    // tus: the offset survived; finish.
+    let head = tus(&http, reqwest::Method::HEAD, &tus_url, &[], Vec::new()).await;
+    assert_eq!(head.status, 200, "{}", head.describe());
+    assert_eq!(head.number("upload-offset"), first as u64);
+    let patched = tus(
+        &http,
+        reqwest::Method::PATCH,
+        &tus_url,
+        &[
+            ("upload-offset", &first.to_string()),
+            ("content-type", "application/offset+octet-stream"),
+        ],
+        tus_data[first..].to_vec(),
+    )
+    .await;
+    assert_eq!(patched.status, 204, "{}", patched.describe());
+    assert_eq!(patched.number("upload-offset"), size as u64);
+
+    // seed: ask where it stands, finish.
+    let status = send(
+        http.put(&seed_url)
+            .header("content-range", format!("bytes */{size}"))
+            .body(Vec::new()),
+    )
+    .await;
+    assert_eq!(status.status, 308, "{}", status.describe());
+    assert_eq!(
+        status.header("range"),
+        Some(&*format!("bytes=0-{}", first - 1))
+    );
+    let done = send(
+        http.put(&seed_url)
+            .header(
+                "content-range",
+                format!("bytes {first}-{}/{size}", size - 1),
+            )
+            .body(seed_data[first..].to_vec()),
+    )
+    .await;
+    assert!(matches!(done.status, 200 | 201), "{}", done.describe());
+
+    // Downloads with Range, from the object store.
+    for (name, data) in [("tus.bin", &tus_data), ("seed.bin", &seed_data)] {
+        let url = server.url(&format!("/files/{name}"));
+        for (from, to) in [
+            (0, 99),
+            (first - 5, first + 5),
+            (size - 1000, size - 1),
+            (123, size - 1),
+        ] {
+            let resp = get_range(&http, &url, from, to).await;
+            assert_eq!(resp.status, 206, "{name} {from}-{to}: {}", resp.describe());
+            assert_eq!(resp.body, &data[from..=to], "{name} bytes {from}-{to}");
+        }
+        let whole = send(http.get(&url)).await;
+        assert_eq!(whole.status, 200, "{}", whole.describe());
+        assert!(whole.body == **data, "{name} whole");
+    }
+    // By id too, now that it is complete.
+    let by_id = get_range(&http, &tus_url, 0, 99).await;
+    assert_eq!(by_id.status, 206, "{}", by_id.describe());
+    assert_eq!(by_id.body, &tus_data[..100]);
+}

@@ -198,3 +198,110 @@ async fn run(data_url: String) {
     assert_eq!(by_id.status, 206, "{}", by_id.describe());
     assert_eq!(by_id.body, &tus_data[..100]);
 }
+
+/// An abandoned upload on S3: the expiry collector discards it, which
+/// aborts its multipart upload (no parts are left to pay for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_aborts_the_multipart_upload() {
+    let Some(data_url) = tenax_testkit::s3_url("expiry") else {
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, expire(data_url))
+        .await
+        .expect("the test timed out");
+}
+
+async fn expire(data_url: String) {
+    let mut rng = Rng::from_env_or_os();
+    let url = data_url.clone();
+    let server = tokio::task::spawn_blocking(move || {
+        TestServer::start_on(
+            BIN,
+            &url,
+            &["--upload-ttl", "2s", "--expiry-interval", "500ms"],
+        )
+    })
+    .await
+    .expect("start");
+    let http = client();
+    let held = (8 * MIB + 100) as usize;
+    let created = tus(
+        &http,
+        reqwest::Method::POST,
+        &server.url("/uploads"),
+        &[("upload-length", &(2 * held).to_string())],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.describe());
+    let tus_url = created.header("location").expect("Location").to_owned();
+    let patched = tus(
+        &http,
+        reqwest::Method::PATCH,
+        &tus_url,
+        &[
+            ("upload-offset", "0"),
+            ("content-type", "application/offset+octet-stream"),
+        ],
+        random_bytes(&mut rng, held),
+    )
+    .await;
+    assert_eq!(patched.status, 204, "{}", patched.describe());
+    let id = tus_url
+        .rsplit('/')
+        .next()
+        .and_then(|id| tenax_core::UploadId::parse(id).ok())
+        .expect("an upload id in the URL");
+    // What another node would see in the bucket.
+    let storage =
+        tenax_objstore::ObjectStorage::from_url(&data_url).expect("S3 from the environment");
+    let multipart = storage
+        .pending_multipart(id)
+        .await
+        .expect("state")
+        .expect("a part was uploaded");
+    assert!(
+        in_progress_uploads(&http, &data_url)
+            .await
+            .contains(&multipart)
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let head = tus(&http, reqwest::Method::HEAD, &tus_url, &[], Vec::new()).await;
+        if head.status == 410 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upload did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The collector marks it expired, then discards it: wait for the abort.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while in_progress_uploads(&http, &data_url)
+        .await
+        .contains(&multipart)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the multipart upload was not aborted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(storage.pending_multipart(id).await.expect("state"), None);
+}
+
+/// The bucket's multipart uploads in progress, as S3's
+/// ListMultipartUploads names them (moto checks no signature).
+async fn in_progress_uploads(http: &Client, data_url: &str) -> String {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+    let bucket = data_url
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split('/').next())
+        .expect("s3://BUCKET/...");
+    let listed = send(http.get(format!("{endpoint}/{bucket}?uploads"))).await;
+    assert_eq!(listed.status, 200, "{}", listed.describe());
+    String::from_utf8(listed.body).expect("XML")
+}

@@ -378,10 +378,18 @@ impl ObjectStorage {
                         content_id: part.etag.clone(),
                     })
                     .collect();
-                self.store
+                if let Err(error) = self
+                    .store
                     .complete_multipart(&data, &multipart.id, parts)
                     .await
-                    .map_err(io_error)?;
+                {
+                    // A seal that completed but died before saving the
+                    // state: the upload id is gone and `data` is whole.
+                    match self.store.head(&data).await {
+                        Ok(meta) if meta.size == len => {}
+                        _ => return Err(io_error(error)),
+                    }
+                }
             }
         }
         let old_tails: Vec<Path> = state
@@ -577,15 +585,7 @@ impl Storage for ObjectStorage {
             ))));
         }
         let tail = self.read_tails(id, &state.tails).await?;
-        Ok(Box::new(ObjectAppend {
-            storage: self.clone(),
-            id,
-            state,
-            tail,
-            pending: Vec::new(),
-            absorbed: Vec::new(),
-            dirty: false,
-        }))
+        Ok(Box::new(ObjectAppend::new(self.clone(), id, state, tail)))
     }
 
     async fn read(
@@ -683,15 +683,7 @@ impl Storage for ObjectStorage {
         }
         // Into the parts, which cannot be read back: seal, then rebuild.
         self.seal_state(id, &mut state, have).await?;
-        let mut writer = ObjectAppend {
-            storage: self.clone(),
-            id,
-            state,
-            tail: Vec::new(),
-            pending: Vec::new(),
-            absorbed: Vec::new(),
-            dirty: false,
-        };
+        let mut writer = ObjectAppend::new(self.clone(), id, state, Vec::new());
         writer.rebuild(len).await?;
         writer.sync().await.map(|_| ())
     }
@@ -755,9 +747,39 @@ struct ObjectAppend {
     absorbed: Vec<u64>,
     /// Whether `state` differs from the saved one.
     dirty: bool,
+    /// The last saved state and its tail bytes: after a failed write the
+    /// writer's memory may have lost bytes in the middle (a part that did
+    /// not go up), so the next sync goes back to this instead of saving a
+    /// state with a hole.
+    saved: (DataState, Vec<Bytes>),
+    /// A write failed since the last sync.
+    failed: bool,
+    /// The part being uploaded while the next one fills.
+    in_flight: Option<tokio::task::JoinHandle<Result<Part, StorageError>>>,
+}
+
+impl Drop for ObjectAppend {
+    fn drop(&mut self) {
+        self.abandon_part();
+    }
 }
 
 impl ObjectAppend {
+    fn new(storage: ObjectStorage, id: UploadId, state: DataState, tail: Vec<Bytes>) -> Self {
+        ObjectAppend {
+            storage,
+            id,
+            saved: (state.clone(), tail.clone()),
+            state,
+            tail,
+            pending: Vec::new(),
+            absorbed: Vec::new(),
+            dirty: false,
+            failed: false,
+            in_flight: None,
+        }
+    }
+
     /// Empties an upload: aborts its multipart upload, drops its tail.
     async fn reset(
         storage: &ObjectStorage,
@@ -829,27 +851,55 @@ impl ObjectAppend {
             }
         };
         let len = total_len(&part);
-        // The index is the number of saved parts: after a crash the next
+        let upload_id = multipart.id.clone();
+        // One part in flight while the next one fills: wait for the one
+        // before (its index must be taken before this one's).
+        self.finish_part().await?;
+        let index = self.state.multipart.as_ref().map_or(0, |m| m.parts.len());
+        let store = Arc::clone(&self.storage.store);
+        let payload: PutPayload = part.into_iter().collect();
+        // The index is the number of parts before it: after a crash the next
         // writer uploads the same index again, and the later copy wins.
-        let uploaded = self
-            .storage
-            .store
-            .put_part(
-                &data,
-                &multipart.id,
-                multipart.parts.len(),
-                part.into_iter().collect(),
-            )
-            .await
-            .map_err(io_error)?;
-        multipart.parts.push(Part {
-            etag: uploaded.content_id,
-            len,
-        });
+        self.in_flight = Some(tokio::spawn(async move {
+            let uploaded = store
+                .put_part(&data, &upload_id, index, payload)
+                .await
+                .map_err(io_error)?;
+            Ok(Part {
+                etag: uploaded.content_id,
+                len,
+            })
+        }));
         self.absorbed
             .extend(self.state.tails.drain(..).map(|tail| tail.seq));
         self.dirty = true;
         Ok(())
+    }
+
+    /// Waits for the part in flight, if any, and lists it.
+    async fn finish_part(&mut self) -> Result<(), StorageError> {
+        let Some(task) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let part = task
+            .await
+            .map_err(|join| StorageError::Io(io::Error::other(join)))??;
+        match &mut self.state.multipart {
+            Some(multipart) => multipart.parts.push(part),
+            None => {
+                return Err(StorageError::Io(io::Error::other(
+                    "a part finished without its multipart upload",
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the part in flight (its upload is abandoned).
+    fn abandon_part(&mut self) {
+        if let Some(task) = self.in_flight.take() {
+            task.abort();
+        }
     }
 
     /// Turns a sealed upload back into a multipart upload holding its first
@@ -859,6 +909,7 @@ impl ObjectAppend {
             return Ok(());
         };
         let source = self.storage.data_path(self.id);
+        self.abandon_part();
         self.state = DataState {
             next_tail: self.state.next_tail,
             ..DataState::default()
@@ -896,9 +947,41 @@ impl ObjectAppend {
 #[async_trait]
 impl Append for ObjectAppend {
     async fn write(&mut self, chunks: Vec<Bytes>) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(StorageError::Io(io::Error::other(
+                "an earlier write to this upload failed; sync first",
+            )));
+        }
         if chunks.iter().all(Bytes::is_empty) {
             return Ok(());
         }
+        let written = self.write_all(chunks).await;
+        self.failed = written.is_err();
+        written
+    }
+
+    async fn sync(&mut self) -> Result<u64, StorageError> {
+        if self.failed {
+            // Back to what is durable; parts uploaded since are orphans that
+            // the next part uploads replace (same indexes).
+            self.abandon_part();
+            let (state, tail) = self.saved.clone();
+            self.state = state;
+            self.tail = tail;
+            self.pending.clear();
+            self.absorbed.clear();
+            self.dirty = false;
+            self.failed = false;
+            return Ok(self.state.len());
+        }
+        let synced = self.sync_all().await;
+        self.failed = synced.is_err();
+        synced
+    }
+}
+
+impl ObjectAppend {
+    async fn write_all(&mut self, chunks: Vec<Bytes>) -> Result<(), StorageError> {
         if let Some(sealed) = self.state.sealed {
             self.rebuild(sealed).await?;
         }
@@ -908,7 +991,8 @@ impl Append for ObjectAppend {
         Ok(())
     }
 
-    async fn sync(&mut self) -> Result<u64, StorageError> {
+    async fn sync_all(&mut self) -> Result<u64, StorageError> {
+        self.finish_part().await?;
         if !self.pending.is_empty() {
             let seq = self.state.next_tail;
             let len = total_len(&self.pending);
@@ -925,6 +1009,7 @@ impl Append for ObjectAppend {
         }
         if self.dirty {
             self.storage.save_state(self.id, &self.state).await?;
+            self.saved = (self.state.clone(), self.tail.clone());
             self.dirty = false;
             let absorbed = self
                 .absorbed
@@ -934,5 +1019,265 @@ impl Append for ObjectAppend {
             self.storage.delete_quietly(absorbed).await;
         }
         Ok(self.state.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Object-store failures in the middle of an append: what was
+    //! acknowledged stays, and nothing unacknowledged is ever counted.
+
+    use std::sync::atomic::AtomicUsize;
+
+    use futures_util::stream::BoxStream;
+    use object_store::{
+        CopyOptions, GetResult, ListResult, MultipartId, MultipartUpload, ObjectMeta,
+        PutMultipartOptions, PutOptions, PutResult,
+    };
+    use tenax_core::Namespace;
+
+    use super::*;
+
+    /// `InMemory` whose `put_part` number `fail_part` (counting from 1) and
+    /// PUT number `fail_put` fail once.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        inner: InMemory,
+        fail_part: usize,
+        fail_put: usize,
+        parts: AtomicUsize,
+        puts: AtomicUsize,
+    }
+
+    fn injected() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "flaky",
+            source: "injected failure".into(),
+        }
+    }
+
+    impl std::fmt::Display for Flaky {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Flaky")
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Flaky {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            if self.puts.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_put {
+                return Err(injected());
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[async_trait]
+    impl MultipartStore for Flaky {
+        async fn create_multipart(&self, path: &Path) -> object_store::Result<MultipartId> {
+            self.inner.create_multipart(path).await
+        }
+
+        async fn put_part(
+            &self,
+            path: &Path,
+            id: &MultipartId,
+            part_idx: usize,
+            data: PutPayload,
+        ) -> object_store::Result<PartId> {
+            if self.parts.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_part {
+                return Err(injected());
+            }
+            self.inner.put_part(path, id, part_idx, data).await
+        }
+
+        async fn complete_multipart(
+            &self,
+            path: &Path,
+            id: &MultipartId,
+            parts: Vec<PartId>,
+        ) -> object_store::Result<PutResult> {
+            self.inner.complete_multipart(path, id, parts).await
+        }
+
+        async fn abort_multipart(&self, path: &Path, id: &MultipartId) -> object_store::Result<()> {
+            self.inner.abort_multipart(path, id).await
+        }
+    }
+
+    fn record(seed: u8) -> UploadRecord {
+        UploadRecord {
+            id: UploadId::from_bytes([seed; 16]),
+            namespace: Namespace::default(),
+            name: None,
+            total: None,
+            content_type: None,
+            metadata: Default::default(),
+            concat: None,
+            staged_from: None,
+            created_at: 1,
+            updated_at: 1,
+            status: Status::Active,
+        }
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    async fn read_all(storage: &ObjectStorage, record: &UploadRecord, len: u64) -> Vec<u8> {
+        let chunks: Vec<Bytes> = storage
+            .read(record, 0..len)
+            .await
+            .expect("read")
+            .try_collect()
+            .await
+            .expect("stream");
+        chunks.concat()
+    }
+
+    /// A part that fails to go up (the second one): the write fails, the
+    /// sync goes back to the acknowledged length, and carrying on from
+    /// there gives exactly the bytes sent.
+    #[tokio::test]
+    async fn a_failed_part_is_never_acknowledged() {
+        let flaky = Arc::new(Flaky {
+            fail_part: 2,
+            ..Flaky::default()
+        });
+        let storage = ObjectStorage::over_store(flaky, Path::from("t"))
+            .with_part_size(100)
+            .expect("part size");
+        let record = record(1);
+        storage.create(&record).await.expect("create");
+        let bytes = data(1000);
+        let mut writer = storage.append(record.id, 0).await.expect("append");
+        writer
+            .write(vec![Bytes::copy_from_slice(&bytes[..130])])
+            .await
+            .expect("write");
+        assert_eq!(writer.sync().await.expect("sync"), 130);
+        // 130 + 150 = 280: the first part here is the second put_part; it
+        // goes up in the background, so its failure surfaces at the latest
+        // at the sync.
+        let written = writer
+            .write(vec![Bytes::copy_from_slice(&bytes[130..280])])
+            .await;
+        let synced = writer.sync().await;
+        assert!(
+            written.is_err() || synced.is_err(),
+            "the injected failure surfaces"
+        );
+        assert_eq!(storage.load(record.id).await.expect("load").held, 130);
+        if synced.is_err() {
+            assert!(
+                writer.write(vec![Bytes::from_static(b"x")]).await.is_err(),
+                "no write after a failure"
+            );
+        }
+        assert_eq!(
+            writer.sync().await.expect("sync"),
+            130,
+            "back to what was acknowledged"
+        );
+        writer
+            .write(vec![Bytes::copy_from_slice(&bytes[130..])])
+            .await
+            .expect("write");
+        assert_eq!(writer.sync().await.expect("sync"), 1000);
+        assert_eq!(storage.load(record.id).await.expect("load").held, 1000);
+        storage.seal(record.id, 1000).await.expect("seal");
+        assert_eq!(read_all(&storage, &record, 1000).await, bytes);
+    }
+
+    /// A sync whose tail PUT fails acknowledges nothing new; the next sync
+    /// answers the length saved before, and the upload carries on.
+    #[tokio::test]
+    async fn a_failed_sync_acknowledges_nothing_new() {
+        // PUTs: 1 state (create), 2 record, 3 tail, 4 state, 5 tail (fails).
+        let flaky = Arc::new(Flaky {
+            fail_put: 5,
+            ..Flaky::default()
+        });
+        let storage = ObjectStorage::over_store(flaky, Path::from("t"))
+            .with_part_size(100)
+            .expect("part size");
+        let record = record(2);
+        storage.create(&record).await.expect("create");
+        let bytes = data(400);
+        let mut writer = storage.append(record.id, 0).await.expect("append");
+        writer
+            .write(vec![Bytes::copy_from_slice(&bytes[..50])])
+            .await
+            .expect("write");
+        assert_eq!(writer.sync().await.expect("sync"), 50);
+        writer
+            .write(vec![Bytes::copy_from_slice(&bytes[50..90])])
+            .await
+            .expect("write");
+        assert!(
+            writer.sync().await.is_err(),
+            "the injected failure surfaces"
+        );
+        assert_eq!(storage.load(record.id).await.expect("load").held, 50);
+        assert_eq!(writer.sync().await.expect("sync"), 50);
+        writer
+            .write(vec![Bytes::copy_from_slice(&bytes[50..])])
+            .await
+            .expect("write");
+        assert_eq!(writer.sync().await.expect("sync"), 400);
+        storage.seal(record.id, 400).await.expect("seal");
+        assert_eq!(read_all(&storage, &record, 400).await, bytes);
     }
 }

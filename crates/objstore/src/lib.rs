@@ -11,9 +11,10 @@
 //! PREFIX/spaces/NS/NAME           the same, for the files of namespace NS
 //! ```
 //!
-//! Appended bytes are gathered in memory until a part is full (at most the
-//! part size, 8 MiB by default, per open upload) and then uploaded as the
-//! next part of the upload's multipart upload. At `sync` the bytes that do
+//! Appended bytes are gathered in memory until a part is full (8 MiB by
+//! default) and then uploaded as the next part of the upload's multipart
+//! upload, at most two parts in flight (so at most about three parts in
+//! memory per open upload). At `sync` the bytes that do
 //! not fill a part go to a new small `tail-N` object, and `state.json` is
 //! rewritten to list every part and tail: that PUT is the commit point, so
 //! the durable length is what `state.json` describes, and every byte it
@@ -53,6 +54,10 @@ use tenax_core::{FileKey, Status, Storage, StorageError, UploadId, UploadRecord}
 /// The default part size: above S3's 5 MiB minimum, small enough to buffer
 /// one per open upload.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+
+/// Parts of one upload on their way at once, by default: enough to keep
+/// the store busy while the next part fills, with a bound on memory.
+pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
 
 /// The smallest part (but the last) that S3 accepts.
 pub const S3_MIN_PART_SIZE: usize = 5 << 20;
@@ -95,6 +100,7 @@ pub struct ObjectStorage {
     store: Arc<dyn MultipartObjectStore>,
     root: Path,
     part_size: usize,
+    parts_in_flight: usize,
     description: Arc<str>,
 }
 
@@ -104,6 +110,7 @@ impl std::fmt::Debug for ObjectStorage {
             .field("store", &self.description)
             .field("root", &self.root)
             .field("part_size", &self.part_size)
+            .field("parts_in_flight", &self.parts_in_flight)
             .finish()
     }
 }
@@ -173,6 +180,7 @@ impl ObjectStorage {
             store,
             root,
             part_size: DEFAULT_PART_SIZE,
+            parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             description: description.into(),
         }
     }
@@ -186,6 +194,13 @@ impl ObjectStorage {
         }
         self.part_size = bytes;
         Ok(self)
+    }
+
+    /// Sets how many parts of one upload may be on their way at once
+    /// (at least 1). Memory per open upload is about `(n + 1) × part size`.
+    pub fn with_parts_in_flight(mut self, parts: usize) -> Self {
+        self.parts_in_flight = parts.max(1);
+        self
     }
 
     /// The part size in use.
@@ -754,8 +769,8 @@ struct ObjectAppend {
     saved: (DataState, Vec<Bytes>),
     /// A write failed since the last sync.
     failed: bool,
-    /// The part being uploaded while the next one fills.
-    in_flight: Option<tokio::task::JoinHandle<Result<Part, StorageError>>>,
+    /// The parts being uploaded while the next one fills, oldest first.
+    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<Result<Part, StorageError>>>,
 }
 
 impl Drop for ObjectAppend {
@@ -776,7 +791,7 @@ impl ObjectAppend {
             absorbed: Vec::new(),
             dirty: false,
             failed: false,
-            in_flight: None,
+            in_flight: std::collections::VecDeque::new(),
         }
     }
 
@@ -852,15 +867,17 @@ impl ObjectAppend {
         };
         let len = total_len(&part);
         let upload_id = multipart.id.clone();
-        // One part in flight while the next one fills: wait for the one
-        // before (its index must be taken before this one's).
-        self.finish_part().await?;
-        let index = self.state.multipart.as_ref().map_or(0, |m| m.parts.len());
+        // A bounded number of parts in flight while the next one fills:
+        // wait for the oldest when the window is full.
+        while self.in_flight.len() >= self.storage.parts_in_flight {
+            self.finish_oldest_part().await?;
+        }
+        let index = self.state.multipart.as_ref().map_or(0, |m| m.parts.len()) + self.in_flight.len();
         let store = Arc::clone(&self.storage.store);
         let payload: PutPayload = part.into_iter().collect();
         // The index is the number of parts before it: after a crash the next
         // writer uploads the same index again, and the later copy wins.
-        self.in_flight = Some(tokio::spawn(async move {
+        self.in_flight.push_back(tokio::spawn(async move {
             let uploaded = store
                 .put_part(&data, &upload_id, index, payload)
                 .await
@@ -876,9 +893,10 @@ impl ObjectAppend {
         Ok(())
     }
 
-    /// Waits for the part in flight, if any, and lists it.
-    async fn finish_part(&mut self) -> Result<(), StorageError> {
-        let Some(task) = self.in_flight.take() else {
+    /// Waits for the oldest part in flight and lists it (parts are listed
+    /// in index order).
+    async fn finish_oldest_part(&mut self) -> Result<(), StorageError> {
+        let Some(task) = self.in_flight.pop_front() else {
             return Ok(());
         };
         let part = task
@@ -895,9 +913,17 @@ impl ObjectAppend {
         Ok(())
     }
 
-    /// Drops the part in flight (its upload is abandoned).
+    /// Waits for every part in flight.
+    async fn finish_parts(&mut self) -> Result<(), StorageError> {
+        while !self.in_flight.is_empty() {
+            self.finish_oldest_part().await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the parts in flight (their uploads are abandoned).
     fn abandon_part(&mut self) {
-        if let Some(task) = self.in_flight.take() {
+        for task in self.in_flight.drain(..) {
             task.abort();
         }
     }
@@ -992,7 +1018,7 @@ impl ObjectAppend {
     }
 
     async fn sync_all(&mut self) -> Result<u64, StorageError> {
-        self.finish_part().await?;
+        self.finish_parts().await?;
         if !self.pending.is_empty() {
             let seq = self.state.next_tail;
             let len = total_len(&self.pending);

@@ -872,7 +872,8 @@ impl ObjectAppend {
         while self.in_flight.len() >= self.storage.parts_in_flight {
             self.finish_oldest_part().await?;
         }
-        let index = self.state.multipart.as_ref().map_or(0, |m| m.parts.len()) + self.in_flight.len();
+        let index =
+            self.state.multipart.as_ref().map_or(0, |m| m.parts.len()) + self.in_flight.len();
         let store = Arc::clone(&self.storage.store);
         let payload: PutPayload = part.into_iter().collect();
         // The index is the number of parts before it: after a crash the next

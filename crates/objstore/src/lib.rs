@@ -372,37 +372,13 @@ impl ObjectStorage {
                     .await
                     .map_err(io_error)?;
             }
-            Some(mut multipart) => {
-                if !tails.is_empty() {
-                    // The tail becomes the last part, which may be small.
-                    let idx = multipart.parts.len();
-                    let part = self
-                        .store
-                        .put_part(&data, &multipart.id, idx, tails.into_iter().collect())
-                        .await
-                        .map_err(io_error)?;
-                    multipart.parts.push(Part {
-                        etag: part.content_id,
-                        len: state.tails.iter().map(|tail| tail.len).sum(),
-                    });
-                }
-                let parts = multipart
-                    .parts
-                    .iter()
-                    .map(|part| PartId {
-                        content_id: part.etag.clone(),
-                    })
-                    .collect();
-                if let Err(error) = self
-                    .store
-                    .complete_multipart(&data, &multipart.id, parts)
-                    .await
-                {
+            Some(multipart) => {
+                if let Err(error) = self.complete(&data, multipart, tails).await {
                     // A seal that completed but died before saving the
                     // state: the upload id is gone and `data` is whole.
                     match self.store.head(&data).await {
                         Ok(meta) if meta.size == len => {}
-                        _ => return Err(io_error(error)),
+                        _ => return Err(error),
                     }
                 }
             }
@@ -415,6 +391,41 @@ impl ObjectStorage {
         state.sealed = Some(len);
         self.save_state(id, state).await?;
         self.delete_quietly(old_tails).await;
+        Ok(())
+    }
+
+    /// Uploads the tail as the last part (the last part may be small) and
+    /// completes the multipart upload into `data`.
+    async fn complete(
+        &self,
+        data: &Path,
+        multipart: Multipart,
+        tails: Vec<Bytes>,
+    ) -> Result<(), StorageError> {
+        let mut parts: Vec<PartId> = multipart
+            .parts
+            .into_iter()
+            .map(|part| PartId {
+                content_id: part.etag,
+            })
+            .collect();
+        if !tails.is_empty() {
+            let last = self
+                .store
+                .put_part(
+                    data,
+                    &multipart.id,
+                    parts.len(),
+                    tails.into_iter().collect(),
+                )
+                .await
+                .map_err(io_error)?;
+            parts.push(last);
+        }
+        self.store
+            .complete_multipart(data, &multipart.id, parts)
+            .await
+            .map_err(io_error)?;
         Ok(())
     }
 
@@ -993,6 +1004,19 @@ impl Append for ObjectAppend {
             // the next part uploads replace (same indexes).
             self.abandon_part();
             let (state, tail) = self.saved.clone();
+            if let (Some(created), None) = (&self.state.multipart, &state.multipart) {
+                // Created since the last save: nothing durable refers to it.
+                let (store, data, upload) = (
+                    Arc::clone(&self.storage.store),
+                    self.storage.data_path(self.id),
+                    created.id.clone(),
+                );
+                tokio::spawn(async move {
+                    if let Err(error) = store.abort_multipart(&data, &upload).await {
+                        tracing::warn!(%error, %data, "cannot abort an unused multipart upload");
+                    }
+                });
+            }
             self.state = state;
             self.tail = tail;
             self.pending.clear();
@@ -1306,5 +1330,46 @@ mod tests {
         assert_eq!(writer.sync().await.expect("sync"), 400);
         storage.seal(record.id, 400).await.expect("seal");
         assert_eq!(read_all(&storage, &record, 400).await, bytes);
+    }
+
+    /// A seal that completed the multipart upload but died before saving
+    /// the state: the next seal finds `data` whole and carries on.
+    #[tokio::test]
+    async fn a_seal_cut_after_completion_is_finished_by_the_next() {
+        // PUTs: 1 state (create), 2 record, 3 tail, 4 state, 5 state (seal; fails).
+        let flaky = Arc::new(Flaky {
+            fail_put: 5,
+            ..Flaky::default()
+        });
+        let storage = ObjectStorage::over_store(flaky, Path::from("t"))
+            .with_part_size(100)
+            .expect("part size");
+        let record = record(3);
+        storage.create(&record).await.expect("create");
+        let bytes = data(250);
+        let mut writer = storage.append(record.id, 0).await.expect("append");
+        writer
+            .write(vec![Bytes::copy_from_slice(&bytes)])
+            .await
+            .expect("write");
+        assert_eq!(writer.sync().await.expect("sync"), 250);
+        drop(writer);
+        assert!(
+            storage.seal(record.id, 250).await.is_err(),
+            "the injected failure surfaces"
+        );
+        assert!(
+            storage
+                .pending_multipart(record.id)
+                .await
+                .expect("state")
+                .is_some()
+        );
+        storage.seal(record.id, 250).await.expect("the second seal");
+        assert_eq!(
+            storage.pending_multipart(record.id).await.expect("state"),
+            None
+        );
+        assert_eq!(read_all(&storage, &record, 250).await, bytes);
     }
 }

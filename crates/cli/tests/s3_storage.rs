@@ -305,3 +305,77 @@ async fn in_progress_uploads(http: &Client, data_url: &str) -> String {
     assert_eq!(listed.status, 200, "{}", listed.describe());
     String::from_utf8(listed.body).expect("XML")
 }
+
+/// A tus chunk larger than a part whose checksum does not match: the
+/// engine cuts the upload back to where the chunk began, which on S3 is
+/// inside the parts (sealed, then rebuilt); the right chunk then completes
+/// the upload with exactly the bytes sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checksum_mismatch_across_parts_is_cut_off() {
+    let Some(data_url) = tenax_testkit::s3_url("checksum") else {
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, checksum_mismatch(data_url))
+        .await
+        .expect("the test timed out");
+}
+
+async fn checksum_mismatch(data_url: String) {
+    use sha1::Digest as _;
+    let mut rng = Rng::from_env_or_os();
+    let server = tokio::task::spawn_blocking(move || TestServer::start_on(BIN, &data_url, &[]))
+        .await
+        .expect("start");
+    let http = client();
+    let size = (20 * MIB) as usize;
+    let first = (3 * MIB) as usize;
+    let data = random_bytes(&mut rng, size);
+    let meta = format!("filename {}", BASE64.encode("checked.bin"));
+    let created = tus(
+        &http,
+        reqwest::Method::POST,
+        &server.url("/uploads"),
+        &[
+            ("upload-length", &size.to_string()),
+            ("upload-metadata", &meta),
+        ],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.describe());
+    let url = created.header("location").expect("Location").to_owned();
+    let patch = |from: usize, to: usize, checksum: Option<String>| {
+        let (http, url, body) = (http.clone(), url.clone(), data[from..to].to_vec());
+        async move {
+            let offset = from.to_string();
+            let mut headers = vec![
+                ("upload-offset", offset.as_str()),
+                ("content-type", "application/offset+octet-stream"),
+            ];
+            let checksum = checksum.map(|sum| format!("sha1 {sum}"));
+            if let Some(checksum) = &checksum {
+                headers.push(("upload-checksum", checksum));
+            }
+            tus(&http, reqwest::Method::PATCH, &url, &headers, body).await
+        }
+    };
+    let sha1 = |bytes: &[u8]| BASE64.encode(sha1::Sha1::digest(bytes));
+    // 3 MiB: a tail only. Then 12 MiB with a wrong checksum: a part goes
+    // up before the mismatch shows.
+    assert_eq!(patch(0, first, None).await.status, 204);
+    let wrong = patch(first, first + (12 * MIB) as usize, Some(sha1(b"not this"))).await;
+    assert_eq!(wrong.status, 460, "{}", wrong.describe());
+    let head = tus(&http, reqwest::Method::HEAD, &url, &[], Vec::new()).await;
+    assert_eq!(
+        head.number("upload-offset"),
+        first as u64,
+        "{}",
+        head.describe()
+    );
+    let right = patch(first, size, Some(sha1(&data[first..]))).await;
+    assert_eq!(right.status, 204, "{}", right.describe());
+    assert_eq!(right.number("upload-offset"), size as u64);
+    let whole = send(http.get(server.url("/files/checked.bin"))).await;
+    assert_eq!(whole.status, 200, "{}", whole.describe());
+    assert!(whole.body == data, "the bytes differ");
+}

@@ -35,7 +35,10 @@ pub(crate) struct ServeArgs {
     /// line on stdout names it. [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR", env = "TENAX_LISTEN")]
     listen: Option<String>,
-    /// Data directory (created if missing). [default: ./tenax-data]
+    /// Data directory (created if missing), or `s3://BUCKET/PREFIX` for an
+    /// S3-compatible object store (endpoint, region and credentials from
+    /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_ALLOW_HTTP; see docs/storage.md). [default: ./tenax-data]
     #[arg(long, value_name = "DIR", env = "TENAX_DATA")]
     data: Option<PathBuf>,
     /// Whether completed uploads of the seed dialect carry an MD5 (their
@@ -106,6 +109,11 @@ pub(crate) struct ServeArgs {
     /// default the server refuses to start that way).
     #[arg(long, env = "TENAX_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    /// The directory of the hooks' outbox (events waiting for delivery;
+    /// fsync'd before answers, so on local disk). Needed when `--data` is
+    /// an object store. [default: DATA/outbox]
+    #[arg(long, value_name = "DIR", env = "TENAX_HOOK_OUTBOX")]
+    hook_outbox: Option<PathBuf>,
     /// POST every upload event (created, progress, completed, cancelled,
     /// expired) as JSON to this URL; 2xx means delivered, anything else is
     /// retried. Events wait in DATA/outbox until delivered.
@@ -239,6 +247,7 @@ pub(crate) struct ServeConfig {
     pub(crate) log: String,
     pub(crate) log_format: LogFormat,
     pub(crate) hooks: HookConfig,
+    pub(crate) hook_outbox: Option<PathBuf>,
 }
 
 /// A configuration value that is wrong, with the key it came under.
@@ -291,6 +300,7 @@ impl ServeArgs {
             tokens_file: self.tokens_file.or(lower.tokens_file),
             signing_key_file: self.signing_key_file.or(lower.signing_key_file),
             insecure_no_auth: self.insecure_no_auth || lower.insecure_no_auth,
+            hook_outbox: self.hook_outbox.or(lower.hook_outbox),
             hook_url: self.hook_url.or(lower.hook_url),
             hook_secret_file: self.hook_secret_file.or(lower.hook_secret_file),
             hook_command: self.hook_command.or(lower.hook_command),
@@ -477,6 +487,7 @@ impl ServeArgs {
         }
         Ok(ServeConfig {
             hooks,
+            hook_outbox: self.hook_outbox,
             credentials,
             listen,
             data,

@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tenax_core::storage::LocalDisk;
-use tenax_core::{CompletionAnswer, Engine, Hooks, NoHooks, metric};
+use tenax_core::{CompletionAnswer, Engine, Hooks, NoHooks, Storage, metric};
 use tenax_hooks::{Outbox, metric as hook_metric};
+use tenax_objstore::ObjectStorage;
 use tenax_server::{Auth, MetricsRender};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -16,6 +17,40 @@ use tracing_subscriber::EnvFilter;
 pub(crate) use crate::config::ServeArgs;
 use crate::config::{LogFormat, ServeConfig};
 use crate::credentials::Credentials;
+
+/// `--data`: `s3://BUCKET/PREFIX` is an object store (endpoint, region and
+/// credentials from the `AWS_*` environment), anything else a directory.
+fn open_storage(data: &std::path::Path) -> anyhow::Result<Arc<dyn Storage>> {
+    if let Some(url) = data.to_str().filter(|_| is_object_store(data)) {
+        let storage = ObjectStorage::from_url(url)
+            .with_context(|| format!("cannot set up the object store {url}"))?;
+        return Ok(Arc::new(storage));
+    }
+    let storage = LocalDisk::open(data)
+        .with_context(|| format!("cannot open the data directory {}", data.display()))?;
+    Ok(Arc::new(storage))
+}
+
+/// Where the hooks' outbox lives: `--hook-outbox`, else DATA/outbox on
+/// local disk. It needs a local disk (it is fsync'd before answers), so
+/// with object storage it must be given.
+fn outbox_dir(
+    data: &std::path::Path,
+    configured: Option<&std::path::Path>,
+) -> anyhow::Result<std::path::PathBuf> {
+    match configured {
+        Some(dir) => Ok(dir.to_owned()),
+        None if is_object_store(data) => Err(anyhow::anyhow!(
+            "config key \"hook_outbox\": hooks need a local directory for their outbox when \
+             the data is in an object store"
+        )),
+        None => Ok(data.join("outbox")),
+    }
+}
+
+fn is_object_store(data: &std::path::Path) -> bool {
+    data.to_str().is_some_and(|data| data.starts_with("s3://"))
+}
 
 /// Buckets of the fsync latency histogram, in seconds.
 const FSYNC_BUCKETS: [f64; 12] = [
@@ -36,6 +71,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         log,
         log_format,
         hooks,
+        hook_outbox,
     } = args.resolve()?;
     let filter = EnvFilter::try_new(&log).context("invalid log filter")?;
     match log_format {
@@ -50,13 +86,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .init(),
     }
     server.metrics = Some(install_metrics()?);
-    let storage = LocalDisk::open(&data)
-        .with_context(|| format!("cannot open the data directory {}", data.display()))?;
+    let storage = open_storage(&data)?;
     let outbox =
         if hooks.delivers() || hooks.pre_create_url.is_some() || hooks.pre_create_command.is_some()
         {
             let completion_answer = hooks.completion_answer;
-            let outbox = Outbox::open(&data.join("outbox"), hooks)?;
+            let outbox = Outbox::open(&outbox_dir(&data, hook_outbox.as_deref())?, hooks)?;
             if completion_answer {
                 server.completion_answer = Some(Arc::clone(&outbox) as Arc<dyn CompletionAnswer>);
             }
@@ -68,7 +103,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(outbox) => Arc::clone(outbox) as Arc<dyn Hooks>,
         None => Arc::new(NoHooks),
     };
-    let engine = Engine::open_with_hooks(Arc::new(storage), engine_config, engine_hooks)
+    let engine = Engine::open_with_hooks(storage, engine_config, engine_hooks)
         .await
         .context("cannot read the uploads in the data directory")?;
     // After the engine opened: recovery may have released events.

@@ -1409,7 +1409,7 @@ impl Lease {
         if let Some(mut writer) = self.loaded.append.take() {
             writer.sync().await?;
         }
-        storage.seal(self.id()).await?;
+        storage.seal(self.id(), held).await?;
         let digests = match self.loaded.hasher.take() {
             Some(hasher) if hasher.fed() == held => hasher.finish().await,
             _ => None,

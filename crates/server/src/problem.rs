@@ -179,6 +179,16 @@ impl From<EngineError> for Problem {
                 "the server has no room left; what it acknowledged is kept",
             ),
             EngineError::Storage(StorageError::NotFound) => Problem::not_found(detail),
+            EngineError::Storage(StorageError::NotReadable { readable_from }) => Problem::new(
+                StatusCode::CONFLICT,
+                "urn:tenax:problem:not-readable-in-progress",
+                "Not readable while in progress",
+                format!(
+                    "this storage serves an upload in progress only from offset {readable_from}; \
+                     all of it once complete"
+                ),
+            )
+            .with("readable_from", readable_from),
             EngineError::Storage(error) => {
                 tracing::error!(%error, "storage failure");
                 Problem::new(

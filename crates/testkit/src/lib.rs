@@ -7,9 +7,11 @@
 //!   flapping link.
 
 mod proxy;
+mod s3;
 mod server;
 
 pub use proxy::{Cut, FaultProxy, ProxyStats};
+pub use s3::{REQUIRED_VAR as S3_REQUIRED_VAR, URL_VAR as S3_URL_VAR, s3_url};
 pub use server::TestServer;
 
 /// A small deterministic random generator (xorshift64*), so that a failing

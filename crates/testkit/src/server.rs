@@ -45,9 +45,8 @@ impl TestServer {
         server.spawn("127.0.0.1:0");
         server
     }
-
-    /// Like [`TestServer::start_with`], on the data directory `data`
-    /// (which the caller owns).
+    /// Like [`TestServer::start_with`], on the given `--data`: a directory
+    /// the caller owns, or an `s3://` URL.
     pub fn start_at(
         binary: impl AsRef<Path>,
         data: impl Into<PathBuf>,

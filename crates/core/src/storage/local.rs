@@ -273,7 +273,7 @@ impl Storage for LocalDisk {
         .await
     }
 
-    async fn seal(&self, id: UploadId) -> Result<(), StorageError> {
+    async fn seal(&self, id: UploadId, _len: u64) -> Result<(), StorageError> {
         // Truncating to its own length releases what the appends reserved
         // past the end (ext4 frees preallocated blocks beyond EOF then).
         let data = self.data_path(id);

@@ -35,6 +35,17 @@ pub enum StorageError {
     /// Any other I/O failure.
     #[error("storage I/O failed: {0}")]
     Io(#[source] io::Error),
+    /// The backend cannot serve this range of an upload still in progress
+    /// (an object store cannot read back the parts of an unfinished
+    /// multipart upload); bytes from `readable_from` on can be read, and
+    /// everything once the upload is complete.
+    #[error(
+        "bytes below {readable_from} of an upload in progress cannot be read from this storage"
+    )]
+    NotReadable {
+        /// The first offset the backend can serve while the upload is in progress.
+        readable_from: u64,
+    },
 }
 
 impl From<io::Error> for StorageError {
@@ -83,16 +94,20 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         range: Range<u64>,
     ) -> Result<ByteStream, StorageError>;
 
+    /// Makes an active upload's `len` bytes readable whole, under its lease
+    /// (the engine calls it at finalisation, before it reads them back to
+    /// hash them), and releases what was set aside for its appends. An
+    /// object store completes the multipart upload here; local disk gives
+    /// back the space it reserved past the end. A later append or truncate
+    /// still works. Idempotent.
+    async fn seal(&self, id: UploadId, len: u64) -> Result<(), StorageError> {
+        let _ = (id, len);
+        Ok(())
+    }
+
     /// Publishes a complete upload's data: afterwards it is readable under its
     /// name (if it has one), whole. Idempotent.
     async fn publish(&self, record: &UploadRecord) -> Result<(), StorageError>;
-
-    /// The upload holds all its bytes: releases whatever was set aside for
-    /// its appends (space reserved past the end, say). Idempotent.
-    async fn seal(&self, id: UploadId) -> Result<(), StorageError> {
-        let _ = id;
-        Ok(())
-    }
 
     /// Cuts an active upload's data back to `len` bytes, durably (used to
     /// drop a chunk whose checksum failed).

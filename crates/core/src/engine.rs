@@ -304,6 +304,7 @@ impl Engine {
         for record in &records {
             if let (Some(name), Status::Complete(info)) = (&record.name, &record.status)
                 && info.published
+                && !info.superseded
             {
                 let rank = (info.completed_at, record.id);
                 let best = published.entry(name.clone()).or_insert(rank);
@@ -791,7 +792,39 @@ impl Engine {
         }
         self.inner.storage.put_record(record).await?;
         if let Some(name) = &record.name {
-            lock(&self.inner.published).insert(name.clone(), record.id);
+            let previous = lock(&self.inner.published).insert(name.clone(), record.id);
+            if let Some(previous) = previous.filter(|previous| *previous != record.id) {
+                self.supersede(previous).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that a completed upload no longer shows under its name, so
+    /// that a restart does not show it again (found by the `engine_model`
+    /// fuzz target: with completion times in seconds, a restart could pick
+    /// the older of two uploads finished within a second, or bring back an
+    /// older upload after the one that replaced it was cancelled).
+    async fn supersede(&self, id: UploadId) -> Result<(), Error> {
+        let mut stored = match self.inner.storage.load(id).await {
+            Ok(stored) => stored,
+            Err(StorageError::NotFound) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        let Status::Complete(info) = &mut stored.record.status else {
+            return Ok(());
+        };
+        info.superseded = true;
+        self.inner.storage.put_record(&stored.record).await?;
+        // A copy of the old record in memory must not be written back over
+        // this one: the next lease reloads it. A request holding it right
+        // now (rare: the upload is complete) may still do so.
+        let slot = lock(&self.inner.slots).get(&id).cloned();
+        if let Some(slot) = slot
+            && let Ok(mut guard) = slot.state.try_lock()
+            && let Some(loaded) = guard.as_mut()
+        {
+            loaded.dirty = true;
         }
         Ok(())
     }
@@ -1176,6 +1209,7 @@ impl Lease {
             md5: values.md5,
             crc32c: values.crc32c,
             completed_at,
+            superseded: false,
         };
         let mut record = self.loaded.record.clone();
         record.total = Some(held);

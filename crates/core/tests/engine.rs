@@ -834,3 +834,71 @@ async fn a_finalisation_cut_by_a_crash_can_be_finished_later() {
         data
     );
 }
+
+/// Completes an upload of `name` holding `data`.
+async fn complete_named(engine: &Engine, name: &str, data: &[u8]) -> tenax_core::UploadId {
+    let id = engine
+        .create(named(name, Some(data.len() as u64)))
+        .await
+        .expect("create");
+    let mut lease = engine.lease(id).await.expect("lease");
+    lease
+        .append(stream::iter(frames(data, 4096)), 0, data.len() as u64)
+        .await
+        .expect("append");
+    lease.finalize().await.expect("finalize");
+    id
+}
+
+// Found by the engine_model fuzz target: completion times are in seconds,
+// and a restart ranked two uploads of a name finished within the same
+// second by their (random) ids.
+#[tokio::test]
+async fn a_restart_shows_the_last_of_two_uploads_finished_in_the_same_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = FileName::new("same.bin").expect("name");
+    for round in 0..8u8 {
+        let engine = engine(dir.path()).await;
+        complete_named(&engine, "same.bin", &[round; 10]).await;
+        let last = complete_named(&engine, "same.bin", &[round + 100; 20]).await;
+        let before = engine.published(&name).await.expect("published");
+        assert_eq!(before.record.id, last);
+        drop(engine);
+        let engine = self::engine(dir.path()).await;
+        let after = engine.published(&name).await.expect("published");
+        assert_eq!(
+            after.record.id, last,
+            "round {round}: an older upload came back"
+        );
+    }
+}
+
+// Found by the engine_model fuzz target: cancelling the upload a name shows
+// withdraws the name, and a restart brought back the older upload it had
+// replaced.
+#[tokio::test]
+async fn a_restart_does_not_bring_back_a_replaced_upload_after_a_cancel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = FileName::new("gone.bin").expect("name");
+    let engine = engine(dir.path()).await;
+    complete_named(&engine, "gone.bin", b"older").await;
+    let newer = complete_named(&engine, "gone.bin", b"newer bytes").await;
+    engine
+        .lease(newer)
+        .await
+        .expect("lease")
+        .cancel()
+        .await
+        .expect("cancel");
+    assert!(matches!(
+        engine.published(&name).await,
+        Err(Error::NotFound)
+    ));
+    assert!(!dir.path().join("files/gone.bin").exists());
+    drop(engine);
+    let engine = self::engine(dir.path()).await;
+    assert!(
+        matches!(engine.published(&name).await, Err(Error::NotFound)),
+        "the replaced upload shows again after a restart"
+    );
+}

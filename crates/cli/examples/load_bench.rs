@@ -36,7 +36,10 @@ async fn main() -> anyhow::Result<()> {
         seed: 1,
         server_pid: None,
         timeout: Duration::from_secs(600),
+        tenax_final_query: true,
     };
+    let mut tus_server: Option<PathBuf> = None;
+    let mut node = PathBuf::from("node");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -48,10 +51,22 @@ async fn main() -> anyhow::Result<()> {
             "--seed" => config.seed = value()?.parse()?,
             "--bin" => bin = PathBuf::from(value()?),
             "--work-dir" => work = PathBuf::from(value()?),
+            "--tus-server" => {
+                // The server runs with its directory as working directory.
+                let dir = PathBuf::from(value()?);
+                tus_server = Some(
+                    dir.canonicalize()
+                        .with_context(|| dir.display().to_string())?,
+                );
+            }
+            "--node" => node = PathBuf::from(value()?),
             "--help" | "-h" => {
                 println!(
                     "load_bench [--uploads 1000] [--min 64KiB] [--max 4MiB] [--pollers 4] \
-                     [--seed N] [--bin PATH] [--work-dir DIR]"
+                     [--seed N] [--bin PATH] [--work-dir DIR] [--tus-server DIR --node PATH]\n\
+                     With --tus-server (a directory with server.mjs and node_modules), the \
+                     same load runs against @tus/server instead; the stored files' sha256 \
+                     are checked."
                 );
                 return Ok(());
             }
@@ -62,16 +77,40 @@ async fn main() -> anyhow::Result<()> {
     let data = work.join("load-data");
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
-    let server = Server::tenax(&bin, &data, &[], &work.join("server-load.log"))?;
+    let server = match &tus_server {
+        Some(dir) => {
+            config.tenax_final_query = false;
+            Server::tus_node(&node, dir, &data, &work.join("server-load-tus.log"))?
+        }
+        None => Server::tenax(&bin, &data, &[], &work.join("server-load.log"))?,
+    };
+    let name = if tus_server.is_some() {
+        "@tus/server"
+    } else {
+        "tenax"
+    };
     config.server_pid = Some(server.child.id());
     println!(
-        "load: {} concurrent tus uploads of {}..{} bytes, {} status pollers, server {}",
+        "load: {} concurrent tus uploads of {}..{} bytes, {} status pollers, {name} at {}",
         config.uploads, config.sizes.0, config.sizes.1, config.pollers, server.url
     );
-    let report = run(&server.url, &config).await;
+    let mut report = run(&server.url, &config).await;
     server.stop()?;
+    if tus_server.is_some() {
+        // @tus/file-store keeps each upload at DIR/<id>.
+        for (location, sha256) in &report.uploaded {
+            let id = location.rsplit('/').next().unwrap_or_default();
+            match bench_common::sha256_file(&data.join(id)) {
+                Ok(stored) if stored == *sha256 => {}
+                Ok(_) => report
+                    .errors
+                    .push(format!("{location}: stored sha256 differs")),
+                Err(error) => report.errors.push(format!("{location}: {error}")),
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&data);
-    println!("{}", report.summary());
+    println!("{name}: {}", report.summary());
     for error in report.errors.iter().take(20) {
         println!("error: {error}");
     }
@@ -79,6 +118,8 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         json!({
+            "server": name,
+            "mb_per_s": report.bytes as f64 / 1e6 / report.elapsed.as_secs_f64(),
             "uploads": config.uploads,
             "completed": report.completed,
             "bytes": report.bytes,

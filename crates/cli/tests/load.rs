@@ -24,6 +24,7 @@ async fn two_hundred_concurrent_uploads_with_status_queries() {
         seed: rng.next_u64(),
         server_pid: None,
         timeout: Duration::from_secs(120),
+        tenax_final_query: true,
     };
     let report = run(&format!("http://{}", server.addr()), &config).await;
     eprintln!("load: {}", report.summary());

@@ -40,6 +40,9 @@ pub(crate) struct LoadConfig {
     pub(crate) server_pid: Option<u32>,
     /// Bound on the whole run.
     pub(crate) timeout: Duration,
+    /// Whether each upload ends with tenax's seed status query, whose
+    /// `sha256` is checked (other servers: check `LoadReport::uploaded`).
+    pub(crate) tenax_final_query: bool,
 }
 
 /// What happened.
@@ -49,6 +52,8 @@ pub(crate) struct LoadReport {
     pub(crate) completed: usize,
     /// Bytes uploaded.
     pub(crate) bytes: u64,
+    /// Each completed upload's URL and the sha256 of the bytes sent.
+    pub(crate) uploaded: Vec<(String, String)>,
     /// Every failure (uploads and status queries), described.
     pub(crate) errors: Vec<String>,
     /// Start of the first upload to the end of the last.
@@ -195,22 +200,25 @@ pub(crate) async fn run(base: &str, config: &LoadConfig) -> LoadReport {
             let seed = rng.next_u64();
             let (client, base, locations) =
                 (client.clone(), base.to_owned(), Arc::clone(&locations));
+            let tenax = config.tenax_final_query;
             tokio::spawn(async move {
-                upload(&client, &base, size, seed, &locations)
+                upload(&client, &base, size, seed, &locations, tenax)
                     .await
-                    .map(|()| size)
+                    .map(|done| (size, done))
                     .map_err(|error| format!("upload {index} ({size} bytes): {error}"))
             })
         })
         .collect();
     let mut completed = 0;
     let mut bytes = 0;
+    let mut uploaded = Vec::new();
     let deadline = tokio::time::Instant::now() + config.timeout;
     for upload in uploads {
         match tokio::time::timeout_at(deadline, upload).await {
-            Ok(Ok(Ok(size))) => {
+            Ok(Ok(Ok((size, done)))) => {
                 completed += 1;
                 bytes += size;
+                uploaded.push(done);
             }
             Ok(Ok(Err(error))) => errors.lock().expect("errors").push(error),
             Ok(Err(join)) => errors.lock().expect("errors").push(format!("task: {join}")),
@@ -239,6 +247,7 @@ pub(crate) async fn run(base: &str, config: &LoadConfig) -> LoadReport {
     LoadReport {
         completed,
         bytes,
+        uploaded,
         errors,
         elapsed,
         status_latencies,
@@ -254,7 +263,8 @@ async fn upload(
     size: u64,
     seed: u64,
     locations: &Mutex<Vec<(String, u64)>>,
-) -> Result<(), String> {
+    tenax_final_query: bool,
+) -> Result<(String, String), String> {
     let response = client
         .post(format!("{base}/uploads"))
         .header("tus-resumable", "1.0.0")
@@ -329,6 +339,9 @@ async fn upload(
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect();
+    if !tenax_final_query {
+        return Ok((location, expected));
+    }
     let response = client
         .put(&location)
         .header("content-range", "bytes */*")
@@ -346,5 +359,5 @@ async fn upload(
     if json["sha256"].as_str() != Some(expected.as_str()) {
         return Err(format!("sha256 {} != {expected}", json["sha256"]));
     }
-    Ok(())
+    Ok((location, expected))
 }

@@ -74,6 +74,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     ensure!(config.sizes.0 <= config.sizes.1, "--min above --max");
+    std::fs::create_dir_all(&work)?;
+    // Absolute: @tus/server runs in a working directory of its own.
+    let work = work.canonicalize()?;
     let data = work.join("load-data");
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;

@@ -56,6 +56,11 @@ pub(crate) enum Op {
     Append { upload: u8, delta: i8, body: Body },
     /// A checksummed append whose checksum matches or not.
     AppendChecked { upload: u8, body: Body, valid: bool },
+    /// An append whose request is dropped half-way (the client vanished
+    /// and the server dropped the request's future): its body delivers its
+    /// frames, then nothing, and the append is abandoned after a moment.
+    /// What it leaves must be a prefix of what it was sent.
+    AppendDropped { upload: u8, body: Body },
     /// Records the total (`held + delta`, at least 0) if none is known.
     SetTotal { upload: u8, delta: i16 },
     /// Finalises the upload.
@@ -166,6 +171,9 @@ pub(crate) fn run(ops: &[Op]) {
             model: Model::default(),
         };
         for (step, op) in ops.iter().enumerate() {
+            if std::env::var_os("TENAX_MODEL_TRACE").is_some() {
+                eprintln!("step {step}: {op:?}");
+            }
             harness.apply(op).await;
             harness.compare(step, op).await;
         }
@@ -444,6 +452,59 @@ impl Harness {
                     "held after checked append"
                 );
             }
+            Op::AppendDropped { upload, body } => {
+                let Some(index) = self.pick(*upload) else {
+                    return;
+                };
+                if matches!(self.model.uploads[index].concat, Some(MConcat::Final(_))) {
+                    return;
+                }
+                let Some(mut lease) = self.lease(index).await else {
+                    return;
+                };
+                let upload = &mut self.model.uploads[index];
+                let held = upload.data.len() as u64;
+                let limit = upload
+                    .total
+                    .map_or(u64::MAX, |total| total.saturating_sub(held));
+                let frames: Vec<Result<Bytes, String>> =
+                    body.frames().into_iter().filter(Result::is_ok).collect();
+                let (kept, expected) = expected_append(&frames, 0, limit);
+                let stream = stream::iter(frames).chain(stream::pending());
+                let result =
+                    tokio::time::timeout(Duration::from_millis(5), lease.append(stream, 0, limit))
+                        .await;
+                drop(lease);
+                match (&upload.status, result) {
+                    // Abandoned: some prefix of what arrived may be kept.
+                    (MStatus::Active, Err(_elapsed)) => {
+                        let Some(lease) = self.lease(index).await else {
+                            unreachable!("an active upload is leased");
+                        };
+                        let upload = &mut self.model.uploads[index];
+                        let now = lease.held();
+                        assert!(
+                            now >= held && now - held <= kept.len() as u64,
+                            "after a dropped append: held {now}, was {held}, sent {}",
+                            kept.len()
+                        );
+                        upload
+                            .data
+                            .extend_from_slice(&kept[..(now - held) as usize]);
+                    }
+                    // The body carried more than the total allows: it ended.
+                    (MStatus::Active, Ok(Ok(outcome))) => {
+                        assert_eq!(
+                            (outcome.written, outcome.interruption.clone()),
+                            (expected.written, Some(Interruption::Overrun)),
+                            "dropped append ended by itself"
+                        );
+                        upload.data.extend_from_slice(&kept);
+                    }
+                    (MStatus::Complete { .. }, Ok(Err(Error::Complete))) => {}
+                    (status, result) => panic!("dropped append on {status:?}: {result:?}"),
+                }
+            }
             Op::SetTotal { upload, delta } => {
                 let Some(index) = self.pick(*upload) else {
                     return;
@@ -653,6 +714,16 @@ impl Harness {
         for (index, upload) in self.model.uploads.iter().enumerate() {
             let at = format!("step {step} ({op:?}), upload {index}");
             let snapshot = self.engine.peek(upload.id).await.expect("peek");
+            if std::env::var_os("TENAX_MODEL_TRACE").is_some() {
+                eprintln!(
+                    "  upload {index}: model {} {:?} / engine {} {:?} (total {:?})",
+                    upload.data.len(),
+                    upload.status,
+                    snapshot.held,
+                    snapshot.record.status,
+                    snapshot.record.total
+                );
+            }
             let record = &snapshot.record;
             assert_eq!(record.total, upload.total, "{at}: total");
             match (&upload.status, &record.status) {

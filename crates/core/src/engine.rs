@@ -218,6 +218,11 @@ struct Slot {
     acknowledged: AtomicU64,
     /// Set once the upload has been found expired (counted once).
     expired: AtomicBool,
+    /// The storage write of an append whose request was dropped half-way:
+    /// it still runs, and the next lease waits for it before reading the
+    /// upload's length (found by the `engine_model` fuzz target: otherwise
+    /// its bytes landed after the reload, past a later truncation).
+    orphan: Mutex<Option<tokio::task::JoinHandle<Flushed>>>,
 }
 
 impl Default for Slot {
@@ -227,6 +232,7 @@ impl Default for Slot {
             holder: Mutex::default(),
             acknowledged: AtomicU64::new(u64::MAX),
             expired: AtomicBool::new(false),
+            orphan: Mutex::default(),
         }
     }
 }
@@ -432,6 +438,12 @@ impl Engine {
         token: CancellationToken,
     ) -> Result<Lease, Error> {
         if guard.as_ref().is_none_or(|loaded| loaded.dirty) {
+            let orphan = lock(&slot.orphan).take();
+            if let Some(orphan) = orphan {
+                // Its outcome does not matter: the length read below counts
+                // what it wrote.
+                let _ = orphan.await;
+            }
             let mut stored = self
                 .inner
                 .storage
@@ -1035,6 +1047,7 @@ impl Lease {
             writer: Some(writer),
             hasher,
             in_flight: None,
+            slot: Arc::clone(&self.slot),
         };
         let (mut to_skip, mut room) = (skip, limit);
         let (mut received, mut written) = (0u64, 0u64);
@@ -1280,6 +1293,16 @@ struct Pipeline {
     writer: Option<Box<dyn Append>>,
     hasher: Option<Hasher>,
     in_flight: Option<tokio::task::JoinHandle<Flushed>>,
+    /// Where a write still in flight goes when the append is dropped.
+    slot: Arc<Slot>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if let Some(in_flight) = self.in_flight.take() {
+            *lock(&self.slot.orphan) = Some(in_flight);
+        }
+    }
 }
 
 type Flushed = (Box<dyn Append>, Result<(), StorageError>);
@@ -1304,12 +1327,14 @@ impl Pipeline {
     }
 
     async fn wait(&mut self) -> Result<(), StorageError> {
-        let Some(in_flight) = self.in_flight.take() else {
+        // Awaited in place: if this future is dropped, `Drop` still finds it.
+        let Some(in_flight) = self.in_flight.as_mut() else {
             return Ok(());
         };
-        let (writer, written) = in_flight
-            .await
-            .map_err(|join| StorageError::Io(std::io::Error::other(join)))?;
+        let joined = in_flight.await;
+        self.in_flight = None;
+        let (writer, written) =
+            joined.map_err(|join| StorageError::Io(std::io::Error::other(join)))?;
         self.writer = Some(writer);
         written
     }
@@ -1332,6 +1357,6 @@ impl Pipeline {
         Result<(), StorageError>,
     ) {
         let result = self.wait().await;
-        (self.writer, self.hasher, result)
+        (self.writer.take(), self.hasher.take(), result)
     }
 }

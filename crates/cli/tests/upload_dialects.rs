@@ -116,8 +116,10 @@ async fn flapping_link_in_every_dialect() {
     let dir = tempfile::tempdir().expect("tmp");
     let size = 64 * MIB;
     let chunk = 8 * MIB;
-    for (protocol, label) in DIALECTS {
-        let proxy = FaultProxy::start(server.addr(), (MIB, 4 * MIB), rng.clone()).await;
+    // The CI-size link soak (bench/soak runs 1 GiB): every dialect, cuts
+    // every 1–8 MiB of request bytes.
+    for (protocol, label) in [(Protocol::Seed, "seed")].into_iter().chain(DIALECTS) {
+        let proxy = FaultProxy::start(server.addr(), (MIB, 8 * MIB), rng.clone()).await;
         let name = format!("flappy-{label}.bin");
         let path = dir.path().join(&name);
         let sha = write_random_file(&mut rng, &path, size);
@@ -134,15 +136,17 @@ async fn flapping_link_in_every_dialect() {
         let cuts = stats.cuts.load(Ordering::Relaxed);
         let overhead = report.bytes_sent - report.size;
         eprintln!(
-            "{name}: {} MiB in {:.1?}, {cuts} cuts, {} retries, {overhead} bytes re-sent",
+            "{name}: {} MiB in {:.1?}, {cuts} cuts, {} retries, {overhead} bytes re-sent \
+             ({:.2}% of the file)",
             size / MIB,
             started.elapsed(),
             report.retries,
+            overhead as f64 * 100.0 / size as f64,
         );
         assert_eq!(report.sha256, sha, "{name}");
         assert_eq!(report.size, size, "{name}");
         assert_eq!(report.protocol, resolved(protocol), "{name}");
-        assert!(cuts >= 10, "{name}: the proxy cut only {cuts} times");
+        assert!(cuts >= 8, "{name}: the proxy cut only {cuts} times");
         // An interrupted PATCH keeps its prefix: at most the bytes in flight
         // of each cut chunk are sent again.
         assert!(

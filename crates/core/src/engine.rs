@@ -273,6 +273,11 @@ struct Slot {
     acknowledged: AtomicU64,
     /// Set once the upload has been found expired (counted once).
     expired: AtomicBool,
+    /// The storage write of an append whose request was dropped half-way:
+    /// it still runs, and the next lease waits for it before reading the
+    /// upload's length (found by the `engine_model` fuzz target: otherwise
+    /// its bytes landed after the reload, past a later truncation).
+    orphan: Mutex<Option<tokio::task::JoinHandle<Flushed>>>,
 }
 
 impl Default for Slot {
@@ -282,6 +287,7 @@ impl Default for Slot {
             holder: Mutex::default(),
             acknowledged: AtomicU64::new(u64::MAX),
             expired: AtomicBool::new(false),
+            orphan: Mutex::default(),
         }
     }
 }
@@ -382,6 +388,7 @@ impl Engine {
         for record in &records {
             if let (Some(file), Status::Complete(info)) = (record.file_key(), &record.status)
                 && info.published
+                && !info.superseded
             {
                 let rank = (info.completed_at, record.id, info.size);
                 let best = published.entry(file).or_insert(rank);
@@ -555,6 +562,12 @@ impl Engine {
         token: CancellationToken,
     ) -> Result<Lease, Error> {
         if guard.as_ref().is_none_or(|loaded| loaded.dirty) {
+            let orphan = lock(&slot.orphan).take();
+            if let Some(orphan) = orphan {
+                // Its outcome does not matter: the length read below counts
+                // what it wrote.
+                let _ = orphan.await;
+            }
             let mut stored = self
                 .inner
                 .storage
@@ -943,7 +956,10 @@ impl Engine {
         }
         self.inner.storage.put_record(record).await?;
         if let (Some(file), Status::Complete(info)) = (record.file_key(), &record.status) {
-            lock(&self.inner.published).insert(file, (record.id, info.size));
+            let previous = lock(&self.inner.published).insert(file, (record.id, info.size));
+            if let Some((previous, _)) = previous.filter(|(previous, _)| *previous != record.id) {
+                self.supersede(previous).await?;
+            }
         }
         // The file is in place: its completion may be announced (this also
         // releases the event of a publication a crash interrupted).
@@ -952,6 +968,35 @@ impl Engine {
             .commit(&event_id(record.id, EventKind::Completed, 0))
             .await
             .map_err(outbox_error)?;
+        Ok(())
+    }
+
+    /// Records that a completed upload no longer shows under its name, so
+    /// that a restart does not show it again (found by the `engine_model`
+    /// fuzz target: with completion times in seconds, a restart could pick
+    /// the older of two uploads finished within a second, or bring back an
+    /// older upload after the one that replaced it was cancelled).
+    async fn supersede(&self, id: UploadId) -> Result<(), Error> {
+        let mut stored = match self.inner.storage.load(id).await {
+            Ok(stored) => stored,
+            Err(StorageError::NotFound) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        let Status::Complete(info) = &mut stored.record.status else {
+            return Ok(());
+        };
+        info.superseded = true;
+        self.inner.storage.put_record(&stored.record).await?;
+        // A copy of the old record in memory must not be written back over
+        // this one: the next lease reloads it. A request holding it right
+        // now (rare: the upload is complete) may still do so.
+        let slot = lock(&self.inner.slots).get(&id).cloned();
+        if let Some(slot) = slot
+            && let Ok(mut guard) = slot.state.try_lock()
+            && let Some(loaded) = guard.as_mut()
+        {
+            loaded.dirty = true;
+        }
         Ok(())
     }
 
@@ -1219,6 +1264,7 @@ impl Lease {
             writer: Some(writer),
             hasher,
             in_flight: None,
+            slot: Arc::clone(&self.slot),
         };
         let (mut to_skip, mut room) = (skip, limit);
         let (mut received, mut written) = (0u64, 0u64);
@@ -1438,6 +1484,7 @@ impl Lease {
             md5: values.md5,
             crc32c: values.crc32c,
             completed_at,
+            superseded: false,
         };
         let mut record = self.loaded.record.clone();
         record.total = Some(held);
@@ -1542,6 +1589,16 @@ struct Pipeline {
     writer: Option<Box<dyn Append>>,
     hasher: Option<Hasher>,
     in_flight: Option<tokio::task::JoinHandle<Flushed>>,
+    /// Where a write still in flight goes when the append is dropped.
+    slot: Arc<Slot>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if let Some(in_flight) = self.in_flight.take() {
+            *lock(&self.slot.orphan) = Some(in_flight);
+        }
+    }
 }
 
 type Flushed = (Box<dyn Append>, Result<(), StorageError>);
@@ -1573,12 +1630,14 @@ impl Pipeline {
     }
 
     async fn wait(&mut self) -> Result<(), StorageError> {
-        let Some(in_flight) = self.in_flight.take() else {
+        // Awaited in place: if this future is dropped, `Drop` still finds it.
+        let Some(in_flight) = self.in_flight.as_mut() else {
             return Ok(());
         };
-        let (writer, written) = in_flight
-            .await
-            .map_err(|join| StorageError::Io(std::io::Error::other(join)))?;
+        let joined = in_flight.await;
+        self.in_flight = None;
+        let (writer, written) =
+            joined.map_err(|join| StorageError::Io(std::io::Error::other(join)))?;
         self.writer = Some(writer);
         written
     }
@@ -1601,6 +1660,6 @@ impl Pipeline {
         Result<(), StorageError>,
     ) {
         let result = self.wait().await;
-        (self.writer, self.hasher, result)
+        (self.writer.take(), self.hasher.take(), result)
     }
 }

@@ -293,6 +293,7 @@ mod tests {
             md5: None,
             crc32c: "AAAAAA==".into(),
             completed_at: 9,
+            superseded: false,
             published: true,
         };
         let done = record(Status::Complete(info.clone()), None);

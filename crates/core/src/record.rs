@@ -139,6 +139,12 @@ pub struct FinalInfo {
     /// publication is durable; a crash before that publishes again).
     #[serde(default)]
     pub published: bool,
+    /// Set once a later upload of the same name took the name over (or
+    /// the name was withdrawn from it): a restart must not show this
+    /// upload under the name again. Completion times are in seconds, so
+    /// they cannot tell two uploads finished within the same second apart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded: bool,
 }
 
 mod id_text {

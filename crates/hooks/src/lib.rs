@@ -701,6 +701,7 @@ mod tests {
             crc32c: "AAAAAA==".into(),
             completed_at: 2,
             published,
+            superseded: false,
         })
     }
 

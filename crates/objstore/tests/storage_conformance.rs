@@ -180,6 +180,7 @@ fn complete(mut record: UploadRecord, size: u64) -> UploadRecord {
         crc32c: String::new(),
         completed_at: 2,
         published: false,
+        superseded: false,
     });
     record
 }

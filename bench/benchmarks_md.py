@@ -1,0 +1,152 @@
+"""Renders BENCHMARKS.md from the outputs bench/all keeps (argv[1]).
+
+Each driver prints a final JSON line with every figure; the tables below
+come from those, and each driver's full output follows its table.
+"""
+
+import json
+import pathlib
+import sys
+
+out = pathlib.Path(sys.argv[1])
+
+
+def lines(name):
+    path = out / name
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def last_json(name):
+    for line in reversed(lines(name)):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def mib(value):
+    if isinstance(value, list):
+        value = max((v for v in value if v), default=None)
+    return "" if not value else f"{value / 1048576:.0f} MiB"
+
+
+def full(name):
+    text = "\n".join(lines(name))
+    return f"<details><summary>full output of {name}</summary>\n\n```\n{text}\n```\n</details>\n"
+
+
+machine = dict(
+    line.split("=", 1) for line in lines("machine.txt") if "=" in line
+)
+doc = ["# Benchmarks", ""]
+doc.append(
+    "Written by `bench/all` (every benchmark in one run; see `bench/README.md`). "
+    "MB = 10^6 bytes. The machine is shared: the load average is part of the result."
+)
+doc.append("")
+doc.append("| | |")
+doc.append("|---|---|")
+for key, label in [
+    ("date", "date"),
+    ("commit", "commit"),
+    ("cpu", "CPU"),
+    ("cores", "cores"),
+    ("memory", "memory"),
+    ("kernel", "kernel"),
+    ("filesystem", "filesystem of the scratch directory"),
+    ("load_start", "load average at the start (1/5/15 min)"),
+    ("load_end", "load average at the end"),
+]:
+    doc.append(f"| {label} | {machine.get(key, '?')} |")
+doc.append("")
+
+upload = last_json("upload.txt")
+doc.append("## Uploads, 1 GiB, one client")
+doc.append("")
+if upload:
+    doc.append("| series | best MB/s | median MB/s | server peak RSS |")
+    doc.append("|---|---|---|---|")
+    for name, series in upload.get("results", {}).items():
+        doc.append(
+            f"| {name} | {series.get('best_mb_s')} | {series.get('median_mb_s')} "
+            f"| {mib(series.get('peak_rss_bytes'))} |"
+        )
+    doc.append("")
+    doc.append(
+        f"Targets (limit ratio and RSS) met: {upload.get('targets_met')}; "
+        f"against @tus/server met: {upload.get('tus_targets_met')}. "
+        "The limits: `fsync write` is the disk, `HTTP sink` the HTTP path; "
+        "@tus/server never fsyncs, tenax fdatasyncs every acknowledgement."
+    )
+else:
+    doc.append("(bench/run produced no result)")
+doc.append("")
+doc.append(full("upload.txt"))
+
+doc.append("## 100 concurrent uploads of 8 MiB (tus, one PATCH each)")
+doc.append("")
+doc.append("| server | MB/s (all uploads) | errors | HEAD p50 | HEAD p99 | server peak RSS |")
+doc.append("|---|---|---|---|---|---|")
+for name in ["concurrent-tenax.txt", "concurrent-tus-server.txt"]:
+    result = last_json(name)
+    if result:
+        doc.append(
+            f"| {result.get('server')} | {result['mb_per_s']:.0f} | {result['errors']} "
+            f"| {result['status_p50_ms'] or 0:.2f} ms | {result['status_p99_ms'] or 0:.2f} ms "
+            f"| {mib((result.get('server_vmhwm_kib') or 0) * 1024)} |"
+        )
+doc.append("")
+doc.append(full("concurrent-tenax.txt"))
+doc.append(full("concurrent-tus-server.txt"))
+
+download = last_json("download.txt")
+doc.append("## Downloads, 1 GiB")
+doc.append("")
+if download:
+    doc.append("| series | best MB/s | median MB/s | serving peak RSS |")
+    doc.append("|---|---|---|---|")
+    for name, series in download.get("results", {}).items():
+        doc.append(
+            f"| {name} | {series.get('best_mb_s')} | {series.get('median_mb_s')} "
+            f"| {mib(series.get('server_peak_rss_bytes'))} |"
+        )
+    doc.append("")
+    doc.append(f"Targets (server ≥ 0.9× nginx, client ≥ curl) met: {download.get('targets_met')}.")
+else:
+    doc.append("(bench/download produced no result)")
+doc.append("")
+doc.append(full("download.txt"))
+
+load = last_json("load.txt")
+doc.append("## Load: 1,000 concurrent uploads of 64 KiB–4 MiB")
+doc.append("")
+if load:
+    doc.append(
+        f"{load['completed']}/{load['uploads']} uploads, {load['errors']} errors, "
+        f"{load['bytes'] / 1e6:.0f} MB in {load['seconds']:.1f} s; "
+        f"{load['status_queries']} status queries (`HEAD`) during the load: "
+        f"p50 {load['status_p50_ms'] or 0:.2f} ms, p99 {load['status_p99_ms'] or 0:.2f} ms, "
+        f"max {load['status_max_ms'] or 0:.0f} ms; server RSS peak "
+        f"{mib((load.get('server_vmhwm_kib') or 0) * 1024)}."
+    )
+doc.append("")
+doc.append(full("load.txt"))
+
+soak = last_json("soak.txt")
+doc.append("## Link soak: 1 GiB through a link cut every 1–8 MiB")
+doc.append("")
+if soak:
+    doc.append("| dialect | seconds | cuts | re-sent bytes | re-sent share | sha256 equal |")
+    doc.append("|---|---|---|---|---|---|")
+    for run in soak.get("runs", []):
+        doc.append(
+            f"| {run['dialect']} | {run['seconds']:.1f} | {run['cuts']} | {run['resent']} "
+            f"| {run['resent_share'] * 100:.2f}% | {run['sha256_equal']} |"
+        )
+    doc.append("")
+    doc.append(f"Target re-sent < 1% met: {soak.get('targets_met')}.")
+doc.append("")
+doc.append(full("soak.txt"))
+print("\n".join(doc))

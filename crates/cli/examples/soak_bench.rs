@@ -1,0 +1,194 @@
+//! Link soak for tenax (a script, not a test; `bench/soak` builds and runs it).
+//!
+//! For each dialect (seed, tus, ietf by default): a fresh `tenax serve`
+//! (the release binary), a fault proxy (`tenax_testkit::FaultProxy`) that
+//! cuts every connection after a random 1–8 MiB of request bytes, and the
+//! client library's `Uploader` sending a `--size` file (1 GiB) of random
+//! bytes through it. Each upload must complete with the file's sha256, and
+//! the stored file must hash the same. It prints, per dialect, the time,
+//! the cuts, the retries and the re-sent bytes (`bytes_sent - size`: body
+//! bytes the client put on the wire more than once), against the target of
+//! under 1% of the file, then one JSON line.
+//!
+//! `soak_bench [--size 1GiB] [--chunk 8MiB] [--cut 1MiB,8MiB]
+//! [--dialects seed,tus,ietf] [--work-dir DIR] [--bin PATH]`; the proxy's
+//! random cuts come from `TENAX_TEST_SEED` when set.
+
+#[path = "bench_common/mod.rs"]
+mod bench_common;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use bench_common::{MIB, generate, human, mb_per_s, parse_size, sha256_file};
+use serde_json::json;
+use tenax_client::{Protocol, Uploader};
+use tenax_testkit::{FaultProxy, Rng, TestServer};
+
+/// Re-sent bytes must stay under this share of the file.
+const TARGET: f64 = 0.01;
+
+struct Options {
+    size: u64,
+    chunk: u64,
+    cut: (u64, u64),
+    dialects: Vec<(String, Protocol)>,
+    work_dir: PathBuf,
+    bin: PathBuf,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut options = Options {
+        size: 1 << 30,
+        chunk: 8 * MIB,
+        cut: (MIB, 8 * MIB),
+        dialects: Vec::new(),
+        work_dir: root.join("target/bench"),
+        bin: root.join("target/release/tenax"),
+    };
+    let mut dialects = "seed,tus,ietf".to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--size" => options.size = parse_size(&value()?)?,
+            "--chunk" => options.chunk = parse_size(&value()?)?,
+            "--cut" => {
+                let text = value()?;
+                let (low, high) = text.split_once(',').context("--cut LOW,HIGH")?;
+                options.cut = (parse_size(low)?, parse_size(high)?);
+            }
+            "--dialects" => dialects = value()?,
+            "--work-dir" => options.work_dir = PathBuf::from(value()?),
+            "--bin" => options.bin = PathBuf::from(value()?),
+            "--help" | "-h" => {
+                println!(
+                    "soak_bench [--size 1GiB] [--chunk 8MiB] [--cut 1MiB,8MiB] \
+                     [--dialects seed,tus,ietf] [--work-dir DIR] [--bin PATH]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    for name in dialects.split(',') {
+        let protocol = match name {
+            "seed" => Protocol::Seed,
+            "tus" => Protocol::Tus,
+            "ietf" => Protocol::Ietf,
+            other => bail!("unknown dialect {other}"),
+        };
+        options.dialects.push((name.to_owned(), protocol));
+    }
+    ensure!(
+        options.cut.0 >= 1 && options.cut.0 <= options.cut.1,
+        "bad --cut"
+    );
+    ensure!(
+        options.bin.is_file(),
+        "no server binary at {}",
+        options.bin.display()
+    );
+    Ok(options)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = options()?;
+    std::fs::create_dir_all(&options.work_dir)?;
+    let file = options.work_dir.join("soak.bin");
+    println!(
+        "soak: {} file, {} chunks, cuts every {}..{} of request bytes, dialects {}",
+        human(options.size),
+        human(options.chunk),
+        human(options.cut.0),
+        human(options.cut.1),
+        options
+            .dialects
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let sha256 = generate(&file, options.size)?;
+    let rng = Rng::from_env_or_os();
+    let mut results = Vec::new();
+    let mut met = true;
+    for (name, protocol) in &options.dialects {
+        let server = TestServer::start(&options.bin);
+        let proxy = FaultProxy::start(server.addr(), options.cut, rng.clone()).await;
+        let uploader = Uploader::new()
+            .chunk_size(options.chunk)
+            .protocol(*protocol)
+            .backoff(Duration::from_millis(10), Duration::from_millis(200))
+            .stall_timeout(Duration::from_secs(10))
+            .max_retries(100_000);
+        let started = Instant::now();
+        let report = tokio::time::timeout(
+            Duration::from_secs(3600),
+            uploader.upload(&file, &format!("http://{}/", proxy.addr())),
+        )
+        .await
+        .with_context(|| format!("{name}: timed out"))?
+        .with_context(|| format!("{name}: upload failed"))?;
+        let elapsed = started.elapsed();
+        ensure!(report.size == options.size, "{name}: size {}", report.size);
+        ensure!(
+            report.sha256 == sha256,
+            "{name}: the client's sha256 differs"
+        );
+        let stored = server.data_dir().join("files").join("soak.bin");
+        let stored_sha256 = sha256_file(&stored)?;
+        ensure!(stored_sha256 == sha256, "{name}: the stored file differs");
+        let cuts = proxy.stats().cuts.load(Ordering::Relaxed);
+        // Request bytes that reached the server (headers included): what the
+        // client sent beyond this was lost in the link's buffers at a cut;
+        // what reached the server beyond the file's size, the server dropped.
+        let forwarded = proxy.stats().client_bytes.load(Ordering::Relaxed);
+        let resent = report.bytes_sent - report.size;
+        let share = resent as f64 / report.size as f64;
+        met &= share < TARGET;
+        println!(
+            "{name:>5}: {} in {:.1} s ({:.0} MB/s), {cuts} cuts, {} retries, \
+             re-sent {resent} bytes = {:.3}% of the file ({:.0} KiB per cut; \
+             lost in the link {:.0} KiB per cut), target < 1%: {}, sha256 equal ({})",
+            human(report.size),
+            elapsed.as_secs_f64(),
+            mb_per_s(report.size, elapsed),
+            report.retries,
+            share * 100.0,
+            resent as f64 / 1024.0 / cuts.max(1) as f64,
+            report.bytes_sent.saturating_sub(forwarded) as f64 / 1024.0 / cuts.max(1) as f64,
+            if share < TARGET { "MET" } else { "MISSED" },
+            &sha256[..16],
+        );
+        results.push(json!({
+            "dialect": name,
+            "size": report.size,
+            "seconds": elapsed.as_secs_f64(),
+            "cuts": cuts,
+            "retries": report.retries,
+            "bytes_sent": report.bytes_sent,
+            "resent": resent,
+            "resent_share": share,
+            "forwarded_to_server": forwarded,
+            "sha256_equal": true,
+        }));
+    }
+    std::fs::remove_file(&file).ok();
+    println!(
+        "{}",
+        json!({
+            "size": options.size,
+            "chunk": options.chunk,
+            "cut": [options.cut.0, options.cut.1],
+            "target_resent_share": TARGET,
+            "targets_met": met,
+            "runs": results,
+        })
+    );
+    Ok(())
+}

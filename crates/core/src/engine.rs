@@ -3,14 +3,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 use tenax_protocol::{FileName, Namespace, UploadId};
 use thiserror::Error;
-use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard};
+use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::Digests;
@@ -1268,8 +1268,7 @@ impl Lease {
         };
         let (mut to_skip, mut room) = (skip, limit);
         let (mut received, mut written) = (0u64, 0u64);
-        let mut batch = Vec::new();
-        let mut batch_len = 0usize;
+        let mut batch = Batch::default();
         let mut interruption = None;
         let mut failure = None;
         // Once told to stop, take only what has already arrived (a dying
@@ -1297,6 +1296,15 @@ impl Lease {
                         continue;
                     }
                     frame = body.next() => frame,
+                    // A body that pauses writes what it gathered, so that
+                    // its share of the memory budget does not sit idle.
+                    () = tokio::time::sleep(IDLE_FLUSH), if !batch.is_empty() => {
+                        if let Err(error) = pipeline.submit(batch.take()).await {
+                            failure = Some(error);
+                            break;
+                        }
+                        continue;
+                    }
                 }
             };
             let mut bytes = match frame {
@@ -1321,16 +1329,28 @@ impl Lease {
             room -= bytes.len() as u64;
             written += bytes.len() as u64;
             observe(&bytes);
-            batch_len += bytes.len();
             if !bytes.is_empty() {
-                batch.push(bytes);
+                let memory = match BodyMemory::try_take(bytes.len()) {
+                    Some(memory) => Some(memory),
+                    None => {
+                        // Short of memory: write what this body gathered
+                        // (its share comes back once written), then wait.
+                        if !batch.is_empty()
+                            && let Err(error) = pipeline.submit(batch.take()).await
+                        {
+                            failure = Some(error);
+                            break;
+                        }
+                        BodyMemory::take(bytes.len()).await
+                    }
+                };
+                batch.push(bytes, memory);
             }
-            if batch_len >= BATCH {
-                if let Err(error) = pipeline.submit(std::mem::take(&mut batch)).await {
+            if batch.len >= BATCH {
+                if let Err(error) = pipeline.submit(batch.take()).await {
                     failure = Some(error);
                     break;
                 }
-                batch_len = 0;
                 if let Some((every, report)) = progress.as_mut()
                     && last_report.elapsed() >= *every
                 {
@@ -1373,9 +1393,9 @@ impl Lease {
         }
         // The last batch is written and synced in one go (one trip to the
         // blocking pool instead of two: it counts at small chunk sizes).
-        let last = match failure {
-            None => pipeline.hash(batch).await,
-            Some(_) => Vec::new(),
+        let (last, _last_memory) = match failure {
+            None => (pipeline.hash(batch.chunks).await, batch.memory),
+            Some(_) => (Vec::new(), None),
         };
         let (writer, hasher, drained) = pipeline.drain().await;
         let failure = failure.or(drained.err());
@@ -1583,6 +1603,68 @@ impl Lease {
     }
 }
 
+/// Body bytes waiting to be written, across all uploads, at most (in KiB):
+/// many uploads at once share this rather than each holding two batches.
+const BODY_MEMORY_KIB: u32 = 48 * 1024;
+
+/// How long a body may pause before what it gathered is written anyway.
+const IDLE_FLUSH: Duration = Duration::from_millis(100);
+
+static BODY_MEMORY: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(BODY_MEMORY_KIB as usize)));
+
+/// A share of [`BODY_MEMORY`], held by body bytes until they are written.
+struct BodyMemory;
+
+impl BodyMemory {
+    fn units(len: usize) -> u32 {
+        u32::try_from(len.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, BODY_MEMORY_KIB)
+    }
+
+    fn try_take(len: usize) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&BODY_MEMORY)
+            .try_acquire_many_owned(Self::units(len))
+            .ok()
+    }
+
+    async fn take(len: usize) -> Option<OwnedSemaphorePermit> {
+        // The semaphore is never closed, so this only waits.
+        Arc::clone(&BODY_MEMORY)
+            .acquire_many_owned(Self::units(len))
+            .await
+            .ok()
+    }
+}
+
+/// Body bytes gathered for one write, with their share of the budget.
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<Bytes>,
+    len: usize,
+    memory: Option<OwnedSemaphorePermit>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn push(&mut self, bytes: Bytes, memory: Option<OwnedSemaphorePermit>) {
+        self.len += bytes.len();
+        self.chunks.push(bytes);
+        match (&mut self.memory, memory) {
+            (Some(held), Some(more)) => held.merge(more),
+            (held, more) => *held = held.take().or(more),
+        }
+    }
+
+    fn take(&mut self) -> Batch {
+        std::mem::take(self)
+    }
+}
+
 /// Double buffering between the body and storage: one batch is written
 /// while the next one fills; each batch goes to the hasher first.
 struct Pipeline {
@@ -1605,14 +1687,17 @@ type Flushed = (Box<dyn Append>, Result<(), StorageError>);
 
 impl Pipeline {
     /// Waits for the batch in flight, then starts writing `batch`.
-    async fn submit(&mut self, batch: Vec<Bytes>) -> Result<(), StorageError> {
+    async fn submit(&mut self, batch: Batch) -> Result<(), StorageError> {
         self.wait().await?;
         let Some(mut writer) = self.writer.take() else {
             return Err(StorageError::Io(std::io::Error::other("writer lost")));
         };
-        let batch = self.hash(batch).await;
+        let Batch { chunks, memory, .. } = batch;
+        let chunks = self.hash(chunks).await;
         self.in_flight = Some(tokio::spawn(async move {
-            let written = writer.write(batch).await;
+            let written = writer.write(chunks).await;
+            // The bytes are in storage: their share of the budget is free.
+            drop(memory);
             (writer, written)
         }));
         Ok(())

@@ -167,12 +167,20 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        .max_header_size(settings.max_header_size);
+        .max_header_size(settings.max_header_size)
+        // hyper lets each connection's read buffer grow to ~400 KiB while a
+        // body streams: with a thousand uploads at once that alone is
+        // 400 MiB. 128 KiB reads cost a few more syscalls per MiB.
+        .max_buf_size(settings.max_header_size.max(H1_READ_BUFFER));
     watcher
         .watch(builder.serve_connection(io, service))
         .await
         .map_err(Into::into)
 }
+
+/// The largest HTTP/1.1 read buffer of a connection (unless the head
+/// limit is larger).
+const H1_READ_BUFFER: usize = 128 * 1024;
 
 async fn serve_h2<I>(
     settings: &Settings,

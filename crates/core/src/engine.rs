@@ -1391,29 +1391,17 @@ impl Lease {
                 break;
             }
         }
-        // The last batch is written and synced in one go (one trip to the
-        // blocking pool instead of two: it counts at small chunk sizes).
-        let (last, _last_memory) = match failure {
-            None => (pipeline.hash(batch.chunks).await, batch.memory),
-            Some(_) => (Vec::new(), None),
-        };
+        if failure.is_none() && !batch.is_empty() {
+            failure = pipeline.submit(batch.take()).await.err();
+        }
+        // Every write goes through the pipeline, so that one still running
+        // when this future is dropped is waited for by the next lease.
         let (writer, hasher, drained) = pipeline.drain().await;
         let failure = failure.or(drained.err());
         // Whatever happened, make what reached the data durable and count it.
         let mut writer =
             writer.ok_or_else(|| StorageError::Io(std::io::Error::other("writer lost")))?;
-        let mut failure = failure;
-        let synced = if failure.is_none() && !last.is_empty() {
-            match writer.write_and_sync(last).await {
-                Ok(held) => Ok(held),
-                Err(error) => {
-                    failure = Some(error);
-                    writer.sync().await
-                }
-            }
-        } else {
-            writer.sync().await
-        };
+        let synced = writer.sync().await;
         let held = match synced {
             Ok(held) => held,
             Err(error) => return Err(error.into()),

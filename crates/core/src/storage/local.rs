@@ -344,29 +344,6 @@ struct LocalAppend {
     reserved: Option<u64>,
 }
 
-impl LocalAppend {
-    /// Writes the chunks in order, then (with `sync`) makes the data
-    /// durable, in one trip to the blocking pool; returns the length.
-    async fn write_then(&mut self, chunks: Vec<Bytes>, sync: bool) -> Result<u64, StorageError> {
-        let (file, mut position) = (Arc::clone(&self.file), self.position);
-        let end = position + chunks.iter().map(|chunk| chunk.len() as u64).sum::<u64>();
-        let reserved = self.reserved;
-        let (written, reserved, length) = blocking(move || {
-            let reserved = reserved.and_then(|reserved| reserve(&file, reserved, end));
-            for chunk in &chunks {
-                file.write_all_at(chunk, position)?;
-                position += chunk.len() as u64;
-            }
-            let length = if sync { sync_data(&file)? } else { position };
-            Ok((position, reserved, length))
-        })
-        .await?;
-        self.position = written;
-        self.reserved = reserved;
-        Ok(length)
-    }
-}
-
 /// `fdatasync`, timed; returns the durable length.
 fn sync_data(file: &File) -> io::Result<u64> {
     let started = std::time::Instant::now();
@@ -406,15 +383,25 @@ fn reserve(file: &File, reserved: u64, end: u64) -> Option<u64> {
 #[async_trait]
 impl Append for LocalAppend {
     async fn write(&mut self, chunks: Vec<Bytes>) -> Result<(), StorageError> {
-        self.write_then(chunks, false).await.map(|_| ())
+        let (file, mut position) = (Arc::clone(&self.file), self.position);
+        let end = position + chunks.iter().map(|chunk| chunk.len() as u64).sum::<u64>();
+        let reserved = self.reserved;
+        let (written, reserved) = blocking(move || {
+            let reserved = reserved.and_then(|reserved| reserve(&file, reserved, end));
+            for chunk in &chunks {
+                file.write_all_at(chunk, position)?;
+                position += chunk.len() as u64;
+            }
+            Ok((position, reserved))
+        })
+        .await?;
+        self.position = written;
+        self.reserved = reserved;
+        Ok(())
     }
 
     async fn sync(&mut self) -> Result<u64, StorageError> {
         let file = Arc::clone(&self.file);
         blocking(move || sync_data(&file)).await
-    }
-
-    async fn write_and_sync(&mut self, chunks: Vec<Bytes>) -> Result<u64, StorageError> {
-        self.write_then(chunks, true).await
     }
 }

@@ -137,11 +137,4 @@ pub trait Append: Send + fmt::Debug {
 
     /// Makes everything written so far durable and returns the durable length.
     async fn sync(&mut self) -> Result<u64, StorageError>;
-
-    /// Appends the chunks and makes everything durable; returns the
-    /// durable length. A backend may do both in one step.
-    async fn write_and_sync(&mut self, chunks: Vec<Bytes>) -> Result<u64, StorageError> {
-        self.write(chunks).await?;
-        self.sync().await
-    }
 }

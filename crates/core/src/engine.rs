@@ -480,7 +480,7 @@ impl Engine {
         }
         let created_at = now();
         let id = new_id()?;
-        let stored = self.bytes_stored(&new.namespace);
+        let stored = self.bytes_stored_if_limited(&new.namespace);
         lock(&self.inner.accounts).admit(
             id,
             &new.namespace,
@@ -568,15 +568,7 @@ impl Engine {
                 // what it wrote.
                 let _ = orphan.await;
             }
-            let mut stored = self
-                .inner
-                .storage
-                .load(id)
-                .await
-                .map_err(|error| match error {
-                    StorageError::NotFound => Error::NotFound,
-                    other => other.into(),
-                })?;
+            let mut stored = self.load(id).await?;
             self.publish(&mut stored.record).await?;
             if let Some(from) = stored.record.staged_from.take() {
                 // A checksummed chunk was cut short by a crash: it was never
@@ -912,19 +904,23 @@ impl Engine {
         }
     }
 
-    /// The upload's state, read from storage without taking the upload over:
-    /// a writer in flight keeps writing, and `held` may already count bytes
-    /// it has written but not yet acknowledged.
-    pub async fn peek(&self, id: UploadId) -> Result<Snapshot, Error> {
-        let stored = self
-            .inner
+    /// An upload as storage holds it; [`Error::NotFound`] for an unknown id.
+    async fn load(&self, id: UploadId) -> Result<crate::storage::Stored, Error> {
+        self.inner
             .storage
             .load(id)
             .await
             .map_err(|error| match error {
                 StorageError::NotFound => Error::NotFound,
                 other => other.into(),
-            })?;
+            })
+    }
+
+    /// The upload's state, read from storage without taking the upload over:
+    /// a writer in flight keeps writing, and `held` may already count bytes
+    /// it has written but not yet acknowledged.
+    pub async fn peek(&self, id: UploadId) -> Result<Snapshot, Error> {
+        let stored = self.load(id).await?;
         // The data may already hold bytes an append in flight has written
         // but not yet made durable: count only what was acknowledged.
         let acknowledged = lock(&self.inner.slots)
@@ -998,6 +994,21 @@ impl Engine {
             loaded.dirty = true;
         }
         Ok(())
+    }
+
+    /// The bytes of a namespace's published files where a quota limits
+    /// them, else 0: summing them walks every published file, which a
+    /// creation without such a quota need not pay.
+    fn bytes_stored_if_limited(&self, namespace: &Namespace) -> u64 {
+        let limited = lock(&self.inner.accounts)
+            .quota(namespace)
+            .max_bytes_stored
+            .is_some();
+        if limited {
+            self.bytes_stored(namespace)
+        } else {
+            0
+        }
     }
 
     /// The bytes of a namespace's published files.
@@ -1124,7 +1135,7 @@ impl Lease {
     pub async fn set_total(&mut self, total: u64) -> Result<(), Error> {
         if self.loaded.record.total.is_none() {
             let namespace = &self.loaded.record.namespace;
-            let stored = self.engine.bytes_stored(namespace);
+            let stored = self.engine.bytes_stored_if_limited(namespace);
             lock(&self.engine.inner.accounts).declare(
                 self.id(),
                 total,

@@ -402,3 +402,51 @@ fn sign_location(response: &mut Response, key: &SigningKey, namespace: Namespace
         response.headers_mut().insert(header::LOCATION, value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn authorization(value: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        headers
+    }
+
+    #[test]
+    fn bearer_reads_only_the_bearer_scheme() {
+        let read =
+            |value: &str| bearer(&authorization(value.as_bytes())).map(|s| s.map(str::to_owned));
+        assert_eq!(read("Bearer abc").ok(), Some(Some("abc".to_owned())));
+        assert_eq!(read("bEaReR  abc ").ok(), Some(Some("abc".to_owned())));
+        for refused in ["Bearer", "Bearer ", "Basic dXNlcg==", "abc", "Bearerabc"] {
+            assert!(read(refused).is_err(), "{refused:?}");
+        }
+        assert_eq!(bearer(&HeaderMap::new()).ok(), Some(None));
+    }
+
+    proptest! {
+        #[test]
+        fn any_authorization_header_is_read_without_panicking(value in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let headers = authorization(&value);
+            if let Ok(Some(secret)) = bearer(&headers) {
+                prop_assert!(!secret.is_empty());
+                let text = String::from_utf8_lossy(&value).to_ascii_lowercase();
+                prop_assert!(text.starts_with("bearer "));
+            }
+        }
+
+        #[test]
+        fn any_path_maps_to_one_target(path in "(/uploads/|/files/|/assets/|/)?[a-f0-9%/. A-Z]{0,40}") {
+            let target = Target::of(&Method::GET, &path);
+            match target {
+                Target::Upload(id) => prop_assert_eq!(format!("/uploads/{id}"), path),
+                Target::File(name) => prop_assert!(path.starts_with("/files/") && !name.as_str().contains('/')),
+                _ => {}
+            }
+        }
+    }
+}

@@ -85,6 +85,15 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Removes `path` (already gone is fine) and makes the removal durable.
+fn remove_durably(path: &Path, dir: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(dir),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 /// Writes `bytes` to `path` so that readers see the old or the new content,
 /// never a mix, and the new content survives a crash once this returns.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -304,29 +313,13 @@ impl Storage for LocalDisk {
 
     async fn remove_record(&self, id: UploadId) -> Result<(), StorageError> {
         let (path, dir) = (self.record_path(id), self.uploads.clone());
-        blocking(move || {
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(error) => return Err(error),
-            }
-            sync_dir(&dir)
-        })
-        .await
+        blocking(move || remove_durably(&path, &dir)).await
     }
 
     async fn unpublish(&self, file: &FileKey) -> Result<(), StorageError> {
         let dir = self.files_dir(file);
         let path = dir.join(file.name.as_str());
-        blocking(move || {
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(error) => return Err(error),
-            }
-            sync_dir(&dir)
-        })
-        .await
+        blocking(move || remove_durably(&path, &dir)).await
     }
 }
 

@@ -523,12 +523,9 @@ impl Engine {
                 dirty: false,
             });
         }
-        let guard = match OwnedMutexGuard::try_map(guard, Option::as_mut) {
-            Ok(guard) => guard,
-            Err(_) => {
-                self.inner.catalog.release(id);
-                return Err(Error::NotFound);
-            }
+        let Ok(guard) = OwnedMutexGuard::try_map(guard, Option::as_mut) else {
+            self.inner.catalog.release(id);
+            return Err(Error::NotFound);
         };
         slot.acknowledged.store(guard.held, Ordering::Release);
         let refused = match &guard.record.status {

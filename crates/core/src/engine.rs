@@ -493,6 +493,11 @@ impl Engine {
         token: CancellationToken,
         taken: Taken,
     ) -> Result<Lease, Error> {
+        // Whichever way this returns, the catalog hears when the upload is let go.
+        let release = Release {
+            catalog: Arc::clone(&self.inner.catalog),
+            id,
+        };
         if !taken.fresh {
             // Another node wrote the upload since: what is kept here
             // (the open data, the running digests) describes the past.
@@ -523,10 +528,7 @@ impl Engine {
                 dirty: false,
             });
         }
-        let Ok(guard) = OwnedMutexGuard::try_map(guard, Option::as_mut) else {
-            self.inner.catalog.release(id);
-            return Err(Error::NotFound);
-        };
+        let guard = OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| Error::NotFound)?;
         slot.acknowledged.store(guard.held, Ordering::Release);
         let refused = match &guard.record.status {
             Status::Cancelled => Some(Error::Gone),
@@ -538,7 +540,6 @@ impl Engine {
             _ => None,
         };
         if let Some(error) = refused {
-            self.inner.catalog.release(id);
             return Err(error);
         }
         Ok(Lease {
@@ -546,10 +547,7 @@ impl Engine {
             loaded: guard,
             slot,
             token,
-            _release: Release {
-                catalog: Arc::clone(&self.inner.catalog),
-                id,
-            },
+            _release: release,
         })
     }
 

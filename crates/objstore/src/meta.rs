@@ -127,7 +127,7 @@ impl MetaStore for ObjectMeta {
 
     async fn record(&self, id: UploadId) -> Result<UploadRecord, StorageError> {
         let path = self.record_path(id);
-        parse_record(&path.to_string(), &self.get(&path).await?)
+        parse_record(path.as_ref(), &self.get(&path).await?)
     }
 
     async fn put_record(&self, record: &UploadRecord) -> Result<(), StorageError> {

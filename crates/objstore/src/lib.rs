@@ -53,7 +53,7 @@ use tenax_core::{FileKey, Status, Storage, StorageError, UploadId, UploadRecord}
 
 mod meta;
 
-pub use meta::{MetaStore, ObjectMeta, parse_record};
+pub use meta::{MetaStore, ObjectMeta, parse_record, record_json};
 
 /// The default part size: above S3's 5 MiB minimum, small enough to buffer
 /// one per open upload.

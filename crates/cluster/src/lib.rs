@@ -172,7 +172,7 @@ impl Cluster {
             .map_err(ClusterError::Url)?
             .application_name(&node);
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(32)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await

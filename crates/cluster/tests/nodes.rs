@@ -249,7 +249,7 @@ async fn names_published_files_and_quotas_are_shared() {
     drop(on_a);
     let mut on_b = b
         .engine
-        .lease_name(&file, || NewUpload::default(), |_| false)
+        .lease_name(&file, NewUpload::default, |_| false)
         .await
         .expect("lease_name on b");
     assert_eq!((on_b.id(), on_b.held()), (id, 250));

@@ -117,9 +117,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A database failure, as the storage failure it is for the engine.
+/// A database failure, as the storage failure it is for the engine: out of
+/// reach (503, retry later) or anything else.
 fn db(error: sqlx::Error) -> StorageError {
-    StorageError::Io(std::io::Error::other(error))
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StorageError::Unavailable(std::io::Error::other(error)),
+        other => StorageError::Io(std::io::Error::other(other)),
+    }
 }
 
 fn db_error(error: sqlx::Error) -> Error {
@@ -834,6 +842,14 @@ impl MetaStore for Cluster {
     async fn remove(&self, id: UploadId) -> Result<(), StorageError> {
         sqlx::query("delete from tenax_uploads where id = $1")
             .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn probe(&self) -> Result<(), StorageError> {
+        sqlx::query("select 1")
             .execute(&self.pool)
             .await
             .map_err(db)?;

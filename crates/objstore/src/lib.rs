@@ -723,6 +723,7 @@ impl Storage for ObjectStorage {
     }
 
     async fn probe(&self) -> Result<(), StorageError> {
+        self.meta.probe().await?;
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let path = self.root.clone().join(format!(
             "probe-{}-{}",

@@ -47,6 +47,11 @@ pub trait MetaStore: Send + Sync + fmt::Debug + 'static {
     /// Forgets an upload: its record and state. Idempotent.
     async fn remove(&self, id: UploadId) -> Result<(), StorageError>;
 
+    /// A cheap check that the store answers (readiness).
+    async fn probe(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Called before each multipart part is uploaded: a shared store
     /// refuses it ([`StorageError::Fenced`]) when another node took the
     /// upload over, so that a stale writer stops sending parts.

@@ -346,6 +346,23 @@ fn sync_data(file: &File) -> io::Result<u64> {
     Ok(file.metadata()?.len())
 }
 
+/// Starts writing `len` bytes at `offset` back to the disk now, without
+/// waiting: the `fdatasync` that acknowledges them then finds most of them
+/// already written, instead of starting the whole request's writeback when
+/// the body ends (the client waits for that answer before it sends on).
+/// `POSIX_FADV_DONTNEED` does that on Linux (it starts writeback of the
+/// dirty range, then drops what is clean) and keeps upload bytes from
+/// crowding the page cache; `sync_file_range` would need `unsafe`. Advice,
+/// so a failure changes nothing.
+fn write_back(file: &File, offset: u64, len: u64) {
+    let _ = rustix::fs::fadvise(
+        file,
+        offset,
+        std::num::NonZeroU64::new(len),
+        rustix::fs::Advice::DontNeed,
+    );
+}
+
 /// Preallocation grows with the upload, between these bounds. A reserved
 /// extent makes each `fdatasync` cheaper (no block allocation to journal:
 /// about a quarter faster per 8 MiB on ext4 here); publication releases
@@ -381,10 +398,12 @@ impl Append for LocalAppend {
         let reserved = self.reserved;
         let (written, reserved) = blocking(move || {
             let reserved = reserved.and_then(|reserved| reserve(&file, reserved, end));
+            let start = position;
             for chunk in &chunks {
                 file.write_all_at(chunk, position)?;
                 position += chunk.len() as u64;
             }
+            write_back(&file, start, position - start);
             Ok((position, reserved))
         })
         .await?;

@@ -706,7 +706,7 @@ async fn two_writers_on_one_upload_never_corrupt_it() {
             let upload_path = path(&url);
             let mut tasks = Vec::new();
             for (writer, data) in writers.iter().enumerate() {
-                let node = &cluster.nodes[1 + writer];
+                let node = &cluster.nodes[(1 + writer) % cluster.nodes.len()];
                 let head = format!(
                     "PATCH {upload_path} HTTP/1.1\r\nhost: {}\r\ntus-resumable: 1.0.0\r\n\
                      upload-offset: 0\r\ncontent-type: application/offset+octet-stream\r\n\
@@ -714,7 +714,10 @@ async fn two_writers_on_one_upload_never_corrupt_it() {
                     node.addr()
                 );
                 let (addr, body) = (node.addr(), data.clone());
+                // Either may start first.
+                let delay = Duration::from_millis(rng.between(0, 30));
                 tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
                     paced_request(
                         addr,
                         head,

@@ -13,10 +13,11 @@ use thiserror::Error;
 use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::{Catalog, LocalCatalog, PublishedFile, Taken};
 use crate::digest::Digests;
 use crate::events::{Event, EventKind, HookError, Hooks, NoHooks, event_id};
 use crate::hasher::Hasher;
-use crate::quota::{Accounts, Quota, QuotaExceeded, Usage};
+use crate::quota::{Quota, QuotaExceeded, Usage};
 use crate::record::{Concat, FileKey, FinalInfo, NewUpload, Status, UploadRecord};
 use crate::storage::{Append, Storage, StorageError};
 
@@ -194,18 +195,11 @@ struct Inner {
     storage: Arc<dyn Storage>,
     config: EngineConfig,
     slots: Mutex<HashMap<UploadId, Arc<Slot>>>,
-    /// The current upload of each name: what the literal `?file=NAME` form continues.
-    names: Mutex<HashMap<FileKey, UploadId>>,
-    /// Which upload's bytes each published name shows, and their size.
-    published: Mutex<HashMap<FileKey, (UploadId, u64)>>,
-    /// Uploads in progress per namespace, and the quotas.
-    accounts: Mutex<Accounts>,
+    /// Names, published files, quotas, leases: this process's own, or
+    /// shared with other nodes.
+    catalog: Arc<dyn Catalog>,
     /// The namespace of each upload asked about (it never changes).
     owners: Mutex<HashMap<UploadId, Namespace>>,
-    /// Final uploads waiting for unfinished parts: part to finals.
-    pending_finals: Mutex<HashMap<UploadId, Vec<UploadId>>>,
-    /// Serialise "find or create the upload of a name", per name.
-    name_locks: Mutex<HashMap<FileKey, Arc<tokio::sync::Mutex<()>>>>,
     shutdown: CancellationToken,
     /// When the engine opened (seconds since the epoch): uploads that
     /// expired before it were never counted as active.
@@ -220,46 +214,6 @@ impl fmt::Debug for Engine {
             .field("storage", &self.inner.storage)
             .field("config", &self.inner.config)
             .finish()
-    }
-}
-
-/// Serialises "find or create the upload of a name", per name: waiting for
-/// an older request to let go of an upload (or for a pre-create hook) holds
-/// up only the requests for the same name.
-struct NameGuard {
-    engine: Engine,
-    file: FileKey,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl NameGuard {
-    async fn lock(engine: &Engine, file: &FileKey) -> NameGuard {
-        let mutex = Arc::clone(
-            lock(&engine.inner.name_locks)
-                .entry(file.clone())
-                .or_default(),
-        );
-        NameGuard {
-            engine: engine.clone(),
-            file: file.clone(),
-            guard: Some(mutex.lock_owned().await),
-        }
-    }
-}
-
-impl Drop for NameGuard {
-    fn drop(&mut self) {
-        let Some(guard) = self.guard.take() else {
-            return;
-        };
-        let mutex = Arc::clone(tokio::sync::OwnedMutexGuard::mutex(&guard));
-        drop(guard);
-        // Clones are taken under the map's lock, so a count of two (the
-        // map's and this one) means nobody else waits for this name.
-        let mut locks = lock(&self.engine.inner.name_locks);
-        if Arc::strong_count(&mutex) == 2 {
-            locks.remove(&self.file);
-        }
     }
 }
 
@@ -352,6 +306,18 @@ impl Engine {
         config: EngineConfig,
         hooks: Arc<dyn Hooks>,
     ) -> Result<Self, Error> {
+        Engine::open_with_catalog(storage, config, hooks, Arc::new(LocalCatalog::new())).await
+    }
+
+    /// Like [`Engine::open_with_hooks`], sharing names, published files,
+    /// quotas and leases through `catalog` (several nodes on one object
+    /// store share one).
+    pub async fn open_with_catalog(
+        storage: Arc<dyn Storage>,
+        config: EngineConfig,
+        hooks: Arc<dyn Hooks>,
+        catalog: Arc<dyn Catalog>,
+    ) -> Result<Self, Error> {
         let records = storage.list().await?;
         hooks.recover(&records).await.map_err(outbox_error)?;
         let opened_at = now();
@@ -363,96 +329,56 @@ impl Engine {
             })
             .count();
         metrics::gauge!(metric::ACTIVE).increment(live as f64);
+        catalog.restore(&records);
         let complete: std::collections::HashSet<UploadId> = records
             .iter()
             .filter(|record| matches!(record.status, Status::Complete(_)))
             .map(|record| record.id)
             .collect();
-        let mut pending_finals: HashMap<UploadId, Vec<UploadId>> = HashMap::new();
-        let mut ready_finals = Vec::new();
-        for record in &records {
-            if let (Status::Active, Some(Concat::Final(parts))) = (&record.status, &record.concat) {
-                let waiting: Vec<_> = parts
-                    .iter()
-                    .filter(|part| !complete.contains(part))
-                    .collect();
-                if waiting.is_empty() {
-                    ready_finals.push(record.id);
+        let ready_finals: Vec<UploadId> = records
+            .iter()
+            .filter(|record| match (&record.status, &record.concat) {
+                (Status::Active, Some(Concat::Final(parts))) => {
+                    parts.iter().all(|part| complete.contains(part))
                 }
-                for part in waiting {
-                    pending_finals.entry(*part).or_default().push(record.id);
-                }
-            }
-        }
-        let mut published: HashMap<FileKey, (u64, UploadId, u64)> = HashMap::new();
-        for record in &records {
-            if let (Some(file), Status::Complete(info)) = (record.file_key(), &record.status)
-                && info.published
-                && !info.superseded
-            {
-                let rank = (info.completed_at, record.id, info.size);
-                let best = published.entry(file).or_insert(rank);
-                *best = (*best).max(rank);
-            }
-        }
-        let published = published
-            .into_iter()
-            .map(|(name, (_, id, size))| (name, (id, size)))
-            .collect();
-        let mut accounts = Accounts::default();
-        for record in &records {
-            if matches!(record.status, Status::Active) {
-                accounts.restore(record.id, &record.namespace, record.total.unwrap_or(0));
-            }
-        }
-        let mut names: HashMap<FileKey, (bool, u64, UploadId)> = HashMap::new();
-        for record in records {
-            let Some(name) = record.file_key() else {
-                continue;
-            };
-            let rank = (
-                matches!(record.status, Status::Active),
-                record.created_at,
-                record.id,
-            );
-            if matches!(record.status, Status::Cancelled | Status::Expired) {
-                continue;
-            }
-            let best = names.entry(name).or_insert(rank);
-            if rank > *best {
-                *best = rank;
-            }
-        }
-        let names = names
-            .into_iter()
-            .map(|(name, (_, _, id))| (name, id))
+                _ => false,
+            })
+            .map(|record| record.id)
             .collect();
         let engine = Engine {
             inner: Arc::new(Inner {
                 storage,
                 config,
                 slots: Mutex::default(),
-                names: Mutex::new(names),
-                pending_finals: Mutex::new(pending_finals),
-                published: Mutex::new(published),
-                accounts: Mutex::new(accounts),
+                catalog: Arc::clone(&catalog),
                 owners: Mutex::default(),
-                name_locks: Mutex::default(),
                 shutdown: CancellationToken::new(),
                 opened_at,
                 hooks,
             }),
         };
+        let weak = Arc::downgrade(&engine.inner);
+        catalog.on_taken_elsewhere(Arc::new(move |id| {
+            if let Some(inner) = weak.upgrade() {
+                Engine { inner }.taken_elsewhere(id);
+            }
+        }));
         // Final uploads whose parts all completed before a restart.
         for id in ready_finals {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                if let Err(error) = engine.assemble(id).await {
-                    tracing::error!(%id, %error, "assembling a final upload failed");
-                }
-            });
+            engine.spawn_assembly(id);
         }
         Ok(engine)
+    }
+
+    /// Another node took the upload: the request writing it here stops,
+    /// and what this process remembers of it is stale.
+    fn taken_elsewhere(&self, id: UploadId) {
+        let slot = lock(&self.inner.slots).get(&id).cloned();
+        if let Some(slot) = slot
+            && let Some(holder) = lock(&slot.holder).as_ref()
+        {
+            holder.cancel();
+        }
     }
 
     /// The storage backend.
@@ -480,14 +406,15 @@ impl Engine {
         }
         let created_at = now();
         let id = new_id()?;
-        let stored = self.bytes_stored_if_limited(&new.namespace);
-        lock(&self.inner.accounts).admit(
-            id,
-            &new.namespace,
-            new.total.unwrap_or(0),
-            stored,
-            new.name.is_some(),
-        )?;
+        let catalog = &self.inner.catalog;
+        catalog
+            .admit(
+                id,
+                &new.namespace,
+                new.total.unwrap_or(0),
+                new.name.is_some(),
+            )
+            .await?;
         let record = UploadRecord {
             id,
             namespace: new.namespace,
@@ -504,11 +431,11 @@ impl Engine {
         };
         let event = Event::new(EventKind::Created, &record, 0, created_at);
         if let Err(error) = self.inner.hooks.prepare(&event).await {
-            lock(&self.inner.accounts).retire(id);
+            catalog.retire(id).await?;
             return Err(outbox_error(error));
         }
         if let Err(error) = self.inner.storage.create(&record).await {
-            lock(&self.inner.accounts).retire(id);
+            catalog.retire(id).await?;
             return Err(error.into());
         }
         self.inner
@@ -518,7 +445,7 @@ impl Engine {
             .map_err(outbox_error)?;
         metrics::gauge!(metric::ACTIVE).increment(1);
         if let Some(file) = record.file_key() {
-            lock(&self.inner.names).insert(file, record.id);
+            catalog.set_current(&file, record.id).await?;
         }
         tracing::info!(id = %record.id, namespace = %record.namespace, name = ?record.name.as_ref().map(FileName::as_str), total = ?record.total, "upload created");
         Ok(record.id)
@@ -533,7 +460,8 @@ impl Engine {
             older.cancel();
         }
         let guard = Arc::clone(&slot.state).lock_owned().await;
-        self.admit(id, slot, guard, token).await
+        let taken = self.inner.catalog.take(id).await?;
+        self.admit(id, slot, guard, token, taken).await
     }
 
     /// Takes the upload only if nobody holds it: `Ok(None)` when a request
@@ -545,8 +473,11 @@ impl Engine {
         let Ok(guard) = Arc::clone(&slot.state).try_lock_owned() else {
             return Ok(None);
         };
+        let Some(taken) = self.inner.catalog.try_take(id).await? else {
+            return Ok(None);
+        };
         let token = self.inner.shutdown.child_token();
-        self.admit(id, slot, guard, token).await.map(Some)
+        self.admit(id, slot, guard, token, taken).await.map(Some)
     }
 
     fn slot(&self, id: UploadId) -> Arc<Slot> {
@@ -560,7 +491,18 @@ impl Engine {
         slot: Arc<Slot>,
         mut guard: OwnedMutexGuard<Option<Loaded>>,
         token: CancellationToken,
+        taken: Taken,
     ) -> Result<Lease, Error> {
+        // Whichever way this returns, the catalog hears when the upload is let go.
+        let release = Release {
+            catalog: Arc::clone(&self.inner.catalog),
+            id,
+        };
+        if !taken.fresh {
+            // Another node wrote the upload since: what is kept here
+            // (the open data, the running digests) describes the past.
+            *guard = None;
+        }
         if guard.as_ref().is_none_or(|loaded| loaded.dirty) {
             let orphan = lock(&slot.orphan).take();
             if let Some(orphan) = orphan {
@@ -588,20 +530,24 @@ impl Engine {
         }
         let guard = OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| Error::NotFound)?;
         slot.acknowledged.store(guard.held, Ordering::Release);
-        match &guard.record.status {
-            Status::Cancelled => return Err(Error::Gone),
-            Status::Expired => return Err(Error::Expired),
+        let refused = match &guard.record.status {
+            Status::Cancelled => Some(Error::Gone),
+            Status::Expired => Some(Error::Expired),
             Status::Active if self.is_idle(guard.record.updated_at, now()) => {
                 self.count_expired(&slot, guard.record.updated_at);
-                return Err(Error::Expired);
+                Some(Error::Expired)
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(error) = refused {
+            return Err(error);
         }
         Ok(Lease {
             engine: self.clone(),
             loaded: guard,
             slot,
             token,
+            _release: release,
         })
     }
 
@@ -660,6 +606,16 @@ impl Engine {
         let Ok(mut guard) = Arc::clone(&slot.state).try_lock_owned() else {
             return Ok(Collected::Busy);
         };
+        let Some(taken) = self.inner.catalog.try_take(id).await? else {
+            return Ok(Collected::Busy);
+        };
+        let _release = Release {
+            catalog: Arc::clone(&self.inner.catalog),
+            id,
+        };
+        if !taken.fresh {
+            *guard = None;
+        }
         let record = match guard.as_ref().filter(|loaded| !loaded.dirty) {
             Some(loaded) => loaded.record.clone(),
             None => match self.inner.storage.load(id).await {
@@ -696,7 +652,7 @@ impl Engine {
                     .map_err(outbox_error)?;
                 self.inner.hooks.forget(id);
                 self.count_expired(&slot, last_active);
-                lock(&self.inner.accounts).retire(id);
+                self.inner.catalog.retire(id).await?;
                 slot.acknowledged.store(0, Ordering::Release);
                 tracing::info!(%id, last_active, "upload expired");
                 *guard = Some(Loaded {
@@ -719,10 +675,7 @@ impl Engine {
                 self.inner.storage.discard(id).await?;
                 self.inner.storage.remove_record(id).await?;
                 if let Some(file) = record.file_key() {
-                    let mut names = lock(&self.inner.names);
-                    if names.get(&file) == Some(&id) {
-                        names.remove(&file);
-                    }
+                    self.inner.catalog.forget_current(&file, id).await?;
                 }
                 lock(&self.inner.slots).remove(&id);
                 lock(&self.inner.owners).remove(&id);
@@ -762,8 +715,8 @@ impl Engine {
         new: impl FnOnce() -> NewUpload,
         start_new: impl FnOnce(&Snapshot) -> bool,
     ) -> Result<Lease, Error> {
-        let _name_guard = NameGuard::lock(self, file).await;
-        let current = lock(&self.inner.names).get(file).copied();
+        let _name_lock = self.inner.catalog.lock_name(file).await?;
+        let current = self.inner.catalog.current(file).await?;
         if let Some(id) = current {
             match self.lease(id).await {
                 Ok(lease) if !start_new(&lease.snapshot()) => return Ok(lease),
@@ -787,7 +740,7 @@ impl Engine {
     /// Takes the current upload of `name`; [`Error::NotFound`] when there
     /// is none.
     pub async fn lease_current(&self, file: &FileKey) -> Result<Lease, Error> {
-        let current = lock(&self.inner.names).get(file).copied();
+        let current = self.inner.catalog.current(file).await?;
         self.lease(current.ok_or(Error::NotFound)?).await
     }
 
@@ -837,10 +790,7 @@ impl Engine {
         if unfinished.is_empty() {
             self.assemble(id).await?;
         } else {
-            let mut pending = lock(&self.inner.pending_finals);
-            for part in unfinished {
-                pending.entry(part).or_default().push(id);
-            }
+            self.inner.catalog.await_parts(id, &unfinished).await?;
         }
         Ok(id)
     }
@@ -889,19 +839,23 @@ impl Engine {
     }
 
     /// A partial upload completed: assemble the final uploads waiting for it.
-    fn part_completed(&self, part: UploadId) {
-        let Some(finals) = lock(&self.inner.pending_finals).remove(&part) else {
-            return;
-        };
-        for id in finals {
-            let engine = self.clone();
+    async fn part_completed(&self, part: UploadId) -> Result<(), Error> {
+        for id in self.inner.catalog.part_completed(part).await? {
             // A task of its own: the part's lease is still held here.
-            tokio::spawn(async move {
-                if let Err(error) = engine.assemble(id).await {
-                    tracing::error!(%id, %error, "assembling a final upload failed");
-                }
-            });
+            self.spawn_assembly(id);
         }
+        Ok(())
+    }
+
+    /// Assembles a final upload in a task of its own (a plain function, so
+    /// that the recursion through `finalize` is not in a future's type).
+    fn spawn_assembly(&self, id: UploadId) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = engine.assemble(id).await {
+                tracing::error!(%id, %error, "assembling a final upload failed");
+            }
+        });
     }
 
     /// An upload as storage holds it; [`Error::NotFound`] for an unknown id.
@@ -952,8 +906,12 @@ impl Engine {
         }
         self.inner.storage.put_record(record).await?;
         if let (Some(file), Status::Complete(info)) = (record.file_key(), &record.status) {
-            let previous = lock(&self.inner.published).insert(file, (record.id, info.size));
-            if let Some((previous, _)) = previous.filter(|(previous, _)| *previous != record.id) {
+            let previous = self
+                .inner
+                .catalog
+                .publish(&file, record.id, info.size)
+                .await?;
+            if let Some(previous) = previous {
                 self.supersede(previous).await?;
             }
         }
@@ -996,45 +954,27 @@ impl Engine {
         Ok(())
     }
 
-    /// The bytes of a namespace's published files where a quota limits
-    /// them, else 0: summing them walks every published file, which a
-    /// creation without such a quota need not pay.
-    fn bytes_stored_if_limited(&self, namespace: &Namespace) -> u64 {
-        let limited = lock(&self.inner.accounts)
-            .quota(namespace)
-            .max_bytes_stored
-            .is_some();
-        if limited {
-            self.bytes_stored(namespace)
-        } else {
-            0
-        }
-    }
-
-    /// The bytes of a namespace's published files.
-    fn bytes_stored(&self, namespace: &Namespace) -> u64 {
-        lock(&self.inner.published)
-            .iter()
-            .filter(|(key, _)| &key.namespace == namespace)
-            .map(|(_, (_, size))| size)
-            .sum()
-    }
-
     /// Replaces the quotas of every namespace (unlisted ones are
     /// unlimited). Uploads already admitted are not affected.
     pub fn set_quotas(&self, quotas: HashMap<Namespace, Quota>) {
-        lock(&self.inner.accounts).set_quotas(quotas);
+        self.inner.catalog.set_quotas(quotas);
     }
 
     /// What a namespace uses now.
-    pub fn usage(&self, namespace: &Namespace) -> Usage {
-        let (uploads_in_progress, bytes_in_progress) =
-            lock(&self.inner.accounts).in_progress(namespace);
-        Usage {
+    pub async fn usage(&self, namespace: &Namespace) -> Result<Usage, Error> {
+        let catalog = &self.inner.catalog;
+        let (uploads_in_progress, bytes_in_progress) = catalog.in_progress(namespace).await?;
+        let bytes_stored = catalog
+            .published_in(namespace)
+            .await?
+            .iter()
+            .map(|file| file.size)
+            .sum();
+        Ok(Usage {
             uploads_in_progress,
             bytes_in_progress,
-            bytes_stored: self.bytes_stored(namespace),
-        }
+            bytes_stored,
+        })
     }
 
     /// The namespace an upload belongs to.
@@ -1049,9 +989,11 @@ impl Engine {
 
     /// The completed upload whose bytes are published under `file`.
     pub async fn published(&self, file: &FileKey) -> Result<Snapshot, Error> {
-        let (id, _) = lock(&self.inner.published)
-            .get(file)
-            .copied()
+        let (id, _) = self
+            .inner
+            .catalog
+            .published(file)
+            .await?
             .ok_or(Error::NotFound)?;
         let snapshot = self.peek(id).await?;
         match snapshot.record.status {
@@ -1063,20 +1005,20 @@ impl Engine {
     /// Every published file of a namespace: its name and the completed
     /// upload it shows, sorted by name. A name whose upload cannot be read
     /// is left out.
-    pub async fn published_files(&self, namespace: &Namespace) -> Vec<(FileName, Snapshot)> {
-        let mut keys: Vec<FileKey> = lock(&self.inner.published)
-            .keys()
-            .filter(|key| &key.namespace == namespace)
-            .cloned()
-            .collect();
-        keys.sort();
-        let mut files = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Ok(snapshot) = self.published(&key).await {
-                files.push((key.name, snapshot));
+    pub async fn published_files(
+        &self,
+        namespace: &Namespace,
+    ) -> Result<Vec<(FileName, Snapshot)>, Error> {
+        let listed = self.inner.catalog.published_in(namespace).await?;
+        let mut files = Vec::with_capacity(listed.len());
+        for PublishedFile { file, upload, .. } in listed {
+            if let Ok(snapshot) = self.peek(upload).await
+                && matches!(snapshot.record.status, Status::Complete(_))
+            {
+                files.push((file.name, snapshot));
             }
         }
-        files
+        Ok(files)
     }
 
     fn new_digests(&self, record: &UploadRecord) -> Digests {
@@ -1090,12 +1032,25 @@ impl Engine {
     }
 }
 
+/// Tells the catalog that this process stopped writing an upload.
+struct Release {
+    catalog: Arc<dyn Catalog>,
+    id: UploadId,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.catalog.release(self.id);
+    }
+}
+
 /// Exclusive access to one upload, held for the duration of one request.
 pub struct Lease {
     engine: Engine,
     loaded: OwnedMappedMutexGuard<Option<Loaded>, Loaded>,
     slot: Arc<Slot>,
     token: CancellationToken,
+    _release: Release,
 }
 
 impl fmt::Debug for Lease {
@@ -1134,14 +1089,12 @@ impl Lease {
     /// Records the total size, if it was not known. Durable on return.
     pub async fn set_total(&mut self, total: u64) -> Result<(), Error> {
         if self.loaded.record.total.is_none() {
-            let namespace = &self.loaded.record.namespace;
-            let stored = self.engine.bytes_stored_if_limited(namespace);
-            lock(&self.engine.inner.accounts).declare(
-                self.id(),
-                total,
-                stored,
-                self.loaded.record.name.is_some(),
-            )?;
+            let record = &self.loaded.record;
+            self.engine
+                .inner
+                .catalog
+                .declare(record.id, &record.namespace, total, record.name.is_some())
+                .await?;
             let mut record = self.loaded.record.clone();
             record.total = Some(total);
             record.updated_at = now();
@@ -1523,12 +1476,12 @@ impl Lease {
         hooks.commit(&event.id).await.map_err(outbox_error)?;
         hooks.forget(self.id());
         self.loaded.record = record;
-        lock(&self.engine.inner.accounts).retire(self.id());
+        self.engine.inner.catalog.retire(self.id()).await?;
         metrics::counter!(metric::COMPLETED).increment(1);
         metrics::gauge!(metric::ACTIVE).decrement(1);
         tracing::info!(id = %self.id(), size = held, sha256 = %info.sha256, "upload complete");
         if matches!(self.loaded.record.concat, Some(Concat::Partial)) {
-            self.engine.part_completed(self.id());
+            self.engine.part_completed(self.id()).await?;
         }
         Ok(info)
     }
@@ -1571,18 +1524,15 @@ impl Lease {
             hooks.prepare(&event).await.map_err(outbox_error)?;
         }
         storage.put_record(&record).await?;
-        if let Some(file) = record.file_key() {
-            let shown = {
-                let mut published = lock(&self.engine.inner.published);
-                let shown = published.get(&file).map(|(id, _)| *id) == Some(record.id);
-                if shown {
-                    published.remove(&file);
-                }
-                shown
-            };
-            if shown {
-                storage.unpublish(&file).await?;
-            }
+        if let Some(file) = record.file_key()
+            && self
+                .engine
+                .inner
+                .catalog
+                .unpublish(&file, record.id)
+                .await?
+        {
+            storage.unpublish(&file).await?;
         }
         storage.discard(record.id).await?;
         if announce {
@@ -1592,7 +1542,7 @@ impl Lease {
         self.loaded.record = record;
         self.loaded.held = 0;
         self.slot.acknowledged.store(0, Ordering::Release);
-        lock(&self.engine.inner.accounts).retire(self.id());
+        self.engine.inner.catalog.retire(self.id()).await?;
         metrics::counter!(metric::CANCELLED).increment(1);
         if was_active {
             metrics::gauge!(metric::ACTIVE).decrement(1);

@@ -9,6 +9,7 @@
 //! The engine knows nothing about HTTP or about any dialect's headers: the
 //! server's adapters translate requests with `tenax-protocol` and call in.
 
+pub mod catalog;
 mod digest;
 mod engine;
 pub mod events;
@@ -17,6 +18,7 @@ mod quota;
 mod record;
 pub mod storage;
 
+pub use catalog::{Catalog, LocalCatalog};
 pub use digest::Digests;
 pub use engine::{
     AppendOutcome, ChunkCheck, CollectReport, Engine, EngineConfig, Error, Interruption, Lease,

@@ -653,6 +653,7 @@ async fn published_files_lists_completed_names_sorted_and_survives_a_restart() {
             engine
                 .published_files(&Namespace::default())
                 .await
+                .expect("list")
                 .is_empty()
         );
         for (name, content) in [("b.txt", &b"bee"[..]), ("a.txt", &b"ay"[..])] {
@@ -675,13 +676,17 @@ async fn published_files_lists_completed_names_sorted_and_survives_a_restart() {
         let listed: Vec<String> = engine
             .published_files(&Namespace::default())
             .await
+            .expect("list")
             .iter()
             .map(|(name, _)| name.as_str().to_owned())
             .collect();
         assert_eq!(listed, ["a.txt", "b.txt"]);
     }
     let engine = engine(dir.path()).await;
-    let files = engine.published_files(&Namespace::default()).await;
+    let files = engine
+        .published_files(&Namespace::default())
+        .await
+        .expect("list");
     assert_eq!(files.len(), 2);
     let (name, snapshot) = &files[1];
     assert_eq!(name.as_str(), "b.txt");

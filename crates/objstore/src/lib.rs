@@ -51,6 +51,10 @@ use serde::{Deserialize, Serialize};
 use tenax_core::storage::{Append, ByteStream, Stored};
 use tenax_core::{FileKey, Status, Storage, StorageError, UploadId, UploadRecord};
 
+mod meta;
+
+pub use meta::{MetaStore, ObjectMeta, parse_record};
+
 /// The default part size: above S3's 5 MiB minimum, small enough to buffer
 /// one per open upload.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
@@ -98,6 +102,8 @@ impl<T: ObjectStore + MultipartStore> MultipartObjectStore for T {}
 #[derive(Clone)]
 pub struct ObjectStorage {
     store: Arc<dyn MultipartObjectStore>,
+    /// Where records and data states live.
+    meta: Arc<dyn MetaStore>,
     root: Path,
     part_size: usize,
     parts_in_flight: usize,
@@ -108,6 +114,7 @@ impl std::fmt::Debug for ObjectStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectStorage")
             .field("store", &self.description)
+            .field("meta", &self.meta)
             .field("root", &self.root)
             .field("part_size", &self.part_size)
             .field("parts_in_flight", &self.parts_in_flight)
@@ -176,13 +183,25 @@ impl ObjectStorage {
     }
 
     fn over(store: Arc<dyn MultipartObjectStore>, root: Path, description: &str) -> Self {
+        let meta = Arc::new(ObjectMeta::new(
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            root.clone(),
+        ));
         ObjectStorage {
             store,
+            meta,
             root,
             part_size: DEFAULT_PART_SIZE,
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             description: description.into(),
         }
+    }
+
+    /// Keeps records and data states in `meta` rather than as objects
+    /// beside the data (several nodes sharing a database).
+    pub fn with_meta(mut self, meta: Arc<dyn MetaStore>) -> Self {
+        self.meta = meta;
+        self
     }
 
     /// Sets the multipart part size. S3 wants at least
@@ -240,50 +259,26 @@ impl ObjectStorage {
         dir.join(PathPart::from(file.name.as_str()))
     }
 
-    async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<T, StorageError> {
-        let bytes = self
-            .store
-            .get(path)
-            .await
-            .map_err(not_found_or_io)?
-            .bytes()
-            .await
-            .map_err(io_error)?;
-        serde_json::from_slice(&bytes).map_err(|error| {
-            StorageError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{path}: {error}"),
-            ))
-        })
-    }
-
-    async fn put_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StorageError> {
-        let json = serde_json::to_vec_pretty(value)
-            .map_err(|error| StorageError::Io(io::Error::other(error)))?;
-        self.store
-            .put(path, PutPayload::from(json))
-            .await
-            .map_err(io_error)?;
-        Ok(())
-    }
-
     /// The data state; an upload created by a node that crashed between its
     /// two writes has none yet, which means empty.
     async fn load_state(&self, id: UploadId) -> Result<DataState, StorageError> {
-        match self.get_json(&self.state_path(id)).await {
-            Err(StorageError::NotFound) => Ok(DataState::default()),
-            other => other,
+        match self.meta.state(id).await? {
+            Some(bytes) => parse_state(id, &bytes),
+            None => Ok(DataState::default()),
         }
     }
 
     /// The data state of an upload that must exist (`NotFound` otherwise:
     /// `create` writes the state before the record).
     async fn load_existing_state(&self, id: UploadId) -> Result<DataState, StorageError> {
-        self.get_json(&self.state_path(id)).await
+        match self.meta.state(id).await? {
+            Some(bytes) => parse_state(id, &bytes),
+            None => Err(StorageError::NotFound),
+        }
     }
 
     async fn save_state(&self, id: UploadId, state: &DataState) -> Result<(), StorageError> {
-        self.put_json(&self.state_path(id), state).await
+        self.meta.put_state(id, state_bytes(state)?).await
     }
 
     /// Reads the tail objects back, in order.
@@ -334,10 +329,6 @@ impl ObjectStorage {
             .await
             .map_err(io_error)?;
         listed.retain(|path| !keep.contains(path));
-        // The state goes last: while it exists, a retry still knows the
-        // multipart upload to abort.
-        let state = self.state_path(id);
-        listed.sort_by_key(|path| *path == state);
         for path in listed {
             match self.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -531,6 +522,21 @@ impl DataState {
     }
 }
 
+fn state_bytes(state: &DataState) -> Result<Bytes, StorageError> {
+    serde_json::to_vec(state)
+        .map(Bytes::from)
+        .map_err(|error| StorageError::Io(io::Error::other(error)))
+}
+
+fn parse_state(id: UploadId, bytes: &[u8]) -> Result<DataState, StorageError> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        StorageError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the data state of {id}: {error}"),
+        ))
+    })
+}
+
 fn io_error(error: object_store::Error) -> StorageError {
     StorageError::Io(io::Error::other(error))
 }
@@ -549,16 +555,17 @@ fn total_len(chunks: &[Bytes]) -> u64 {
 #[async_trait]
 impl Storage for ObjectStorage {
     async fn create(&self, record: &UploadRecord) -> Result<(), StorageError> {
-        self.save_state(record.id, &DataState::default()).await?;
-        self.put_record(record).await
+        self.meta
+            .create(record, state_bytes(&DataState::default())?)
+            .await
     }
 
     async fn put_record(&self, record: &UploadRecord) -> Result<(), StorageError> {
-        self.put_json(&self.record_path(record.id), record).await
+        self.meta.put_record(record).await
     }
 
     async fn load(&self, id: UploadId) -> Result<Stored, StorageError> {
-        let record: UploadRecord = self.get_json(&self.record_path(id)).await?;
+        let record = self.meta.record(id).await?;
         let held = match &record.status {
             Status::Active => self.load_state(id).await?.len(),
             Status::Complete(info) => info.size,
@@ -568,38 +575,7 @@ impl Storage for ObjectStorage {
     }
 
     async fn list(&self) -> Result<Vec<UploadRecord>, StorageError> {
-        let uploads = self.root.clone().join("uploads");
-        let listed = self
-            .store
-            .list_with_delimiter(Some(&uploads))
-            .await
-            .map_err(io_error)?;
-        let ids: Vec<UploadId> = listed
-            .common_prefixes
-            .iter()
-            .filter_map(|dir| dir.filename())
-            .filter_map(|name| UploadId::parse(name).ok())
-            .collect();
-        let loaded: Vec<_> = stream::iter(ids)
-            .map(|id| async move {
-                (
-                    id,
-                    self.get_json::<UploadRecord>(&self.record_path(id)).await,
-                )
-            })
-            .buffered(16)
-            .collect()
-            .await;
-        let mut records = Vec::with_capacity(loaded.len());
-        for (id, record) in loaded {
-            match record {
-                Ok(record) => records.push(record),
-                // Leftovers of a removal that did not finish.
-                Err(StorageError::NotFound) => {}
-                Err(error) => tracing::warn!(%error, %id, "skipping unreadable upload record"),
-            }
-        }
-        Ok(records)
+        self.meta.records().await
     }
 
     async fn append(&self, id: UploadId, offset: u64) -> Result<Box<dyn Append>, StorageError> {
@@ -726,12 +702,17 @@ impl Storage for ObjectStorage {
                 Err(error) => return Err(io_error(error)),
             }
         }
-        self.delete_upload_objects(id, &[self.record_path(id)])
-            .await
+        // The state goes last: while it exists, a retry still knows the
+        // multipart upload to abort.
+        self.delete_upload_objects(id, &[self.record_path(id), self.state_path(id)])
+            .await?;
+        self.meta.clear_state(id).await
     }
 
     async fn remove_record(&self, id: UploadId) -> Result<(), StorageError> {
-        self.delete_upload_objects(id, &[]).await
+        self.delete_upload_objects(id, &[self.record_path(id), self.state_path(id)])
+            .await?;
+        self.meta.remove(id).await
     }
 
     async fn unpublish(&self, file: &FileKey) -> Result<(), StorageError> {
@@ -878,6 +859,8 @@ impl ObjectAppend {
         };
         let len = total_len(&part);
         let upload_id = multipart.id.clone();
+        // A node that lost the upload to another sends no more parts.
+        self.storage.meta.before_part(self.id).await?;
         // A bounded number of parts in flight while the next one fills:
         // wait for the oldest when the window is full.
         while self.in_flight.len() >= self.storage.parts_in_flight {

@@ -15,8 +15,8 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use tenax_core::Status;
 
-use crate::AppState;
 use crate::auth::Access;
+use crate::{AppState, Problem};
 
 /// One embedded file: its bytes, media type and validator.
 struct Asset {
@@ -156,10 +156,11 @@ pub(crate) async fn list_files(
     Extension(access): Extension<Access>,
 ) -> Response {
     let auth = &state.config.auth;
-    let files: Vec<Listed> = state
-        .engine
-        .published_files(&access.namespace)
-        .await
+    let published = match state.engine.published_files(&access.namespace).await {
+        Ok(published) => published,
+        Err(error) => return Problem::from(error).into_response(),
+    };
+    let files: Vec<Listed> = published
         .into_iter()
         .filter_map(|(name, snapshot)| match snapshot.record.status {
             Status::Complete(info) => Some(Listed {

@@ -179,6 +179,13 @@ impl From<EngineError> for Problem {
                 "the server has no room left; what it acknowledged is kept",
             ),
             EngineError::Storage(StorageError::NotFound) => Problem::not_found(detail),
+            EngineError::Storage(StorageError::Fenced) => Problem::new(
+                StatusCode::CONFLICT,
+                "urn:tenax:problem:taken-over",
+                "Upload taken over",
+                "a newer request took this upload over while this one wrote it; \
+                 what this request sent after that is not kept: ask for the offset and resume",
+            ),
             EngineError::Storage(StorageError::NotReadable { readable_from }) => Problem::new(
                 StatusCode::CONFLICT,
                 "urn:tenax:problem:not-readable-in-progress",

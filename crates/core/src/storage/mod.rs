@@ -26,6 +26,10 @@ pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
 /// Storage failures, by meaning.
 #[derive(Debug, Error)]
 pub enum StorageError {
+    /// Another process took the upload over since this one did: its
+    /// commits are refused, and nothing it wrote since is acknowledged.
+    #[error("another request took the upload over")]
+    Fenced,
     /// The upload or file does not exist.
     #[error("not found")]
     NotFound,

@@ -109,6 +109,12 @@ pub(crate) struct ServeArgs {
     /// default the server refuses to start that way).
     #[arg(long, env = "TENAX_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    /// Join a cluster of nodes sharing one object store (`--data s3://…`):
+    /// leases, names, published files and quotas live in this PostgreSQL
+    /// database (`postgres://USER@HOST:PORT/DB`), so that any node serves
+    /// any request. [default: none, a single node]
+    #[arg(long, value_name = "URL", env = "TENAX_CLUSTER")]
+    cluster: Option<String>,
     /// The directory of the hooks' outbox (events waiting for delivery;
     /// fsync'd before answers, so on local disk). Needed when `--data` is
     /// an object store. [default: DATA/outbox]
@@ -248,6 +254,7 @@ pub(crate) struct ServeConfig {
     pub(crate) log_format: LogFormat,
     pub(crate) hooks: HookConfig,
     pub(crate) hook_outbox: Option<PathBuf>,
+    pub(crate) cluster: Option<String>,
 }
 
 /// A configuration value that is wrong, with the key it came under.
@@ -301,6 +308,7 @@ impl ServeArgs {
             signing_key_file: self.signing_key_file.or(lower.signing_key_file),
             insecure_no_auth: self.insecure_no_auth || lower.insecure_no_auth,
             hook_outbox: self.hook_outbox.or(lower.hook_outbox),
+            cluster: self.cluster.or(lower.cluster),
             hook_url: self.hook_url.or(lower.hook_url),
             hook_secret_file: self.hook_secret_file.or(lower.hook_secret_file),
             hook_command: self.hook_command.or(lower.hook_command),
@@ -485,9 +493,18 @@ impl ServeArgs {
             }
             .into());
         }
+        if self.cluster.is_some() && !data.to_str().is_some_and(|data| data.starts_with("s3://")) {
+            return Err(KeyError {
+                key: "cluster",
+                message: "the nodes of a cluster share an object store: set data = \"s3://BUCKET/PREFIX\""
+                    .into(),
+            }
+            .into());
+        }
         Ok(ServeConfig {
             hooks,
             hook_outbox: self.hook_outbox,
+            cluster: self.cluster,
             credentials,
             listen,
             data,

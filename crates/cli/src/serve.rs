@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use tenax_cluster::Cluster;
 use tenax_core::storage::LocalDisk;
-use tenax_core::{CompletionAnswer, Engine, Hooks, NoHooks, Storage, metric};
+use tenax_core::{
+    Catalog, CompletionAnswer, Engine, Hooks, LocalCatalog, NoHooks, Storage, metric,
+};
 use tenax_hooks::{Outbox, metric as hook_metric};
-use tenax_objstore::ObjectStorage;
+use tenax_objstore::{MetaStore, ObjectStorage};
 use tenax_server::{Auth, MetricsRender};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -20,10 +23,18 @@ use crate::credentials::Credentials;
 
 /// `--data`: `s3://BUCKET/PREFIX` is an object store (endpoint, region and
 /// credentials from the `AWS_*` environment), anything else a directory.
-fn open_storage(data: &std::path::Path) -> anyhow::Result<Arc<dyn Storage>> {
+/// With `--cluster`, the object store's records live in the cluster's
+/// database.
+fn open_storage(
+    data: &std::path::Path,
+    cluster: Option<&Arc<Cluster>>,
+) -> anyhow::Result<Arc<dyn Storage>> {
     if let Some(url) = data.to_str().filter(|_| is_object_store(data)) {
-        let storage = ObjectStorage::from_url(url)
+        let mut storage = ObjectStorage::from_url(url)
             .with_context(|| format!("cannot set up the object store {url}"))?;
+        if let Some(cluster) = cluster {
+            storage = storage.with_meta(Arc::clone(cluster) as Arc<dyn MetaStore>);
+        }
         return Ok(Arc::new(storage));
     }
     let storage = LocalDisk::open(data)
@@ -72,6 +83,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         log_format,
         hooks,
         hook_outbox,
+        cluster,
     } = args.resolve()?;
     let filter = EnvFilter::try_new(&log).context("invalid log filter")?;
     match log_format {
@@ -86,7 +98,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .init(),
     }
     server.metrics = Some(install_metrics()?);
-    let storage = open_storage(&data)?;
+    let cluster = match &cluster {
+        Some(url) => Some(
+            Cluster::connect(url)
+                .await
+                .context("cannot join the cluster")?,
+        ),
+        None => None,
+    };
+    let storage = open_storage(&data, cluster.as_ref())?;
     let outbox =
         if hooks.delivers() || hooks.pre_create_url.is_some() || hooks.pre_create_command.is_some()
         {
@@ -103,7 +123,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(outbox) => Arc::clone(outbox) as Arc<dyn Hooks>,
         None => Arc::new(NoHooks),
     };
-    let engine = Engine::open_with_hooks(storage, engine_config, engine_hooks)
+    let catalog: Arc<dyn Catalog> = match &cluster {
+        Some(cluster) => Arc::clone(cluster) as Arc<dyn Catalog>,
+        None => Arc::new(LocalCatalog::new()),
+    };
+    let engine = Engine::open_with_catalog(storage, engine_config, engine_hooks, catalog)
         .await
         .context("cannot read the uploads in the data directory")?;
     // After the engine opened: recovery may have released events.

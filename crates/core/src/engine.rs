@@ -875,11 +875,16 @@ impl Engine {
     /// it has written but not yet acknowledged.
     pub async fn peek(&self, id: UploadId) -> Result<Snapshot, Error> {
         let stored = self.load(id).await?;
-        // The data may already hold bytes an append in flight has written
-        // but not yet made durable: count only what was acknowledged.
-        let acknowledged = lock(&self.inner.slots)
-            .get(&id)
-            .map_or(u64::MAX, |slot| slot.acknowledged.load(Ordering::Acquire));
+        // The data of an upload in progress may already hold bytes an
+        // append in flight has written but not yet made durable: count only
+        // what was acknowledged. (A complete upload's size is its record's,
+        // whoever completed it.)
+        let acknowledged = match stored.record.status {
+            Status::Active => lock(&self.inner.slots)
+                .get(&id)
+                .map_or(u64::MAX, |slot| slot.acknowledged.load(Ordering::Acquire)),
+            _ => u64::MAX,
+        };
         Ok(Snapshot {
             held: stored.held.min(acknowledged),
             record: stored.record,

@@ -34,6 +34,41 @@ pub struct Usage {
     pub bytes_stored: u64,
 }
 
+impl Quota {
+    /// Whether a namespace using `in_progress` (uploads, declared bytes)
+    /// and `stored` bytes may count `size` more declared bytes for an upload
+    /// that `publishes` a file (stored bytes count only for those);
+    /// `new_upload` when it would also be one more upload in progress.
+    pub fn check(
+        &self,
+        in_progress: (u64, u64),
+        stored: u64,
+        size: u64,
+        publishes: bool,
+        new_upload: bool,
+    ) -> Result<(), QuotaExceeded> {
+        let (count, bytes) = in_progress;
+        if let Some(limit) = self.max_concurrent_uploads
+            && new_upload
+            && count >= limit
+        {
+            return Err(QuotaExceeded::ConcurrentUploads { limit });
+        }
+        if let Some(limit) = self.max_bytes_in_progress
+            && bytes.saturating_add(size) > limit
+        {
+            return Err(QuotaExceeded::BytesInProgress { limit });
+        }
+        if let Some(limit) = self.max_bytes_stored
+            && publishes
+            && stored.saturating_add(size) > limit
+        {
+            return Err(QuotaExceeded::BytesStored { limit });
+        }
+        Ok(())
+    }
+}
+
 /// A quota that a request would exceed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum QuotaExceeded {
@@ -95,14 +130,8 @@ impl Accounts {
         stored: u64,
         publishes: bool,
     ) -> Result<(), QuotaExceeded> {
-        let quota = self.quota(namespace);
-        let (count, bytes) = self.in_progress(namespace);
-        if let Some(limit) = quota.max_concurrent_uploads
-            && count >= limit
-        {
-            return Err(QuotaExceeded::ConcurrentUploads { limit });
-        }
-        check_bytes(&quota, bytes, size, stored, publishes)?;
+        self.quota(namespace)
+            .check(self.in_progress(namespace), stored, size, publishes, true)?;
         self.active.insert(id, (namespace.clone(), size));
         Ok(())
     }
@@ -119,9 +148,9 @@ impl Accounts {
         let Some((namespace, declared)) = self.active.get(&id).cloned() else {
             return Ok(());
         };
-        let quota = self.quota(&namespace);
-        let (_, bytes) = self.in_progress(&namespace);
-        check_bytes(&quota, bytes - declared, size, stored, publishes)?;
+        let (count, bytes) = self.in_progress(&namespace);
+        self.quota(&namespace)
+            .check((count, bytes - declared), stored, size, publishes, false)?;
         self.active.insert(id, (namespace, size));
         Ok(())
     }
@@ -135,27 +164,6 @@ impl Accounts {
     pub(crate) fn retire(&mut self, id: UploadId) {
         self.active.remove(&id);
     }
-}
-
-fn check_bytes(
-    quota: &Quota,
-    in_progress: u64,
-    size: u64,
-    stored: u64,
-    publishes: bool,
-) -> Result<(), QuotaExceeded> {
-    if let Some(limit) = quota.max_bytes_in_progress
-        && in_progress.saturating_add(size) > limit
-    {
-        return Err(QuotaExceeded::BytesInProgress { limit });
-    }
-    if let Some(limit) = quota.max_bytes_stored
-        && publishes
-        && stored.saturating_add(size) > limit
-    {
-        return Err(QuotaExceeded::BytesStored { limit });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

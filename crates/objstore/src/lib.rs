@@ -53,7 +53,7 @@ use tenax_core::{FileKey, Status, Storage, StorageError, UploadId, UploadRecord}
 
 mod meta;
 
-pub use meta::{MetaStore, ObjectMeta, parse_record};
+pub use meta::{MetaStore, ObjectMeta, parse_record, record_json};
 
 /// The default part size: above S3's 5 MiB minimum, small enough to buffer
 /// one per open upload.
@@ -723,6 +723,7 @@ impl Storage for ObjectStorage {
     }
 
     async fn probe(&self) -> Result<(), StorageError> {
+        self.meta.probe().await?;
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let path = self.root.clone().join(format!(
             "probe-{}-{}",

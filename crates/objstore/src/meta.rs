@@ -47,6 +47,11 @@ pub trait MetaStore: Send + Sync + fmt::Debug + 'static {
     /// Forgets an upload: its record and state. Idempotent.
     async fn remove(&self, id: UploadId) -> Result<(), StorageError>;
 
+    /// A cheap check that the store answers (readiness).
+    async fn probe(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Called before each multipart part is uploaded: a shared store
     /// refuses it ([`StorageError::Fenced`]) when another node took the
     /// upload over, so that a stale writer stops sending parts.
@@ -131,8 +136,7 @@ impl MetaStore for ObjectMeta {
     }
 
     async fn put_record(&self, record: &UploadRecord) -> Result<(), StorageError> {
-        let json = serde_json::to_vec_pretty(record)
-            .map_err(|error| StorageError::Io(io::Error::other(error)))?;
+        let json = record_json(record)?;
         self.put(&self.record_path(record.id), json.into()).await
     }
 
@@ -185,6 +189,11 @@ impl MetaStore for ObjectMeta {
         self.delete(&self.state_path(id)).await?;
         self.delete(&self.record_path(id)).await
     }
+}
+
+/// A record as it is stored: JSON.
+pub fn record_json(record: &UploadRecord) -> Result<String, StorageError> {
+    serde_json::to_string_pretty(record).map_err(|error| StorageError::Io(io::Error::other(error)))
 }
 
 /// Parses a stored record; `what` names it in the error.

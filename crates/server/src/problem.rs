@@ -179,6 +179,17 @@ impl From<EngineError> for Problem {
                 "the server has no room left; what it acknowledged is kept",
             ),
             EngineError::Storage(StorageError::NotFound) => Problem::not_found(detail),
+            EngineError::Storage(StorageError::Unavailable(error)) => {
+                tracing::warn!(%error, "storage unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "urn:tenax:problem:storage-unavailable",
+                    "Storage unavailable",
+                    "the server cannot reach its storage right now; what it acknowledged is kept; \
+                     try again later",
+                )
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("2"))
+            }
             EngineError::Storage(StorageError::Fenced) => Problem::new(
                 StatusCode::CONFLICT,
                 "urn:tenax:problem:taken-over",

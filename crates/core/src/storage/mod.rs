@@ -30,6 +30,10 @@ pub enum StorageError {
     /// commits are refused, and nothing it wrote since is acknowledged.
     #[error("another request took the upload over")]
     Fenced,
+    /// A service the backend needs is out of reach for now (the cluster's
+    /// database); nothing was changed, and a retry later may succeed.
+    #[error("storage is unavailable: {0}")]
+    Unavailable(#[source] io::Error),
     /// The upload or file does not exist.
     #[error("not found")]
     NotFound,

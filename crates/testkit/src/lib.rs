@@ -5,11 +5,19 @@
 //! * [`FaultProxy`]: a TCP proxy on loopback that cuts connections after a
 //!   random number of client (or server, see [`Cut`]) bytes, to model a
 //!   flapping link.
+//! * [`Balancer`]: a round-robin HTTP/1.1 reverse proxy in front of several
+//!   nodes, per request, with per-node counters.
+//! * [`s3_url`] and [`database_url`]: a fresh bucket prefix and a fresh
+//!   PostgreSQL database on the servers `scripts/test` starts.
 
+mod balancer;
+mod pg;
 mod proxy;
 mod s3;
 mod server;
 
+pub use balancer::Balancer;
+pub use pg::{REQUIRED_VAR as PG_REQUIRED_VAR, URL_VAR as PG_URL_VAR, database_url};
 pub use proxy::{Cut, FaultProxy, ProxyStats};
 pub use s3::{REQUIRED_VAR as S3_REQUIRED_VAR, URL_VAR as S3_URL_VAR, s3_url};
 pub use server::TestServer;

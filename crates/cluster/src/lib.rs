@@ -666,6 +666,10 @@ impl Cluster {
             .get(namespace)
             .copied()
             .unwrap_or_default();
+        if quota == Quota::default() {
+            // Nothing to check, so no lock to queue on: just count it.
+            return self.count_in_progress(id, namespace, size, new_upload).await;
+        }
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("quota:{}", namespace.as_str()))
@@ -717,6 +721,33 @@ impl Cluster {
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)
+    }
+
+    /// Records an upload in progress and its declared size, unchecked; a
+    /// size declared later only updates an upload still counted.
+    async fn count_in_progress(
+        &self,
+        id: UploadId,
+        namespace: &Namespace,
+        size: u64,
+        new_upload: bool,
+    ) -> Result<(), Error> {
+        let query = if new_upload {
+            sqlx::query(
+                "insert into tenax_active (upload, namespace, size) values ($1, $2, $3)
+                 on conflict (upload) do update set size = excluded.size",
+            )
+        } else {
+            sqlx::query("update tenax_active set size = $3 where upload = $1 and namespace = $2")
+        };
+        query
+            .bind(id.to_string())
+            .bind(namespace.as_str())
+            .bind(self::size(size))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// Writes an upload's record or data state; fenced (and renewing the

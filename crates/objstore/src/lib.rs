@@ -32,6 +32,11 @@
 //! rebuilds a fresh multipart upload from `data` (rare: a checksum mismatch
 //! on a chunk larger than the tail, or a failed finalisation).
 //!
+//! Records and data states go through a [`MetaStore`]: by default
+//! [`ObjectMeta`], the `record.json` and `state.json` objects above; with
+//! several nodes, the cluster's database, which fences every commit
+//! (`tenax-cluster`, docs/cluster.md).
+//!
 //! See docs/storage.md for the durability argument and the failure modes.
 
 use std::io;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{StreamExt, future, stream};
 use reqwest::header::LOCATION;
-use reqwest::{Method, Response, Url};
+use reqwest::{Method, Url};
 use serde::{Deserialize, Serialize};
 use tenax_protocol::parse_u64;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -18,9 +18,10 @@ use tokio_util::io::ReaderStream;
 use crate::dialect::{Answer, Capabilities, Creation, Dialect, Protocol};
 use crate::error::Error;
 use crate::hash::{self, HashCursor};
+use crate::http::{self, Response, Sockets};
 use crate::journal::{Entry, FileIdentity, Journal};
 use crate::net::{
-    self, Failure, Policy, Retrier, Tally, error_chain, lock, problem_detail, read_capped, record,
+    self, Failure, Policy, Retrier, Tally, error_chain, lock, problem_detail, record,
 };
 use crate::target::{self, Target};
 
@@ -29,6 +30,8 @@ use crate::target::{self, Target};
 /// link dies: with 256 KiB blocks the link soak (`bench/soak`, cuts every
 /// 1–8 MiB) re-sent about 1 MiB per cut, with 64 KiB about 0.3–0.6 MiB.
 const READ_CAPACITY: usize = 64 * 1024;
+/// Default `TCP_NOTSENT_LOWAT` of upload sockets (see [`Uploader::unsent_limit`]).
+pub const DEFAULT_UNSENT_LIMIT: u32 = 64 * 1024;
 use net::MAX_RESPONSE_BODY;
 
 /// The progress callback type.
@@ -60,6 +63,7 @@ pub struct Uploader {
     journal_dir: Option<PathBuf>,
     protocol: Protocol,
     parallel: usize,
+    sockets: Sockets,
     on_progress: Option<Arc<ProgressFn>>,
 }
 
@@ -71,6 +75,7 @@ impl std::fmt::Debug for Uploader {
             .field("journal_dir", &self.journal_dir)
             .field("protocol", &self.protocol)
             .field("parallel", &self.parallel)
+            .field("sockets", &self.sockets)
             .field("on_progress", &self.on_progress.is_some())
             .finish()
     }
@@ -84,6 +89,10 @@ impl Default for Uploader {
             journal_dir: None,
             protocol: Protocol::Seed,
             parallel: 1,
+            sockets: Sockets {
+                unsent_limit: Some(DEFAULT_UNSENT_LIMIT),
+                send_buffer: None,
+            },
             on_progress: None,
         }
     }
@@ -130,6 +139,27 @@ impl Uploader {
     /// [`Event::Warning`] says so. Zero is treated as one.
     pub fn parallel(mut self, parts: usize) -> Self {
         self.parallel = parts.max(1);
+        self
+    }
+
+    /// The most bytes each upload connection lets the kernel hold unsent
+    /// (`TCP_NOTSENT_LOWAT`; default [`DEFAULT_UNSENT_LIMIT`], 64 KiB;
+    /// `None`: the system's default, unlimited on Linux). Every byte the
+    /// kernel holds when a link drops is lost and sent again, so a small
+    /// queue suits flapping links; bytes in flight are not limited by it, so
+    /// a fast long link keeps its speed. Linux and Android only; ignored
+    /// elsewhere.
+    pub fn unsent_limit(mut self, bytes: Option<u32>) -> Self {
+        self.sockets.unsent_limit = bytes.map(|b| b.max(1));
+        self
+    }
+
+    /// The kernel send buffer of each upload connection (`SO_SNDBUF`,
+    /// unsent and in-flight bytes together; default `None`: autotuned by
+    /// the system). A fixed buffer also caps the speed at about `bytes` per
+    /// round trip, so it is for links known to be slow.
+    pub fn send_buffer(mut self, bytes: Option<usize>) -> Self {
+        self.sockets.send_buffer = bytes;
         self
     }
 
@@ -204,14 +234,15 @@ impl Uploader {
             200..=299 | 404 | 410 => Ok(()),
             _ => Err(Error::Rejected {
                 status,
-                detail: problem_detail(status, &read_capped(response).await),
+                detail: problem_detail(status, &response.read_capped().await),
             }),
         }
     }
 
-    /// The HTTP client: no redirects (a `308` must reach us), our timeouts.
-    fn client(&self) -> Result<reqwest::Client, Error> {
-        self.policy.client(false)
+    /// The HTTP client: no redirects (a `308` must reach us), our timeouts
+    /// and socket options.
+    fn client(&self) -> Result<http::Client, Error> {
+        http::Client::new(&self.policy, self.sockets)
     }
 }
 
@@ -363,7 +394,7 @@ fn split(size: u64, parts: usize, index: usize) -> u64 {
 /// What every lane (part) of one upload shares.
 struct Shared<'a> {
     up: &'a Uploader,
-    client: reqwest::Client,
+    client: http::Client,
     path: PathBuf,
     target: Target,
     /// The dialect spoken (resolved from [`Protocol::Auto`] first).
@@ -550,11 +581,11 @@ impl Shared<'_> {
     /// Sends a request under the stall watchdog and the time limit.
     async fn send_watched(
         &self,
-        request: reqwest::RequestBuilder,
+        request: http::RequestBuilder,
         moved: &AtomicU64,
     ) -> Result<Response, Failure> {
         self.tally
-            .send_watched(&self.up.policy, request, moved)
+            .send_watched(&self.up.policy, request.send(), moved)
             .await
     }
 
@@ -586,7 +617,9 @@ impl Shared<'_> {
     /// Classifies an error answer, reading its problem details.
     async fn failure_of(&self, response: Response) -> Failure {
         let status = response.status().as_u16();
-        match net::failure_of(&self.up.policy, response).await {
+        let retry_after = net::retry_after(response.headers());
+        let body = response.read_capped().await;
+        match net::classify(status, retry_after, &body) {
             Failure::Fatal(Error::Rejected { detail, .. })
                 if status == 409 && self.dialect.conflict_is_gap() =>
             {
@@ -606,7 +639,7 @@ impl Shared<'_> {
                 }
                 body.extend_from_slice(&block);
             }
-            Ok::<_, reqwest::Error>(Some(body))
+            Ok::<_, hyper::Error>(Some(body))
         };
         match tokio::time::timeout(self.up.policy.stall_timeout, read).await {
             Err(_) => Err(Failure::transient("stalled while reading the response")),
@@ -1010,7 +1043,7 @@ impl<'s, 'a> Lane<'s, 'a> {
         let len = sh.up.chunk_size.min(self.len - at);
         let moved = Arc::new(AtomicU64::new(0));
         let body = if len == 0 {
-            reqwest::Body::from(Bytes::new())
+            http::empty()
         } else {
             let mut file = tokio::fs::File::open(&sh.path).await.map_err(local)?;
             file.seek(io::SeekFrom::Start(from)).await.map_err(local)?;
@@ -1050,7 +1083,7 @@ impl<'s, 'a> Lane<'s, 'a> {
                 }
             })
             .filter(|item| future::ready(item.is_err()));
-            reqwest::Body::wrap_stream(reads.chain(short))
+            http::streamed(reads.chain(short))
         };
         let request = sh
             .dialect

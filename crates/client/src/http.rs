@@ -45,9 +45,10 @@ use crate::net::{MAX_RESPONSE_BODY, Policy};
 pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 /// The most body bytes hyper buffers above the socket (HTTP/1.1; its
-/// minimum is 8 KiB). Like the kernel's queue, whatever it holds when the
-/// link dies is lost; one read block (64 KiB) keeps the socket fed.
-const STACK_BUFFER: usize = 64 * 1024;
+/// minimum is 8 KiB): it takes one more body piece (`uploader.rs`) only
+/// while it holds less. Like the kernel's queue, whatever it holds when the
+/// link dies is lost.
+const STACK_BUFFER: usize = 16 * 1024;
 /// The same for an h2 stream (hyper's default is 1 MiB).
 const H2_STACK_BUFFER: usize = 128 * 1024;
 

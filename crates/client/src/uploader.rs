@@ -2,7 +2,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,13 +25,23 @@ use crate::net::{
 };
 use crate::target::{self, Target};
 
-/// Read size of the streamed chunk bodies. Every block is counted as sent
-/// once handed to the HTTP stack, and what it still buffers is lost when the
-/// link dies: with 256 KiB blocks the link soak (`bench/soak`, cuts every
-/// 1–8 MiB) re-sent about 1 MiB per cut, with 64 KiB about 0.3–0.6 MiB.
+/// Read size of the streamed chunk bodies (each read is a trip to tokio's
+/// blocking pool, so not too small), and the size of the pieces they are
+/// handed to the HTTP stack in while the link holds.
 const READ_CAPACITY: usize = 64 * 1024;
+/// The piece size once a connection of the upload has dropped. Every
+/// piece counts as sent once handed over, and what the HTTP stack and the
+/// kernel hold when the link dies is lost and sent again: the link soak
+/// (`bench/soak`, cuts every 1–8 MiB) lost about 1 MiB per cut with
+/// 256 KiB pieces, 0.3–0.5 MiB with 64 KiB ones through reqwest, 110–210
+/// KiB with 64 KiB pieces and the small buffers of `http.rs`, 65–70 KiB
+/// with 16 KiB pieces (16 KiB is also TLS's largest record). Small pieces
+/// cost system calls: on loopback 16 KiB ones took a quarter more client
+/// CPU and 10–20% of the speed, hence only on a link that has dropped,
+/// where the link, not the CPU, is the limit.
+const FLAPPING_PIECE: usize = 16 * 1024;
 /// Default `TCP_NOTSENT_LOWAT` of upload sockets (see [`Uploader::unsent_limit`]).
-pub const DEFAULT_UNSENT_LIMIT: u32 = 64 * 1024;
+pub const DEFAULT_UNSENT_LIMIT: u32 = 16 * 1024;
 use net::MAX_RESPONSE_BODY;
 
 /// The progress callback type.
@@ -143,7 +153,7 @@ impl Uploader {
     }
 
     /// The most bytes each upload connection lets the kernel hold unsent
-    /// (`TCP_NOTSENT_LOWAT`; default [`DEFAULT_UNSENT_LIMIT`], 64 KiB;
+    /// (`TCP_NOTSENT_LOWAT`; default [`DEFAULT_UNSENT_LIMIT`], 16 KiB;
     /// `None`: the system's default, unlimited on Linux). Every byte the
     /// kernel holds when a link drops is lost and sent again, so a small
     /// queue suits flapping links; bytes in flight are not limited by it, so
@@ -206,6 +216,7 @@ impl Uploader {
             sessions: Mutex::new(Vec::new()),
             acked: Vec::new(),
             bytes_sent: Arc::new(AtomicU64::new(0)),
+            dropped: AtomicBool::new(false),
             local_error: Arc::new(Mutex::new(None)),
             tally: Tally::new(&self.policy),
         };
@@ -378,6 +389,23 @@ enum Reply {
     Complete(Option<ServerObject>),
 }
 
+/// A read block cut into pieces of at most `piece` bytes (sharing its
+/// buffer).
+fn pieces(item: io::Result<Bytes>, piece: usize) -> Vec<io::Result<Bytes>> {
+    let piece = piece.max(1);
+    match item {
+        Ok(mut block) => {
+            let mut pieces = Vec::with_capacity(block.len().div_ceil(piece));
+            while block.len() > piece {
+                pieces.push(Ok(block.split_to(piece)));
+            }
+            pieces.push(Ok(block));
+            pieces
+        }
+        Err(e) => vec![Err(e)],
+    }
+}
+
 /// Where part `index` of `parts` contiguous parts of `size` bytes starts
 /// (`index == parts` gives `size`).
 fn split(size: u64, parts: usize, index: usize) -> u64 {
@@ -410,6 +438,9 @@ struct Shared<'a> {
     /// Bytes the server acknowledged, per lane.
     acked: Vec<AtomicU64>,
     bytes_sent: Arc<AtomicU64>,
+    /// A chunk request of the upload got no answer (the link dropped or
+    /// stalled): from then on bodies go in [`FLAPPING_PIECE`]s.
+    dropped: AtomicBool,
     /// A read error met by a body stream.
     local_error: Arc<Mutex<Option<io::Error>>>,
     /// Failed attempts, the last error and the time limit, all lanes
@@ -1042,6 +1073,11 @@ impl<'s, 'a> Lane<'s, 'a> {
         let local = |e| Failure::Fatal(sh.local_io(e));
         let len = sh.up.chunk_size.min(self.len - at);
         let moved = Arc::new(AtomicU64::new(0));
+        let piece = if sh.dropped.load(Ordering::Relaxed) {
+            FLAPPING_PIECE
+        } else {
+            READ_CAPACITY
+        };
         let body = if len == 0 {
             http::empty()
         } else {
@@ -1054,8 +1090,9 @@ impl<'s, 'a> Lane<'s, 'a> {
                 sh.local_error.clone(),
             );
             let mut pos = from;
-            let reads = ReaderStream::with_capacity(file.take(len), READ_CAPACITY).map(
-                move |item: io::Result<Bytes>| {
+            let reads = ReaderStream::with_capacity(file.take(len), READ_CAPACITY)
+                .flat_map(move |item| stream::iter(pieces(item, piece)))
+                .map(move |item: io::Result<Bytes>| {
                     match &item {
                         Ok(block) => {
                             hash::lock(&hash).feed(pos, block);
@@ -1067,8 +1104,7 @@ impl<'s, 'a> Lane<'s, 'a> {
                         Err(e) => record(&slot, io::Error::new(e.kind(), e.to_string())),
                     }
                     item
-                },
-            );
+                });
             let (moved, slot) = (moved.clone(), sh.local_error.clone());
             let short = stream::once(async move {
                 if moved.load(Ordering::Relaxed) < len {
@@ -1088,7 +1124,10 @@ impl<'s, 'a> Lane<'s, 'a> {
         let request = sh
             .dialect
             .chunk(&sh.client, &self.session, (at, len, self.len), body);
-        let response = sh.send_watched(request, &moved).await?;
+        let response = sh
+            .send_watched(request, &moved)
+            .await
+            .inspect_err(|_| sh.dropped.store(true, Ordering::Relaxed))?;
         self.reply_of(response, sh.dialect).await
     }
 
@@ -1162,6 +1201,27 @@ mod tests {
         assert_eq!(json["elapsed"], 1.5);
         assert_eq!(json["size"], 3);
         assert_eq!(json["protocol"], "tus");
+    }
+
+    #[test]
+    fn blocks_are_cut_into_pieces_in_order() {
+        let block = Bytes::from(
+            (0..=255u8)
+                .cycle()
+                .take(FLAPPING_PIECE * 2 + 5)
+                .collect::<Vec<_>>(),
+        );
+        let cut: Vec<Bytes> = pieces(Ok(block.clone()), FLAPPING_PIECE)
+            .into_iter()
+            .map(|piece| piece.expect("data"))
+            .collect();
+        assert_eq!(
+            cut.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [FLAPPING_PIECE, FLAPPING_PIECE, 5]
+        );
+        assert_eq!(cut.concat(), block.to_vec());
+        assert_eq!(pieces(Ok(block), READ_CAPACITY).len(), 1);
+        assert!(pieces(Err(io::Error::other("x")), READ_CAPACITY)[0].is_err());
     }
 
     #[test]

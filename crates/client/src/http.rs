@@ -107,24 +107,11 @@ impl Client {
             defaults.insert(AUTHORIZATION, value);
         }
         let tls = tls_config(policy.extra_roots.as_deref())?;
-        // The TCP settings reqwest uses for downloads.
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(policy.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(15)));
-        http.set_keepalive_interval(Some(Duration::from_secs(15)));
-        http.set_keepalive_retries(Some(3));
-        http.set_tcp_user_timeout(Some(Duration::from_secs(30)));
-        http.set_send_buffer_size(sockets.send_buffer);
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(Connector {
-                http,
-                unsent_limit: sockets.unsent_limit,
-            });
+            .wrap_connector(Connector::new(policy, sockets));
         let pool = Pool::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -215,6 +202,25 @@ type Connecting = Pin<
             + Send,
     >,
 >;
+
+impl Connector {
+    /// The TCP settings reqwest uses for downloads, plus `sockets`.
+    fn new(policy: &Policy, sockets: Sockets) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(policy.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(15)));
+        http.set_keepalive_interval(Some(Duration::from_secs(15)));
+        http.set_keepalive_retries(Some(3));
+        http.set_tcp_user_timeout(Some(Duration::from_secs(30)));
+        http.set_send_buffer_size(sockets.send_buffer);
+        Connector {
+            http,
+            unsent_limit: sockets.unsent_limit,
+        }
+    }
+}
 
 impl tower::Service<Uri> for Connector {
     type Response = TokioIo<TcpStream>;
@@ -396,5 +402,133 @@ impl Response {
         tokio::time::timeout(stall_timeout, read)
             .await
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::Full;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A TLS server on loopback (h2 and HTTP/1.1 by ALPN) answering every
+    /// request with its HTTP version; returns its URL and its certificate.
+    async fn tls_server() -> (Url, String) {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+            .expect("key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .expect("server config");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(|request: http::Request<Incoming>| {
+                        let version = format!("{:?}", request.version());
+                        async move {
+                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(
+                                version,
+                            ))))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        let url = Url::parse(&format!("https://127.0.0.1:{port}/")).expect("URL");
+        (url, certified.cert.pem())
+    }
+
+    fn sockets() -> Sockets {
+        Sockets {
+            unsent_limit: Some(16 * 1024),
+            send_buffer: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn uploads_speak_h2_over_tls_trusting_the_extra_roots_only() {
+        let (url, pem) = tls_server().await;
+        let policy = Policy {
+            extra_roots: Some(pem.into_bytes()),
+            ..Policy::default()
+        };
+        let client = Client::new(&policy, sockets()).expect("client");
+        let mut response = client
+            .put(url.clone())
+            .body(streamed(futures_util::stream::iter([Ok(
+                Bytes::from_static(b"body"),
+            )])))
+            .timeout(TIMEOUT)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.url(), &url);
+        let body = response.chunk().await.expect("body").expect("a block");
+        assert_eq!(&body[..], b"HTTP/2.0");
+        // Without the extra root the self-signed certificate is refused.
+        let untrusting = Client::new(&Policy::default(), sockets()).expect("client");
+        let refused = untrusting.put(url).timeout(TIMEOUT).send().await;
+        assert!(matches!(refused, Err(SendError::Failed(_))), "{refused:?}");
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn upload_sockets_get_the_unsent_limit_and_the_send_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let uri: Uri = format!("http://{}/", listener.local_addr().expect("address"))
+            .parse()
+            .expect("URI");
+        let options = Sockets {
+            unsent_limit: Some(12_345),
+            send_buffer: Some(64 * 1024),
+        };
+        let io = Connector::new(&Policy::default(), options)
+            .oneshot(uri.clone())
+            .await
+            .expect("connect");
+        let socket = socket2::SockRef::from(io.inner());
+        assert_eq!(socket.tcp_notsent_lowat().expect("lowat"), 12_345);
+        // Linux doubles what it is given (for its bookkeeping); autotuning
+        // would start at 16 KiB and grow to megabytes.
+        assert_eq!(socket.send_buffer_size().expect("sndbuf"), 128 * 1024);
+        let io = Connector::new(
+            &Policy::default(),
+            Sockets {
+                unsent_limit: None,
+                send_buffer: None,
+            },
+        )
+        .oneshot(uri)
+        .await
+        .expect("connect");
+        let socket = socket2::SockRef::from(io.inner());
+        // Unset: the system-wide default applies.
+        assert_eq!(socket.tcp_notsent_lowat().expect("lowat"), 0);
     }
 }

@@ -34,11 +34,12 @@ const READ_CAPACITY: usize = 64 * 1024;
 /// kernel hold when the link dies is lost and sent again: the link soak
 /// (`bench/soak`, cuts every 1–8 MiB) lost about 1 MiB per cut with
 /// 256 KiB pieces, 0.3–0.5 MiB with 64 KiB ones through reqwest, 110–210
-/// KiB with 64 KiB pieces and the small buffers of `http.rs`, 65–70 KiB
-/// with 16 KiB pieces (16 KiB is also TLS's largest record). Small pieces
-/// cost system calls: on loopback 16 KiB ones took a quarter more client
-/// CPU and 10–20% of the speed, hence only on a link that has dropped,
-/// where the link, not the CPU, is the limit.
+/// KiB with 64 KiB pieces and a 64 KiB unsent limit, 65–80 KiB with 16 KiB
+/// pieces, a 16 KiB stack buffer (`http.rs`) and a 16 KiB unsent limit (16
+/// KiB is also TLS's largest record). Small pieces and a small stack buffer
+/// cost system calls: on loopback they took a quarter more client CPU and
+/// 10–20% of the speed, hence only on a link that has dropped, where the
+/// link, not the CPU, is the limit.
 const FLAPPING_PIECE: usize = 16 * 1024;
 /// Default `TCP_NOTSENT_LOWAT` of upload sockets (see [`Uploader::unsent_limit`]).
 pub const DEFAULT_UNSENT_LIMIT: u32 = 16 * 1024;
@@ -202,9 +203,11 @@ impl Uploader {
             let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
             Journal::new(dir, &canonical, target.endpoint.as_str())
         });
+        let (client, flapping_client) = http::Client::pair(&self.policy, self.sockets)?;
         let mut shared = Shared {
             up: self,
-            client: self.client()?,
+            client,
+            flapping_client,
             path: path.to_owned(),
             target,
             dialect: Dialect::Seed,
@@ -423,6 +426,8 @@ fn split(size: u64, parts: usize, index: usize) -> u64 {
 struct Shared<'a> {
     up: &'a Uploader,
     client: http::Client,
+    /// The client of chunk requests once the link has dropped.
+    flapping_client: http::Client,
     path: PathBuf,
     target: Target,
     /// The dialect spoken (resolved from [`Protocol::Auto`] first).
@@ -439,7 +444,8 @@ struct Shared<'a> {
     acked: Vec<AtomicU64>,
     bytes_sent: Arc<AtomicU64>,
     /// A chunk request of the upload got no answer (the link dropped or
-    /// stalled): from then on bodies go in [`FLAPPING_PIECE`]s.
+    /// stalled): from then on bodies go in [`FLAPPING_PIECE`]s through
+    /// `flapping_client`.
     dropped: AtomicBool,
     /// A read error met by a body stream.
     local_error: Arc<Mutex<Option<io::Error>>>,
@@ -1073,10 +1079,10 @@ impl<'s, 'a> Lane<'s, 'a> {
         let local = |e| Failure::Fatal(sh.local_io(e));
         let len = sh.up.chunk_size.min(self.len - at);
         let moved = Arc::new(AtomicU64::new(0));
-        let piece = if sh.dropped.load(Ordering::Relaxed) {
-            FLAPPING_PIECE
+        let (client, piece) = if sh.dropped.load(Ordering::Relaxed) {
+            (&sh.flapping_client, FLAPPING_PIECE)
         } else {
-            READ_CAPACITY
+            (&sh.client, READ_CAPACITY)
         };
         let body = if len == 0 {
             http::empty()
@@ -1123,7 +1129,7 @@ impl<'s, 'a> Lane<'s, 'a> {
         };
         let request = sh
             .dialect
-            .chunk(&sh.client, &self.session, (at, len, self.len), body);
+            .chunk(client, &self.session, (at, len, self.len), body);
         let response = sh
             .send_watched(request, &moved)
             .await

@@ -112,8 +112,8 @@ impl Default for Uploader {
 impl Uploader {
     /// An uploader with the defaults: 8 MiB chunks, 100 retries without
     /// progress, no time limit, a 30 s stall timeout, a 10 s connect timeout,
-    /// backoff from 1 s to 60 s, no journal, the seed protocol and one
-    /// connection.
+    /// backoff from 1 s to 60 s, no journal, the seed protocol, one
+    /// connection and 16 KiB unsent per socket.
     pub fn new() -> Self {
         Self::default()
     }

@@ -43,6 +43,19 @@ pub(crate) struct UploadArgs {
     #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_chunk_size)]
     pub(crate) chunk_size: u64,
 
+    /// The most bytes each connection lets the kernel hold unsent
+    /// (`TCP_NOTSENT_LOWAT`, Linux): what the kernel holds when a link drops
+    /// is lost and sent again, so keep it small on flapping links; `0` leaves
+    /// the system's default (unlimited).
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_unsent_limit)]
+    pub(crate) unsent_limit: u32,
+
+    /// A fixed kernel send buffer for each connection (`SO_SNDBUF`: unsent
+    /// and in-flight bytes together; it also caps the speed at about SIZE
+    /// per round trip) [default: autotuned by the system].
+    #[arg(long, value_name = "SIZE", value_parser = parse_send_buffer)]
+    pub(crate) send_buffer: Option<usize>,
+
     #[command(flatten)]
     pub(crate) retry: RetryArgs,
 
@@ -102,6 +115,8 @@ pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
     let (reporter, talk) = (bar.clone(), !args.quiet);
     let uploader = Uploader::new()
         .chunk_size(args.chunk_size)
+        .unsent_limit((args.unsent_limit > 0).then_some(args.unsent_limit))
+        .send_buffer(args.send_buffer)
         .max_retries(args.retry.max_retries)
         .max_time(args.retry.max_time)
         .stall_timeout(args.retry.stall_timeout)
@@ -198,6 +213,20 @@ fn parse_chunk_size(text: &str) -> Result<u64, String> {
     }
 }
 
+/// A size that fits `TCP_NOTSENT_LOWAT` (see [`parse_size`]).
+fn parse_unsent_limit(text: &str) -> Result<u32, String> {
+    u32::try_from(parse_size(text)?).map_err(|_| "the unsent limit must be below 4GiB".to_owned())
+}
+
+/// A positive size that fits `SO_SNDBUF` (see [`parse_size`]).
+fn parse_send_buffer(text: &str) -> Result<usize, String> {
+    match i32::try_from(parse_size(text)?) {
+        Ok(0) => Err("the send buffer must be at least 1 byte".to_owned()),
+        Ok(n) => usize::try_from(n).map_err(|e| e.to_string()),
+        Err(_) => Err("the send buffer must be below 2GiB".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -209,6 +238,16 @@ mod tests {
         assert!(parse_chunk_size("0").is_err());
         assert_eq!(parse_chunk_size("1"), Ok(1));
         assert_eq!(parse_chunk_size("8MiB"), Ok(8 << 20));
+    }
+
+    #[test]
+    fn socket_sizes_fit_their_options() {
+        assert_eq!(parse_unsent_limit("16KiB"), Ok(16 << 10));
+        assert_eq!(parse_unsent_limit("0"), Ok(0));
+        assert!(parse_unsent_limit("4GiB").is_err());
+        assert_eq!(parse_send_buffer("256KiB"), Ok(256 << 10));
+        assert!(parse_send_buffer("0").is_err());
+        assert!(parse_send_buffer("2GiB").is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::str::FromStr;
 use reqwest::header::{
     CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue, RANGE,
 };
-use reqwest::{Client, Method, RequestBuilder, Url};
+use reqwest::{Method, Url};
 use serde::Serialize;
 use tenax_protocol::parse_u64;
 use tenax_protocol::seed::parse_held_range;
@@ -26,6 +26,7 @@ use tenax_protocol::{rufh, tus};
 use thiserror::Error;
 
 use crate::error::Error;
+use crate::http::{Body, Client, RequestBuilder};
 use crate::target::Target;
 
 /// Content type of seed chunks.
@@ -279,7 +280,7 @@ impl Dialect {
         client: &Client,
         session: &Url,
         (at, len, length): (u64, u64, u64),
-        body: reqwest::Body,
+        body: Body,
     ) -> RequestBuilder {
         let request = match self {
             Dialect::Seed => client

@@ -699,7 +699,7 @@ impl Job<'_> {
                 .header(RANGE, format!("bytes={last}-{last}"));
             let outcome = self
                 .tally
-                .send_watched(&self.dl.policy, request, &AtomicU64::new(0))
+                .send_watched(&self.dl.policy, request.send(), &AtomicU64::new(0))
                 .await;
             match outcome {
                 Ok(response) if matches!(response.status().as_u16(), 200 | 206) => {
@@ -1047,7 +1047,7 @@ impl Job<'_> {
             }
             let failure = match self
                 .tally
-                .send_watched(&self.dl.policy, request, &AtomicU64::new(0))
+                .send_watched(&self.dl.policy, request.send(), &AtomicU64::new(0))
                 .await
             {
                 Ok(response) if matches!(response.status().as_u16(), 200 | 206 | 409 | 416) => {

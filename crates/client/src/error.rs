@@ -115,6 +115,10 @@ pub enum Error {
     /// The HTTP client could not be set up.
     #[error("cannot set up the HTTP client")]
     Client(#[source] reqwest::Error),
+    /// The TLS configuration of the upload connections could not be set up
+    /// (the platform's roots, or the extra roots given).
+    #[error("cannot set up TLS")]
+    Tls(#[source] rustls::Error),
 }
 
 impl Error {
@@ -137,7 +141,7 @@ impl Error {
             | Error::SizeMismatch { .. }
             | Error::ReprDigestMismatch { .. } => 5,
             Error::LocalIo { .. } | Error::FileChanged { .. } | Error::LocalWrite { .. } => 6,
-            Error::Protocol(_) | Error::Client(_) | Error::InvalidToken => 1,
+            Error::Protocol(_) | Error::Client(_) | Error::Tls(_) | Error::InvalidToken => 1,
         }
     }
 }

@@ -26,6 +26,10 @@
 //! * Across runs: with a journal directory, an interrupted upload of the same
 //!   (unchanged) file to the same URL resumes its session.
 //! * Memory: chunk bodies are streamed from the file; nothing holds a chunk.
+//! * Flapping links: what the HTTP stack and the kernel hold when a link dies
+//!   is sent again, so upload sockets keep at most 16 KiB unsent
+//!   ([`Uploader::unsent_limit`]) and, once a connection has dropped, the
+//!   body goes in 16 KiB pieces through an HTTP stack buffering no more.
 //!
 //! [`Downloader`] fetches files with RFC 9110 range requests (`PROTOCOLS.md`
 //! §4): resumed with `If-Range` across dropped connections and runs (a state
@@ -39,6 +43,7 @@ mod dialect;
 mod download;
 mod error;
 mod hash;
+mod http;
 mod journal;
 mod net;
 mod retry;
@@ -48,4 +53,4 @@ mod uploader;
 pub use dialect::{Protocol, UnknownProtocol};
 pub use download::{DownloadProgress, DownloadReport, Downloader, STATE_SUFFIX};
 pub use error::Error;
-pub use uploader::{Event, Progress, UploadReport, Uploader};
+pub use uploader::{DEFAULT_UNSENT_LIMIT, Event, Progress, UploadReport, Uploader};

@@ -247,17 +247,19 @@ impl Tally {
         }
     }
 
-    /// Sends a request under the stall watchdog and the time limit: the
-    /// request is dropped when `moved` has not changed and no response came
-    /// for the stall timeout.
-    pub(crate) async fn send_watched(
+    /// Sends a request (`response`: its sending future) under the stall
+    /// watchdog and the time limit: the request is dropped when `moved` has
+    /// not changed and no response came for the stall timeout.
+    pub(crate) async fn send_watched<T, E>(
         &self,
         policy: &Policy,
-        request: reqwest::RequestBuilder,
+        response: impl Future<Output = Result<T, E>>,
         moved: &AtomicU64,
-    ) -> Result<Response, Failure> {
+    ) -> Result<T, Failure>
+    where
+        E: std::error::Error,
+    {
         let stall = policy.stall_timeout;
-        let response = request.send();
         tokio::pin!(response);
         let mut ticks = tokio::time::interval(tick(stall));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -383,7 +385,14 @@ pub(crate) async fn failure_of(policy: &Policy, response: Response) -> Failure {
     let body = tokio::time::timeout(policy.stall_timeout, read_capped(response))
         .await
         .unwrap_or_default();
-    let detail = problem_detail(status, &body);
+    classify(status, retry_after, &body)
+}
+
+/// Classifies an error answer of status `status` with (a capped part of)
+/// its `body`. `409` is fatal here; callers that read it otherwise check
+/// first.
+pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Failure {
+    let detail = problem_detail(status, body);
     match status {
         400 => Failure::BadRequest(detail),
         404 | 410 => Failure::Gone { status, detail },

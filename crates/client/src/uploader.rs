@@ -2,14 +2,14 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, future, stream};
 use reqwest::header::LOCATION;
-use reqwest::{Method, Response, Url};
+use reqwest::{Method, Url};
 use serde::{Deserialize, Serialize};
 use tenax_protocol::parse_u64;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -18,17 +18,31 @@ use tokio_util::io::ReaderStream;
 use crate::dialect::{Answer, Capabilities, Creation, Dialect, Protocol};
 use crate::error::Error;
 use crate::hash::{self, HashCursor};
+use crate::http::{self, Response, Sockets};
 use crate::journal::{Entry, FileIdentity, Journal};
 use crate::net::{
-    self, Failure, Policy, Retrier, Tally, error_chain, lock, problem_detail, read_capped, record,
+    self, Failure, Policy, Retrier, Tally, error_chain, lock, problem_detail, record,
 };
 use crate::target::{self, Target};
 
-/// Read size of the streamed chunk bodies. Every block is counted as sent
-/// once handed to the HTTP stack, and what it still buffers is lost when the
-/// link dies: with 256 KiB blocks the link soak (`bench/soak`, cuts every
-/// 1–8 MiB) re-sent about 1 MiB per cut, with 64 KiB about 0.3–0.6 MiB.
+/// Read size of the streamed chunk bodies (each read is a trip to tokio's
+/// blocking pool, so not too small), and the size of the pieces they are
+/// handed to the HTTP stack in while the link holds.
 const READ_CAPACITY: usize = 64 * 1024;
+/// The piece size once a connection of the upload has dropped. Every
+/// piece counts as sent once handed over, and what the HTTP stack and the
+/// kernel hold when the link dies is lost and sent again: the link soak
+/// (`bench/soak`, cuts every 1–8 MiB) lost about 1 MiB per cut with
+/// 256 KiB pieces, 0.3–0.5 MiB with 64 KiB ones through reqwest, 110–210
+/// KiB with 64 KiB pieces and a 64 KiB unsent limit, 65–80 KiB with 16 KiB
+/// pieces, a 16 KiB stack buffer (`http.rs`) and a 16 KiB unsent limit (16
+/// KiB is also TLS's largest record). Small pieces and a small stack buffer
+/// cost system calls: on loopback they took a quarter more client CPU and
+/// 10–20% of the speed, hence only on a link that has dropped, where the
+/// link, not the CPU, is the limit.
+const FLAPPING_PIECE: usize = 16 * 1024;
+/// Default `TCP_NOTSENT_LOWAT` of upload sockets (see [`Uploader::unsent_limit`]).
+pub const DEFAULT_UNSENT_LIMIT: u32 = 16 * 1024;
 use net::MAX_RESPONSE_BODY;
 
 /// The progress callback type.
@@ -60,6 +74,7 @@ pub struct Uploader {
     journal_dir: Option<PathBuf>,
     protocol: Protocol,
     parallel: usize,
+    sockets: Sockets,
     on_progress: Option<Arc<ProgressFn>>,
 }
 
@@ -71,6 +86,7 @@ impl std::fmt::Debug for Uploader {
             .field("journal_dir", &self.journal_dir)
             .field("protocol", &self.protocol)
             .field("parallel", &self.parallel)
+            .field("sockets", &self.sockets)
             .field("on_progress", &self.on_progress.is_some())
             .finish()
     }
@@ -84,6 +100,10 @@ impl Default for Uploader {
             journal_dir: None,
             protocol: Protocol::Seed,
             parallel: 1,
+            sockets: Sockets {
+                unsent_limit: Some(DEFAULT_UNSENT_LIMIT),
+                send_buffer: None,
+            },
             on_progress: None,
         }
     }
@@ -92,8 +112,8 @@ impl Default for Uploader {
 impl Uploader {
     /// An uploader with the defaults: 8 MiB chunks, 100 retries without
     /// progress, no time limit, a 30 s stall timeout, a 10 s connect timeout,
-    /// backoff from 1 s to 60 s, no journal, the seed protocol and one
-    /// connection.
+    /// backoff from 1 s to 60 s, no journal, the seed protocol, one
+    /// connection and 16 KiB unsent per socket.
     pub fn new() -> Self {
         Self::default()
     }
@@ -133,6 +153,27 @@ impl Uploader {
         self
     }
 
+    /// The most bytes each upload connection lets the kernel hold unsent
+    /// (`TCP_NOTSENT_LOWAT`; default [`DEFAULT_UNSENT_LIMIT`], 16 KiB;
+    /// `None`: the system's default, unlimited on Linux). Every byte the
+    /// kernel holds when a link drops is lost and sent again, so a small
+    /// queue suits flapping links; bytes in flight are not limited by it, so
+    /// a fast long link keeps its speed. Linux and Android only; ignored
+    /// elsewhere.
+    pub fn unsent_limit(mut self, bytes: Option<u32>) -> Self {
+        self.sockets.unsent_limit = bytes.map(|b| b.max(1));
+        self
+    }
+
+    /// The kernel send buffer of each upload connection (`SO_SNDBUF`,
+    /// unsent and in-flight bytes together; default `None`: autotuned by
+    /// the system). A fixed buffer also caps the speed at about `bytes` per
+    /// round trip, so it is for links known to be slow.
+    pub fn send_buffer(mut self, bytes: Option<usize>) -> Self {
+        self.sockets.send_buffer = bytes;
+        self
+    }
+
     /// Calls `callback` on every progress report and event. It runs on the
     /// upload task, so it should be quick.
     pub fn on_progress(mut self, callback: impl Fn(Progress) + Send + Sync + 'static) -> Self {
@@ -162,9 +203,11 @@ impl Uploader {
             let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
             Journal::new(dir, &canonical, target.endpoint.as_str())
         });
+        let (client, flapping_client) = http::Client::pair(&self.policy, self.sockets)?;
         let mut shared = Shared {
             up: self,
-            client: self.client()?,
+            client,
+            flapping_client,
             path: path.to_owned(),
             target,
             dialect: Dialect::Seed,
@@ -176,6 +219,7 @@ impl Uploader {
             sessions: Mutex::new(Vec::new()),
             acked: Vec::new(),
             bytes_sent: Arc::new(AtomicU64::new(0)),
+            dropped: AtomicBool::new(false),
             local_error: Arc::new(Mutex::new(None)),
             tally: Tally::new(&self.policy),
         };
@@ -204,14 +248,15 @@ impl Uploader {
             200..=299 | 404 | 410 => Ok(()),
             _ => Err(Error::Rejected {
                 status,
-                detail: problem_detail(status, &read_capped(response).await),
+                detail: problem_detail(status, &response.read_capped().await),
             }),
         }
     }
 
-    /// The HTTP client: no redirects (a `308` must reach us), our timeouts.
-    fn client(&self) -> Result<reqwest::Client, Error> {
-        self.policy.client(false)
+    /// The HTTP client: no redirects (a `308` must reach us), our timeouts
+    /// and socket options.
+    fn client(&self) -> Result<http::Client, Error> {
+        http::Client::new(&self.policy, self.sockets)
     }
 }
 
@@ -347,6 +392,23 @@ enum Reply {
     Complete(Option<ServerObject>),
 }
 
+/// A read block cut into pieces of at most `piece` bytes (sharing its
+/// buffer).
+fn pieces(item: io::Result<Bytes>, piece: usize) -> Vec<io::Result<Bytes>> {
+    let piece = piece.max(1);
+    match item {
+        Ok(mut block) => {
+            let mut pieces = Vec::with_capacity(block.len().div_ceil(piece));
+            while block.len() > piece {
+                pieces.push(Ok(block.split_to(piece)));
+            }
+            pieces.push(Ok(block));
+            pieces
+        }
+        Err(e) => vec![Err(e)],
+    }
+}
+
 /// Where part `index` of `parts` contiguous parts of `size` bytes starts
 /// (`index == parts` gives `size`).
 fn split(size: u64, parts: usize, index: usize) -> u64 {
@@ -363,7 +425,9 @@ fn split(size: u64, parts: usize, index: usize) -> u64 {
 /// What every lane (part) of one upload shares.
 struct Shared<'a> {
     up: &'a Uploader,
-    client: reqwest::Client,
+    client: http::Client,
+    /// The client of chunk requests once the link has dropped.
+    flapping_client: http::Client,
     path: PathBuf,
     target: Target,
     /// The dialect spoken (resolved from [`Protocol::Auto`] first).
@@ -379,6 +443,10 @@ struct Shared<'a> {
     /// Bytes the server acknowledged, per lane.
     acked: Vec<AtomicU64>,
     bytes_sent: Arc<AtomicU64>,
+    /// A chunk request of the upload got no answer (the link dropped or
+    /// stalled): from then on bodies go in [`FLAPPING_PIECE`]s through
+    /// `flapping_client`.
+    dropped: AtomicBool,
     /// A read error met by a body stream.
     local_error: Arc<Mutex<Option<io::Error>>>,
     /// Failed attempts, the last error and the time limit, all lanes
@@ -550,11 +618,11 @@ impl Shared<'_> {
     /// Sends a request under the stall watchdog and the time limit.
     async fn send_watched(
         &self,
-        request: reqwest::RequestBuilder,
+        request: http::RequestBuilder,
         moved: &AtomicU64,
     ) -> Result<Response, Failure> {
         self.tally
-            .send_watched(&self.up.policy, request, moved)
+            .send_watched(&self.up.policy, request.send(), moved)
             .await
     }
 
@@ -586,7 +654,9 @@ impl Shared<'_> {
     /// Classifies an error answer, reading its problem details.
     async fn failure_of(&self, response: Response) -> Failure {
         let status = response.status().as_u16();
-        match net::failure_of(&self.up.policy, response).await {
+        let retry_after = net::retry_after(response.headers());
+        let body = response.read_capped().await;
+        match net::classify(status, retry_after, &body) {
             Failure::Fatal(Error::Rejected { detail, .. })
                 if status == 409 && self.dialect.conflict_is_gap() =>
             {
@@ -606,7 +676,7 @@ impl Shared<'_> {
                 }
                 body.extend_from_slice(&block);
             }
-            Ok::<_, reqwest::Error>(Some(body))
+            Ok::<_, hyper::Error>(Some(body))
         };
         match tokio::time::timeout(self.up.policy.stall_timeout, read).await {
             Err(_) => Err(Failure::transient("stalled while reading the response")),
@@ -1009,8 +1079,13 @@ impl<'s, 'a> Lane<'s, 'a> {
         let local = |e| Failure::Fatal(sh.local_io(e));
         let len = sh.up.chunk_size.min(self.len - at);
         let moved = Arc::new(AtomicU64::new(0));
+        let (client, piece) = if sh.dropped.load(Ordering::Relaxed) {
+            (&sh.flapping_client, FLAPPING_PIECE)
+        } else {
+            (&sh.client, READ_CAPACITY)
+        };
         let body = if len == 0 {
-            reqwest::Body::from(Bytes::new())
+            http::empty()
         } else {
             let mut file = tokio::fs::File::open(&sh.path).await.map_err(local)?;
             file.seek(io::SeekFrom::Start(from)).await.map_err(local)?;
@@ -1021,8 +1096,9 @@ impl<'s, 'a> Lane<'s, 'a> {
                 sh.local_error.clone(),
             );
             let mut pos = from;
-            let reads = ReaderStream::with_capacity(file.take(len), READ_CAPACITY).map(
-                move |item: io::Result<Bytes>| {
+            let reads = ReaderStream::with_capacity(file.take(len), READ_CAPACITY)
+                .flat_map(move |item| stream::iter(pieces(item, piece)))
+                .map(move |item: io::Result<Bytes>| {
                     match &item {
                         Ok(block) => {
                             hash::lock(&hash).feed(pos, block);
@@ -1034,8 +1110,7 @@ impl<'s, 'a> Lane<'s, 'a> {
                         Err(e) => record(&slot, io::Error::new(e.kind(), e.to_string())),
                     }
                     item
-                },
-            );
+                });
             let (moved, slot) = (moved.clone(), sh.local_error.clone());
             let short = stream::once(async move {
                 if moved.load(Ordering::Relaxed) < len {
@@ -1050,12 +1125,15 @@ impl<'s, 'a> Lane<'s, 'a> {
                 }
             })
             .filter(|item| future::ready(item.is_err()));
-            reqwest::Body::wrap_stream(reads.chain(short))
+            http::streamed(reads.chain(short))
         };
         let request = sh
             .dialect
-            .chunk(&sh.client, &self.session, (at, len, self.len), body);
-        let response = sh.send_watched(request, &moved).await?;
+            .chunk(client, &self.session, (at, len, self.len), body);
+        let response = sh
+            .send_watched(request, &moved)
+            .await
+            .inspect_err(|_| sh.dropped.store(true, Ordering::Relaxed))?;
         self.reply_of(response, sh.dialect).await
     }
 
@@ -1129,6 +1207,27 @@ mod tests {
         assert_eq!(json["elapsed"], 1.5);
         assert_eq!(json["size"], 3);
         assert_eq!(json["protocol"], "tus");
+    }
+
+    #[test]
+    fn blocks_are_cut_into_pieces_in_order() {
+        let block = Bytes::from(
+            (0..=255u8)
+                .cycle()
+                .take(FLAPPING_PIECE * 2 + 5)
+                .collect::<Vec<_>>(),
+        );
+        let cut: Vec<Bytes> = pieces(Ok(block.clone()), FLAPPING_PIECE)
+            .into_iter()
+            .map(|piece| piece.expect("data"))
+            .collect();
+        assert_eq!(
+            cut.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [FLAPPING_PIECE, FLAPPING_PIECE, 5]
+        );
+        assert_eq!(cut.concat(), block.to_vec());
+        assert_eq!(pieces(Ok(block), READ_CAPACITY).len(), 1);
+        assert!(pieces(Err(io::Error::other("x")), READ_CAPACITY)[0].is_err());
     }
 
     #[test]

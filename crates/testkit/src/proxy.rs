@@ -5,6 +5,14 @@
 //! configured range), or the server has sent one (see [`Cut`]), both
 //! directions are dropped at once, as when a tethered link vanishes. The
 //! other direction flows untouched until then.
+//!
+//! What the link loses at a cut: the bytes the proxy read past the budget
+//! (its reads are up to 64 KiB) and what waits in its socket's receive
+//! queue, unread; they stand for the bytes in flight on a real link (about
+//! one bandwidth-delay product). The sender's kernel counts them as
+//! delivered, which a real link without a middlebox would not, so they are
+//! lost to the sender like its own unsent queue. On loopback they came to
+//! 30–40 KiB per cut behind the tenax client (`bench/soak`, bench/README.md).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -149,4 +149,34 @@ if soak:
     doc.append(f"Target re-sent < 1% met: {soak.get('targets_met')}.")
 doc.append("")
 doc.append(full("soak.txt"))
+
+doc.append("## Object storage: 1 GiB through tenax onto S3 against a direct multipart upload")
+doc.append("")
+ratios = [line for line in lines("s3.txt") if line.startswith(("ratio", "direct", "through"))]
+if ratios:
+    doc.append("```")
+    doc.extend(ratios)
+    doc.append("```")
+doc.append("")
+doc.append(full("s3.txt"))
+
+cluster = last_json("cluster.txt")
+doc.append("## Several nodes: 32 concurrent uploads through 1, 2 and 3 nodes")
+doc.append("")
+if cluster:
+    doc.append(
+        f"{cluster['uploads']} tus uploads of {cluster['size'] / 1048576:.0f} MiB each, "
+        f"{cluster['chunk'] / 1048576:.0f} MiB PATCHes, through a round-robin balancer; "
+        "moto and PostgreSQL on the same machine."
+    )
+    doc.append("")
+    doc.append("| nodes | seconds | MB/s | ratio to 1 node | requests per node |")
+    doc.append("|---|---|---|---|---|")
+    for run in cluster.get("results", []):
+        doc.append(
+            f"| {run['nodes']} | {run['seconds']:.1f} | {run['mb_per_s']:.1f} "
+            f"| {run['ratio']:.2f} | {run['requests_per_node']} |"
+        )
+doc.append("")
+doc.append(full("cluster.txt"))
 print("\n".join(doc))

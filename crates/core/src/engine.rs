@@ -370,8 +370,10 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Another node took the upload: the request writing it here stops,
-    /// and what this process remembers of it is stale.
+    /// Another node took the upload: the request writing it here stops
+    /// (its commits would be refused anyway). What this process remembers
+    /// of the upload is dropped at its next lease here, which the catalog
+    /// reports as not fresh.
     fn taken_elsewhere(&self, id: UploadId) {
         let slot = lock(&self.inner.slots).get(&id).cloned();
         if let Some(slot) = slot

@@ -50,7 +50,10 @@ pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
 /// whatever it holds when the link dies is lost. On a link that holds,
 /// hyper keeps its default (about 400 KiB): on loopback 16 or 64 KiB cost
 /// 7% of the speed of a 1 GiB tus upload (smaller writes).
-const FLAPPING_STACK_BUFFER: usize = 16 * 1024;
+const FLAPPING_STACK_BUFFER: usize = 8 * 1024;
+/// The kernel's unsent queue on a link that has dropped, at most
+/// (`TCP_NOTSENT_LOWAT`; the configured limit when it is smaller).
+const FLAPPING_UNSENT_LIMIT: u32 = 8 * 1024;
 /// The same for an h2 stream (hyper's default is 1 MiB).
 const FLAPPING_H2_STACK_BUFFER: usize = 64 * 1024;
 
@@ -116,6 +119,16 @@ impl Client {
         tls: rustls::ClientConfig,
         flapping: bool,
     ) -> Result<Self, Error> {
+        let sockets = if flapping {
+            Sockets {
+                unsent_limit: sockets
+                    .unsent_limit
+                    .map(|limit| limit.min(FLAPPING_UNSENT_LIMIT)),
+                ..sockets
+            }
+        } else {
+            sockets
+        };
         let mut defaults = HeaderMap::new();
         defaults.insert(
             USER_AGENT,

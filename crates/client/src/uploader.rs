@@ -35,12 +35,13 @@ const READ_CAPACITY: usize = 64 * 1024;
 /// (`bench/soak`, cuts every 1–8 MiB) lost about 1 MiB per cut with
 /// 256 KiB pieces, 0.3–0.5 MiB with 64 KiB ones through reqwest, 110–210
 /// KiB with 64 KiB pieces and a 64 KiB unsent limit, 65–80 KiB with 16 KiB
-/// pieces, a 16 KiB stack buffer (`http.rs`) and a 16 KiB unsent limit (16
-/// KiB is also TLS's largest record). Small pieces and a small stack buffer
+/// pieces, a 16 KiB stack buffer (`http.rs`) and a 16 KiB unsent limit,
+/// 49–64 KiB with 8 KiB for all three (hyper's smallest buffer); most of
+/// what is left is in the proxy, which stands for the link. Small pieces and a small stack buffer
 /// cost system calls: on loopback they took a quarter more client CPU and
 /// 10–20% of the speed, hence only on a link that has dropped, where the
 /// link, not the CPU, is the limit.
-const FLAPPING_PIECE: usize = 16 * 1024;
+const FLAPPING_PIECE: usize = 8 * 1024;
 /// Default `TCP_NOTSENT_LOWAT` of upload sockets (see [`Uploader::unsent_limit`]).
 pub const DEFAULT_UNSENT_LIMIT: u32 = 16 * 1024;
 use net::MAX_RESPONSE_BODY;

@@ -818,6 +818,87 @@ async fn two_writers_on_one_upload_never_corrupt_it() {
     .await;
 }
 
+/// The same race in the seed dialect, both writers addressing the upload
+/// by its name (`PUT /api/upload?file=NAME`), each with the whole file in
+/// one chunk: one completes it (200), the other is told to retry (503 with
+/// `Retry-After`, which Google's client retries, where it gives up on a
+/// 409), and the published file is the winner's, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_seed_writers_on_one_name_never_corrupt_it() {
+    let Some(cluster) = Cluster::start("cluster_seed_race", &[]).await else {
+        return;
+    };
+    bounded(async {
+        let mut rng = Rng::from_env_or_os();
+        let http = client();
+        for round in 0..2 {
+            let name = format!("seed-race-{round}.bin");
+            let size = (10 * MIB) as usize + 333;
+            let writers = [random_bytes(&mut rng, size), random_bytes(&mut rng, size)];
+            // The name's upload exists before the race, so both continue it.
+            let first = send(
+                http.put(cluster.nodes[0].url(&format!("/api/upload?file={name}")))
+                    .header("content-range", format!("bytes */{size}")),
+            )
+            .await;
+            assert_eq!(first.status, 308, "{name}: {}", first.describe());
+            let mut tasks = Vec::new();
+            for (writer, data) in writers.iter().enumerate() {
+                let node = &cluster.nodes[1 + writer];
+                let head = format!(
+                    "PUT /api/upload?file={name} HTTP/1.1\r\nhost: {}\r\n\
+                     content-range: bytes 0-{}/{size}\r\ncontent-length: {size}\r\n\r\n",
+                    node.addr(),
+                    size - 1
+                );
+                let (addr, body) = (node.addr(), data.clone());
+                let delay = Duration::from_millis(rng.between(0, 30));
+                tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    paced_request(
+                        addr,
+                        head,
+                        body,
+                        256 * 1024,
+                        Duration::from_millis(5),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                }));
+            }
+            let mut answers = Vec::new();
+            for task in tasks {
+                answers.push(task.await.expect("writer").1);
+            }
+            let statuses: Vec<Option<u16>> = answers
+                .iter()
+                .map(|a| a.as_ref().map(|r| r.status))
+                .collect();
+            eprintln!("{name}: answers {statuses:?}");
+            let won: Vec<usize> = (0..2).filter(|&w| statuses[w] == Some(200)).collect();
+            assert_eq!(won.len(), 1, "{name}: not exactly one winner: {statuses:?}");
+            let (winner, loser) = (won[0], 1 - won[0]);
+            if let Some(answer) = &answers[loser] {
+                assert!(
+                    matches!(answer.status, 308 | 503),
+                    "{name}: the loser got {}",
+                    answer.describe()
+                );
+                if answer.status == 503 {
+                    assert_eq!(answer.header("retry-after"), Some("1"), "{name}");
+                }
+            }
+            let stored = send(http.get(cluster.url(&format!("/files/{name}")))).await;
+            assert_eq!(stored.status, 200, "{name}: {}", stored.describe());
+            assert!(
+                stored.body == writers[winner],
+                "{name}: the published file is not the winner's bytes"
+            );
+        }
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // 4. Expiry across the nodes
 // ---------------------------------------------------------------------------

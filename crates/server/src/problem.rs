@@ -6,6 +6,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tenax_core::{Error as EngineError, HookError, StorageError};
 
+/// The problem type of a request whose upload another request took over
+/// while it wrote (several nodes: its commits were refused).
+pub(crate) const TAKEN_OVER: &str = "urn:tenax:problem:taken-over";
+
 /// An error answer: status, a problem type and a human-readable detail.
 ///
 /// Boxed, so that `Result<T, Problem>` stays small on the happy path.
@@ -61,6 +65,17 @@ impl Problem {
             "Not found",
             detail,
         )
+    }
+
+    /// The problem type (a URN).
+    pub fn kind(&self) -> &'static str {
+        self.0.kind
+    }
+
+    /// The same problem with another status code.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.0.status = status.as_u16();
+        self
     }
 
     /// The status code.
@@ -192,7 +207,7 @@ impl From<EngineError> for Problem {
             }
             EngineError::Storage(StorageError::Fenced) => Problem::new(
                 StatusCode::CONFLICT,
-                "urn:tenax:problem:taken-over",
+                TAKEN_OVER,
                 "Upload taken over",
                 "a newer request took this upload over while this one wrote it; \
                  what this request sent after that is not kept: ask for the offset and resume",

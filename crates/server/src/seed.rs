@@ -266,6 +266,12 @@ async fn respond(
     .await;
     let held = lease.held();
     let mut response = match result {
+        // Google's client gives up on a 409 but retries a 503, then asks
+        // for the offset: what a writer that lost the upload should do.
+        Err(problem) if problem.kind() == crate::problem::TAKEN_OVER => problem
+            .with_status(StatusCode::SERVICE_UNAVAILABLE)
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            .into_response(),
         Err(problem) => problem.into_response(),
         Ok(_) if let Status::Complete(info) = &lease.record().status => {
             final_response(lease.record(), info, access.hook_answer.get())

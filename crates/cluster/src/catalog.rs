@@ -34,7 +34,13 @@ impl Drop for PgNameLock {
             return;
         };
         let key = std::mem::take(&mut self.key);
-        tokio::spawn(async move {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime left (the process is ending): the connection
+            // closes, and with it the session's locks.
+            conn.close_on_drop();
+            return;
+        };
+        runtime.spawn(async move {
             let unlocked = sqlx::query("select pg_advisory_unlock(hashtextextended($1, 0))")
                 .bind(key)
                 .execute(&mut *conn)
@@ -132,7 +138,11 @@ impl Catalog for Cluster {
             held.fence
         };
         let pool = self.pool.clone();
-        tokio::spawn(async move {
+        // Without a runtime (the process is ending) the lease runs out.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             let released = sqlx::query(
                 "update tenax_uploads
                  set released = greatest(released, $2),

@@ -1070,6 +1070,14 @@ mod tests {
                 "max_connections",
             ),
             (
+                // A cluster shares an object store, not a directory.
+                ServeArgs {
+                    cluster: Some("postgres://db/tenax".into()),
+                    ..ServeArgs::default()
+                },
+                "cluster",
+            ),
+            (
                 ServeArgs {
                     max_header_size: Some("100".into()),
                     ..ServeArgs::default()

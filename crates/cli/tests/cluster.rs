@@ -19,7 +19,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::{Client, Method};
-use support::http::{Resp, client, paced_request, send};
+use support::http::{Resp, client, paced_request, path_of, send, tus_request as tus};
 use support::process::{json_line, text};
 use support::{BIN, MIB, random_bytes, sha256_hex};
 use tenax_testkit::{Balancer, Rng, TestServer};
@@ -139,23 +139,6 @@ async fn bounded(body: impl std::future::Future<Output = ()>) {
 // ---------------------------------------------------------------------------
 // Dialect helpers
 // ---------------------------------------------------------------------------
-
-async fn tus(
-    http: &Client,
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> Resp {
-    let mut request = http
-        .request(method, url)
-        .header("tus-resumable", "1.0.0")
-        .body(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    send(request).await
-}
 
 async fn tus_create(http: &Client, collection: &str, name: &str, size: usize) -> String {
     let meta = format!("filename {}", BASE64.encode(name));
@@ -322,7 +305,7 @@ async fn seed_chunks_spread_over_the_nodes() {
                 // Every node reports the same progress.
                 if at == 3 * CHUNK {
                     for node in &cluster.nodes {
-                        let direct = node.url(&path(&url));
+                        let direct = node.url(&path_of(&url));
                         let status = seed_put(&http, &direct, 0, &[], Some(data.len())).await;
                         assert_eq!(status.status, 308, "{}", status.describe());
                         assert_eq!(seed_persisted(&status), at, "{}", status.describe());
@@ -556,14 +539,14 @@ async fn a_node_killed_mid_upload_is_survived() {
                     "PATCH {} HTTP/1.1\r\nhost: {}\r\ntus-resumable: 1.0.0\r\n\
                      upload-offset: {first}\r\ncontent-type: application/offset+octet-stream\r\n\
                      content-length: {}\r\n\r\n",
-                    path(&url),
+                    path_of(&url),
                     cluster.balancer.addr(),
                     3 * CHUNK
                 ),
                 _ => format!(
                     "PUT {} HTTP/1.1\r\nhost: {}\r\ncontent-range: bytes {first}-{}/*\r\n\
                      content-length: {}\r\n\r\n",
-                    path(&url),
+                    path_of(&url),
                     cluster.balancer.addr(),
                     first + 3 * CHUNK - 1,
                     3 * CHUNK
@@ -692,11 +675,6 @@ async fn seed_finish(http: &Client, url: &str, data: &[u8]) -> usize {
     panic!("seed: not finished after 400 attempts");
 }
 
-/// The path (and query) of an absolute URL.
-fn path(url: &str) -> String {
-    support::http::path_of(url)
-}
-
 // ---------------------------------------------------------------------------
 // 3. Two writers on one upload, through two nodes
 // ---------------------------------------------------------------------------
@@ -719,7 +697,7 @@ async fn two_writers_on_one_upload_never_corrupt_it() {
             let size = (10 * MIB) as usize + 777;
             let writers = [random_bytes(&mut rng, size), random_bytes(&mut rng, size)];
             let url = tus_create(&http, &cluster.nodes[0].url("/uploads"), &name, size).await;
-            let upload_path = path(&url);
+            let upload_path = path_of(&url);
             let mut tasks = Vec::new();
             for (writer, data) in writers.iter().enumerate() {
                 let node = &cluster.nodes[(1 + writer) % cluster.nodes.len()];

@@ -10,28 +10,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::Client;
-use support::http::{Resp, client, send};
+use support::http::{Resp, client, send, tus_request as tus};
 use support::{BIN, MIB, random_bytes};
 use tenax_testkit::{Rng, TestServer};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
-
-async fn tus(
-    client: &Client,
-    method: reqwest::Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> Resp {
-    let mut request = client
-        .request(method, url)
-        .header("tus-resumable", "1.0.0")
-        .body(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    send(request).await
-}
 
 async fn get_range(client: &Client, url: &str, first: usize, last: usize) -> Resp {
     send(

@@ -11,7 +11,7 @@ use tenax_core::{
     Catalog, Error, FileKey, FileName, Namespace, Quota, StorageError, UploadId, UploadRecord,
 };
 
-use crate::{CHANNEL, Cluster, LEASE_TTL, db_error, lock, parse_id, size, unsigned};
+use crate::{CHANNEL, Cluster, LEASE_TTL, db_error, lock, parse_id, size, taken_payload, unsigned};
 
 /// The advisory-lock key of a name (the length keeps it unambiguous).
 fn name_key(file: &FileKey) -> String {
@@ -88,7 +88,7 @@ impl Catalog for Cluster {
         let busy: bool = row.try_get("busy").map_err(db_error)?;
         sqlx::query("select pg_notify($1, $2)")
             .bind(CHANNEL)
-            .bind(format!("{id} {fence}"))
+            .bind(taken_payload(id, fence))
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;

@@ -133,6 +133,12 @@ impl Cluster {
             suffix[2],
             suffix[3]
         );
+        // sqlx reads any scheme as PostgreSQL's; a typo should not connect.
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ClusterError::Url(sqlx::Error::Configuration(
+                "the URL must start with postgres:// or postgresql://".into(),
+            )));
+        }
         let options = PgConnectOptions::from_str(url)
             .map_err(ClusterError::Url)?
             .application_name(&node);
@@ -247,6 +253,18 @@ impl Cluster {
     }
 }
 
+/// The payload a taker sends on [`CHANNEL`]: `ID FENCE`.
+fn taken_payload(id: UploadId, fence: i64) -> String {
+    format!("{id} {fence}")
+}
+
+/// Reads a [`taken_payload`]; `None` for anything else (another program
+/// may notify on the channel).
+fn parse_taken(payload: &str) -> Option<(UploadId, i64)> {
+    let (id, fence) = payload.split_once(' ')?;
+    Some((UploadId::parse(id).ok()?, fence.parse().ok()?))
+}
+
 /// Hears takeovers and stops this node's request on each upload taken.
 async fn listen(cluster: std::sync::Weak<Cluster>, mut listener: PgListener) {
     loop {
@@ -261,10 +279,7 @@ async fn listen(cluster: std::sync::Weak<Cluster>, mut listener: PgListener) {
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        let Some((id, fence)) = notification.payload().split_once(' ') else {
-            continue;
-        };
-        let (Ok(id), Ok(fence)) = (UploadId::parse(id), fence.parse::<i64>()) else {
+        let Some((id, fence)) = parse_taken(notification.payload()) else {
             continue;
         };
         let ours = lock(&cluster.fences).get(&id).copied();
@@ -272,6 +287,49 @@ async fn listen(cluster: std::sync::Weak<Cluster>, mut listener: PgListener) {
             && let Some(hook) = cluster.on_taken.get()
         {
             hook(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_database_url_or_an_unreachable_database_is_a_clear_error() {
+        for garbage in ["", "not a url", "http://127.0.0.1/db", "postgres://:x@/"] {
+            let refused = Cluster::connect(garbage).await;
+            assert!(
+                matches!(refused, Err(ClusterError::Url(_))),
+                "{garbage:?}: {refused:?}"
+            );
+        }
+        // Port 1 on loopback: nothing listens there.
+        let refused = Cluster::connect("postgres://postgres@127.0.0.1:1/tenax").await;
+        assert!(
+            matches!(refused, Err(ClusterError::Database(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn takeover_notifications_round_trip_and_garbage_is_ignored() {
+        let id = UploadId::from_bytes([7; 16]);
+        assert_eq!(parse_taken(&taken_payload(id, 42)), Some((id, 42)));
+        for garbage in [
+            "",
+            " ",
+            "42",
+            &id.to_string(),
+            &format!("{id} "),
+            &format!("{id} x"),
+            &format!("{id} 1 2"),
+            &format!("{id}  1"),
+            "nothex 1",
+            &format!("{id} 99999999999999999999"),
+            "\u{0}\u{0} 1",
+        ] {
+            assert_eq!(parse_taken(garbage), None, "{garbage:?}");
         }
     }
 }

@@ -15,23 +15,28 @@ impl Cluster {
     async fn write_row(&self, id: UploadId, value: RowValue) -> Result<(), StorageError> {
         let fence = self.active_fence(id);
         let ttl = LEASE_TTL.as_secs_f64();
+        // One statement per column (a literal, as sqlx wants): the value is
+        // `$2`; with the fence `$3`, the write is refused unless this node
+        // still holds the upload, and it renews the lease for `$4` seconds.
+        macro_rules! fenced_update {
+            ($column:literal) => {
+                concat!(
+                    "update tenax_uploads set ",
+                    $column,
+                    " = $2,
+                         lease_until = case when $3::bigint is null then lease_until
+                                       else now() + make_interval(secs => $4) end
+                     where id = $1 and ($3::bigint is null or fence = $3)"
+                )
+            };
+        }
         let query = match value {
-            RowValue::Record(json) => sqlx::query(
-                "update tenax_uploads set record = $2,
-                     lease_until = case when $3::bigint is null then lease_until
-                                   else now() + make_interval(secs => $4) end
-                 where id = $1 and ($3::bigint is null or fence = $3)",
-            )
-            .bind(id.to_string())
-            .bind(json),
-            RowValue::State(state) => sqlx::query(
-                "update tenax_uploads set state = $2,
-                     lease_until = case when $3::bigint is null then lease_until
-                                   else now() + make_interval(secs => $4) end
-                 where id = $1 and ($3::bigint is null or fence = $3)",
-            )
-            .bind(id.to_string())
-            .bind(state),
+            RowValue::Record(json) => sqlx::query(fenced_update!("record"))
+                .bind(id.to_string())
+                .bind(json),
+            RowValue::State(state) => sqlx::query(fenced_update!("state"))
+                .bind(id.to_string())
+                .bind(state),
         };
         let done = query
             .bind(fence)
@@ -45,6 +50,7 @@ impl Cluster {
         Ok(())
     }
 }
+
 /// What [`Cluster::write_row`] writes.
 enum RowValue {
     Record(String),

@@ -534,10 +534,15 @@ fn state_bytes(state: &DataState) -> Result<Bytes, StorageError> {
 }
 
 fn parse_state(id: UploadId, bytes: &[u8]) -> Result<DataState, StorageError> {
+    parse_json(&format!("the data state of {id}"), bytes)
+}
+
+/// Parses stored JSON; `what` names it in the error.
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StorageError> {
     serde_json::from_slice(bytes).map_err(|error| {
         StorageError::Io(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("the data state of {id}: {error}"),
+            format!("{what}: {error}"),
         ))
     })
 }

@@ -14,6 +14,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use tenax_core::{StorageError, UploadId, UploadRecord};
 
+use crate::{io_error, not_found_or_io, parse_json};
+
 /// The records and data states of the uploads.
 ///
 /// The data state is opaque here (JSON bytes of the object-store backend):
@@ -198,21 +200,5 @@ pub fn record_json(record: &UploadRecord) -> Result<String, StorageError> {
 
 /// Parses a stored record; `what` names it in the error.
 pub fn parse_record(what: &str, bytes: &[u8]) -> Result<UploadRecord, StorageError> {
-    serde_json::from_slice(bytes).map_err(|error| {
-        StorageError::Io(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{what}: {error}"),
-        ))
-    })
-}
-
-fn io_error(error: object_store::Error) -> StorageError {
-    StorageError::Io(io::Error::other(error))
-}
-
-fn not_found_or_io(error: object_store::Error) -> StorageError {
-    match error {
-        object_store::Error::NotFound { .. } => StorageError::NotFound,
-        other => io_error(other),
-    }
+    parse_json(what, bytes)
 }

@@ -128,6 +128,24 @@ pub(crate) async fn request(
     send(request).await
 }
 
+/// A tus 1.0.0 request (`Tus-Resumable` set) on `client`.
+pub(crate) async fn tus_request(
+    client: &Client,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Resp {
+    let mut request = client
+        .request(method, url)
+        .header("tus-resumable", "1.0.0")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(request).await
+}
+
 /// `GET /files/NAME`, which must answer 200 with the whole file.
 pub(crate) async fn download(server: &TestServer, name: &str) -> Vec<u8> {
     let resp = send(client().get(server.url(&format!("/files/{name}")))).await;

@@ -77,6 +77,8 @@ usage: upload_bench (--server-bin PATH | --url URL) [options]
   --work-dir DIR      scratch directory, on the disk to measure
                       (default target/bench); the data dirs go below it
   --no-per-chunk-sync skip the informational fdatasync-per-chunk baselines
+  --only LIST         only these servers, no baselines (for profiling and
+                      A/B runs): seed, tus, seed-no-md5, tus-node
   --keep              keep the generated file
 Sizes take a B, KiB, MiB or GiB suffix.";
 
@@ -92,6 +94,8 @@ struct Options {
     keep: bool,
     tus_server: Option<PathBuf>,
     node: PathBuf,
+    /// Slugs of the only servers to measure; no baselines then.
+    only: Option<Vec<String>>,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -106,6 +110,7 @@ fn parse_options() -> anyhow::Result<Options> {
         keep: false,
         tus_server: None,
         node: PathBuf::from("node"),
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -129,6 +134,9 @@ fn parse_options() -> anyhow::Result<Options> {
             "--keep" => options.keep = true,
             "--tus-server" => options.tus_server = Some(PathBuf::from(value()?)),
             "--node" => options.node = PathBuf::from(value()?),
+            "--only" => {
+                options.only = Some(value()?.split(',').map(str::to_owned).collect());
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -215,8 +223,12 @@ struct SinkStats {
     bytes: AtomicU64,
 }
 
-/// Starts the sink on its own runtime thread; returns its address.
-fn start_sink(stats: Arc<SinkStats>) -> anyhow::Result<SocketAddr> {
+/// Starts the sink on its own runtime thread; returns its address. With
+/// `durable`, a directory, it stores each upload there as a minimal durable
+/// server would: bodies written as they arrive (1 MiB at a time, off the
+/// async threads), and one `fdatasync` before each answer. Without, it
+/// drops the bytes.
+fn start_sink(stats: Arc<SinkStats>, durable: Option<PathBuf>) -> anyhow::Result<SocketAddr> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sink")
@@ -241,9 +253,15 @@ fn start_sink(stats: Arc<SinkStats>) -> anyhow::Result<SocketAddr> {
                     let _ = stream.set_nodelay(true);
                     stats.connections.fetch_add(1, Ordering::Relaxed);
                     let (stats, next_id) = (Arc::clone(&stats), Arc::clone(&next_id));
+                    let durable = durable.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |request| {
-                            sink_handle(request, Arc::clone(&stats), Arc::clone(&next_id))
+                            sink_handle(
+                                request,
+                                Arc::clone(&stats),
+                                Arc::clone(&next_id),
+                                durable.clone(),
+                            )
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
@@ -261,10 +279,71 @@ fn sink_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     response
 }
 
+/// Writes `chunks` at `offset` of `file`, then syncs it if `sync`, else
+/// starts writing it back (as tenax does, so that the sync before the
+/// answer waits only for the tail); blocking.
+fn sink_write(
+    file: &std::fs::File,
+    offset: u64,
+    chunks: &[Bytes],
+    sync: bool,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let mut end = offset;
+    for chunk in chunks {
+        file.write_all_at(chunk, end)?;
+        end += chunk.len() as u64;
+    }
+    if sync {
+        file.sync_data()?;
+    } else {
+        let _ = rustix::fs::fadvise(
+            file,
+            offset,
+            std::num::NonZeroU64::new(end - offset),
+            rustix::fs::Advice::DontNeed,
+        );
+    }
+    Ok(())
+}
+
+/// Reads the body; with `file`, writes it at `offset` there and syncs it.
+/// Returns the bytes received.
+async fn sink_body(
+    mut body: Incoming,
+    file: Option<(Arc<std::fs::File>, u64)>,
+) -> anyhow::Result<u64> {
+    let mut received = 0u64;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batched = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        received += data.len() as u64;
+        let Some((file, offset)) = &file else {
+            continue;
+        };
+        batched += data.len() as u64;
+        batch.push(data);
+        if batched >= MIB {
+            let (file, at, chunks) = (Arc::clone(file), offset + received - batched, batch);
+            tokio::task::spawn_blocking(move || sink_write(&file, at, &chunks, false)).await??;
+            (batch, batched) = (Vec::new(), 0);
+        }
+    }
+    if let Some((file, offset)) = file {
+        let at = offset + received - batched;
+        tokio::task::spawn_blocking(move || sink_write(&file, at, &batch, true)).await??;
+    }
+    Ok(received)
+}
+
 async fn sink_handle(
     request: Request<Incoming>,
     stats: Arc<SinkStats>,
     next_id: Arc<AtomicU64>,
+    durable: Option<PathBuf>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let header = |name: &str| {
         request
@@ -277,14 +356,43 @@ async fn sink_handle(
     let content_range = header("content-range");
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    // Read and drop the body.
-    let mut body = request.into_body();
-    let mut received = 0u64;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            received += data.len() as u64;
+    let first_byte = content_range.as_deref().and_then(|range| {
+        range
+            .strip_prefix("bytes ")?
+            .split_once('-')?
+            .0
+            .parse()
+            .ok()
+    });
+    let file = match (&durable, first_byte) {
+        (Some(dir), Some(first)) if method == hyper::Method::PUT => {
+            let name = path.rsplit('/').next().unwrap_or_default();
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(dir.join(name))
+            {
+                Ok(file) => Some((Arc::new(file), first)),
+                Err(error) => {
+                    return Ok(sink_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &error.to_string(),
+                    ));
+                }
+            }
         }
-    }
+        _ => None,
+    };
+    let received = match sink_body(request.into_body(), file).await {
+        Ok(received) => received,
+        Err(error) => {
+            return Ok(sink_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &error.to_string(),
+            ));
+        }
+    };
     stats.bytes.fetch_add(received, Ordering::Relaxed);
     if method == hyper::Method::POST && path == "/uploads" {
         let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -584,7 +692,13 @@ async fn run(mut options: Options) -> anyhow::Result<()> {
         |file: PathBuf| async move { tokio::task::spawn_blocking(move || warm(&file)).await? };
 
     let stats = Arc::new(SinkStats::default());
-    let sink = format!("http://{}", start_sink(Arc::clone(&stats))?);
+    let sink = format!("http://{}", start_sink(Arc::clone(&stats), None)?);
+    let sink_dir = work.join("durable-sink");
+    std::fs::create_dir_all(&sink_dir)?;
+    let durable_sink = format!(
+        "http://{}",
+        start_sink(Arc::clone(&stats), Some(sink_dir.clone()))?
+    );
     let client = client()?;
 
     // Series keyed by name, in the order they are printed.
@@ -606,13 +720,25 @@ async fn run(mut options: Options) -> anyhow::Result<()> {
     if options.tus_server.is_some() {
         targets.push(Target::TusServer);
     }
+    if let Some(only) = &options.only {
+        targets.retain(|target| only.iter().any(|slug| slug == target.slug()));
+        ensure!(
+            !targets.is_empty(),
+            "--only {}: no such server",
+            only.join(",")
+        );
+    }
+    let baselines = options.only.is_none();
 
     for repetition in 1..=options.repeat {
         println!("repetition {repetition}/{}", options.repeat);
 
         // (a) fsync'd sequential write.
-        let mut syncs: Vec<(String, Option<u64>)> = vec![("fsync write".into(), None)];
-        if options.per_chunk_sync {
+        let mut syncs: Vec<(String, Option<u64>)> = Vec::new();
+        if baselines {
+            syncs.push(("fsync write".into(), None));
+        }
+        if baselines && options.per_chunk_sync {
             for &chunk in &options.chunks {
                 syncs.push((
                     format!("fsync write, fdatasync every {}", human(chunk)),
@@ -640,7 +766,10 @@ async fn run(mut options: Options) -> anyhow::Result<()> {
         }
 
         // For information: what the server's digests cost on one thread.
-        for algorithm in ["sha256", "md5", "crc32c"] {
+        for algorithm in ["sha256", "md5", "crc32c"]
+            .into_iter()
+            .filter(|_| baselines)
+        {
             let name = format!("hash {algorithm} (1 thread, from cache)");
             let cpu = cpu_now(&self_pid);
             let elapsed = {
@@ -659,15 +788,22 @@ async fn run(mut options: Options) -> anyhow::Result<()> {
             record(name, run);
         }
 
-        // (b) loopback HTTP into the sink.
-        for &chunk in &options.chunks {
-            let name = format!("HTTP sink @ {}", human(chunk));
+        // (b) loopback HTTP into the sink, then into the durable sink.
+        let sinks = [("HTTP sink", &sink), ("durable HTTP sink", &durable_sink)];
+        for (&chunk, (sink_name, sink)) in options
+            .chunks
+            .iter()
+            .flat_map(|chunk| sinks.iter().map(move |sink| (chunk, sink)))
+            .filter(|_| baselines)
+        {
+            let name = format!("{sink_name} @ {}", human(chunk));
             warm_up(file.clone()).await?;
             let connections = stats.connections.load(Ordering::Relaxed);
             let cpu = cpu_now(&self_pid);
-            let (elapsed, _) = upload(&client, &format!("{sink}/uploads"), &file, size, chunk)
-                .await
-                .with_context(|| name.clone())?;
+            let uploaded = upload(&client, &format!("{sink}/uploads"), &file, size, chunk).await;
+            std::fs::remove_dir_all(&sink_dir)?;
+            std::fs::create_dir_all(&sink_dir)?;
+            let (elapsed, _) = uploaded.with_context(|| name.clone())?;
             let opened = stats.connections.load(Ordering::Relaxed) - connections;
             let run = Run {
                 seconds: elapsed.as_secs_f64(),

@@ -1362,21 +1362,17 @@ impl Lease {
                 break;
             }
         }
-        if failure.is_none() && !batch.is_empty() {
-            failure = pipeline.submit(batch.take()).await.err();
-        }
-        // Every write goes through the pipeline, so that one still running
-        // when this future is dropped is waited for by the next lease.
-        let (writer, hasher, drained) = pipeline.drain().await;
-        let failure = failure.or(drained.err());
         // Whatever happened, make what reached the data durable and count it.
-        let mut writer =
-            writer.ok_or_else(|| StorageError::Io(std::io::Error::other("writer lost")))?;
-        let synced = writer.sync().await;
-        let held = match synced {
-            Ok(held) => held,
-            Err(error) => return Err(error.into()),
+        let last = if failure.is_none() {
+            batch.take()
+        } else {
+            Batch::default()
         };
+        let (writer, hasher, unwritten, synced) = pipeline.finish(last).await;
+        let failure = failure.or(unwritten);
+        let held = synced?;
+        let writer =
+            writer.ok_or_else(|| StorageError::Io(std::io::Error::other("writer lost")))?;
         self.loaded.hasher = hasher.filter(|hasher| hasher.fed() == held);
         self.loaded.held = held;
         self.slot.acknowledged.store(held, Ordering::Release);
@@ -1639,7 +1635,21 @@ impl Drop for Pipeline {
     }
 }
 
-type Flushed = (Box<dyn Append>, Result<(), StorageError>);
+/// What [`Pipeline::finish`] returns.
+type Finished = (
+    Option<Box<dyn Append>>,
+    Option<Hasher>,
+    Option<StorageError>,
+    Result<u64, StorageError>,
+);
+
+/// A storage write in flight comes back with its writer, the write's
+/// outcome and, after the last batch, the sync's.
+type Flushed = (
+    Box<dyn Append>,
+    Result<(), StorageError>,
+    Option<Result<u64, StorageError>>,
+);
 
 impl Pipeline {
     /// Waits for the batch in flight, then starts writing `batch`.
@@ -1649,35 +1659,90 @@ impl Pipeline {
             return Err(StorageError::Io(std::io::Error::other("writer lost")));
         };
         let Batch { chunks, memory, .. } = batch;
-        let chunks = self.hash(chunks).await;
+        let to_hash = chunks.clone();
         self.in_flight = Some(tokio::spawn(async move {
             let written = writer.write(chunks).await;
             // The bytes are in storage: their share of the budget is free.
             drop(memory);
-            (writer, written)
+            (writer, written, None)
         }));
+        self.hash(to_hash).await;
         Ok(())
     }
 
-    /// Hands `batch` to the hasher, and back.
-    async fn hash(&mut self, batch: Vec<Bytes>) -> Vec<Bytes> {
+    /// Waits for the batch in flight, writes `batch` (unless a write
+    /// failed) and makes everything durable, in one step where the storage
+    /// can; returns the writer, the hasher, the first failure to write and
+    /// the durable length. Through `in_flight`, so that a dropped append's
+    /// last write is still waited for by the next lease.
+    async fn finish(mut self, batch: Batch) -> Finished {
+        let mut failure = self.wait().await.err();
+        let Some(mut writer) = self.writer.take() else {
+            let lost = || StorageError::Io(std::io::Error::other("writer lost"));
+            return (
+                None,
+                self.hasher.take(),
+                failure.or(Some(lost())),
+                Err(lost()),
+            );
+        };
+        let Batch {
+            mut chunks, memory, ..
+        } = batch;
+        if failure.is_some() {
+            chunks.clear();
+        }
+        let to_hash = chunks.clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            let (written, synced) = writer.write_then_sync(chunks).await;
+            drop(memory);
+            (writer, written, Some(synced))
+        }));
+        self.hash(to_hash).await;
+        let (writer, synced) = match self.join().await {
+            None => {
+                let lost = || StorageError::Io(std::io::Error::other("write lost"));
+                failure = failure.or(Some(lost()));
+                (None, Err(lost()))
+            }
+            Some(Ok((writer, written, synced))) => {
+                failure = failure.or(written.err());
+                let lost = || StorageError::Io(std::io::Error::other("sync lost"));
+                (Some(writer), synced.unwrap_or_else(|| Err(lost())))
+            }
+            Some(Err(join)) => {
+                let error = || StorageError::Io(std::io::Error::other(join.to_string()));
+                failure = failure.or(Some(error()));
+                (None, Err(error()))
+            }
+        };
+        (writer, self.hasher.take(), failure, synced)
+    }
+
+    /// Hands `batch` to the hasher, after its write started: the write is
+    /// the first to take an idle blocking thread.
+    async fn hash(&mut self, batch: Vec<Bytes>) {
         if let Some(hasher) = &mut self.hasher
             && !batch.is_empty()
-            && !hasher.feed(batch.clone()).await
+            && !hasher.feed(batch).await
         {
             self.hasher = None;
         }
-        batch
+    }
+
+    /// Waits for the write in flight, if any.
+    async fn join(&mut self) -> Option<Result<Flushed, tokio::task::JoinError>> {
+        // Awaited in place: if this future is dropped, `Drop` still finds it.
+        let joined = self.in_flight.as_mut()?.await;
+        self.in_flight = None;
+        Some(joined)
     }
 
     async fn wait(&mut self) -> Result<(), StorageError> {
-        // Awaited in place: if this future is dropped, `Drop` still finds it.
-        let Some(in_flight) = self.in_flight.as_mut() else {
+        let Some(joined) = self.join().await else {
             return Ok(());
         };
-        let joined = in_flight.await;
-        self.in_flight = None;
-        let (writer, written) =
+        let (writer, written, _) =
             joined.map_err(|join| StorageError::Io(std::io::Error::other(join)))?;
         self.writer = Some(writer);
         written
@@ -1691,16 +1756,5 @@ impl Pipeline {
             Some(writer) => writer.sync().await,
             None => Err(StorageError::Io(std::io::Error::other("writer lost"))),
         }
-    }
-
-    async fn drain(
-        mut self,
-    ) -> (
-        Option<Box<dyn Append>>,
-        Option<Hasher>,
-        Result<(), StorageError>,
-    ) {
-        let result = self.wait().await;
-        (self.writer.take(), self.hasher.take(), result)
     }
 }

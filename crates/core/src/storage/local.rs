@@ -390,24 +390,34 @@ fn reserve(file: &File, reserved: u64, end: u64) -> Option<u64> {
     }
 }
 
+impl LocalAppend {
+    /// Writes `chunks` at `position` (reserving room first); returns the
+    /// new position and reservation. Blocking.
+    fn write_at(
+        file: &File,
+        mut position: u64,
+        reserved: Option<u64>,
+        chunks: &[Bytes],
+    ) -> io::Result<(u64, Option<u64>)> {
+        let end = position + chunks.iter().map(|chunk| chunk.len() as u64).sum::<u64>();
+        let reserved = reserved.and_then(|reserved| reserve(file, reserved, end));
+        let start = position;
+        for chunk in chunks {
+            file.write_all_at(chunk, position)?;
+            position += chunk.len() as u64;
+        }
+        write_back(file, start, position - start);
+        Ok((position, reserved))
+    }
+}
+
 #[async_trait]
 impl Append for LocalAppend {
     async fn write(&mut self, chunks: Vec<Bytes>) -> Result<(), StorageError> {
-        let (file, mut position) = (Arc::clone(&self.file), self.position);
-        let end = position + chunks.iter().map(|chunk| chunk.len() as u64).sum::<u64>();
-        let reserved = self.reserved;
-        let (written, reserved) = blocking(move || {
-            let reserved = reserved.and_then(|reserved| reserve(&file, reserved, end));
-            let start = position;
-            for chunk in &chunks {
-                file.write_all_at(chunk, position)?;
-                position += chunk.len() as u64;
-            }
-            write_back(&file, start, position - start);
-            Ok((position, reserved))
-        })
-        .await?;
-        self.position = written;
+        let (file, position, reserved) = (Arc::clone(&self.file), self.position, self.reserved);
+        let (position, reserved) =
+            blocking(move || LocalAppend::write_at(&file, position, reserved, &chunks)).await?;
+        self.position = position;
         self.reserved = reserved;
         Ok(())
     }
@@ -415,5 +425,32 @@ impl Append for LocalAppend {
     async fn sync(&mut self) -> Result<u64, StorageError> {
         let file = Arc::clone(&self.file);
         blocking(move || sync_data(&file)).await
+    }
+
+    async fn write_then_sync(
+        &mut self,
+        chunks: Vec<Bytes>,
+    ) -> (Result<(), StorageError>, Result<u64, StorageError>) {
+        let (file, position, reserved) = (Arc::clone(&self.file), self.position, self.reserved);
+        let outcome = spawn_blocking(move || {
+            let written = LocalAppend::write_at(&file, position, reserved, &chunks);
+            (written, sync_data(&file))
+        })
+        .await;
+        let (written, synced) = match outcome {
+            Ok(outcome) => outcome,
+            Err(join) => {
+                let error = || StorageError::Io(io::Error::other(join.to_string()));
+                return (Err(error()), Err(error()));
+            }
+        };
+        let written = written.map(|(position, reserved)| {
+            self.position = position;
+            self.reserved = reserved;
+        });
+        (
+            written.map_err(StorageError::Io),
+            synced.map_err(StorageError::Io),
+        )
     }
 }

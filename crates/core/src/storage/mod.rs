@@ -145,4 +145,21 @@ pub trait Append: Send + fmt::Debug {
 
     /// Makes everything written so far durable and returns the durable length.
     async fn sync(&mut self) -> Result<u64, StorageError>;
+
+    /// [`write`](Append::write), then [`sync`](Append::sync) whatever the
+    /// write's outcome (what reached storage before a failure still
+    /// counts): how a request's last bytes are stored. A storage that can
+    /// do both in one step overrides it (on local disk, one blocking call
+    /// where there would be two).
+    async fn write_then_sync(
+        &mut self,
+        chunks: Vec<Bytes>,
+    ) -> (Result<(), StorageError>, Result<u64, StorageError>) {
+        let written = if chunks.is_empty() {
+            Ok(())
+        } else {
+            self.write(chunks).await
+        };
+        (written, self.sync().await)
+    }
 }

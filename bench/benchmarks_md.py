@@ -74,11 +74,26 @@ if upload:
             f"| {mib(series.get('peak_rss_bytes'))} |"
         )
     doc.append("")
+    for label, ratio in upload.get("ratios", {}).items():
+        doc.append(
+            f"- tenax tus @ {label} / durable HTTP sink @ {label}: {ratio.get('over_limit')}"
+            + (f" (target ≥ {ratio['target']})" if ratio.get("target") else "")
+        )
+    for label, row in upload.get("tus_vs_tus_server", {}).items():
+        tus = row.get("tenax", {}).get(f"tenax tus @ {label}", {})
+        doc.append(
+            f"- tenax tus @ {label} / @tus/server: {tus.get('over_tus_server')}× "
+            f"(medians {tus.get('over_tus_server_median')}×), met: {tus.get('speed_met')}"
+        )
+    doc.append("")
     doc.append(
         f"Targets (limit ratio and RSS) met: {upload.get('targets_met')}; "
         f"against @tus/server met: {upload.get('tus_targets_met')}. "
-        "The limits: `fsync write` is the disk, `HTTP sink` the HTTP path; "
-        "@tus/server never fsyncs, tenax fdatasyncs every acknowledgement."
+        "The limits: `fsync write` is the disk, `HTTP sink` the HTTP path, "
+        "`durable HTTP sink` a minimal server that writes each body, starts its writeback "
+        "and fdatasyncs before answering (no digests): the machine's limit for an "
+        "acknowledged upload. @tus/server never fsyncs; tenax fdatasyncs every "
+        "acknowledgement and computes SHA-256 and CRC32C (MD5 too for seed uploads)."
     )
 else:
     doc.append("(bench/run produced no result)")

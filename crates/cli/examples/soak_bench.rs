@@ -144,24 +144,37 @@ async fn main() -> anyhow::Result<()> {
         let stored_sha256 = sha256_file(&stored)?;
         ensure!(stored_sha256 == sha256, "{name}: the stored file differs");
         let cuts = proxy.stats().cuts.load(Ordering::Relaxed);
+        let per_cut = |bytes: u64| bytes as f64 / 1024.0 / cuts.max(1) as f64;
         // Request bytes that reached the server (headers included): what the
         // client sent beyond this was lost in the link's buffers at a cut;
         // what reached the server beyond the file's size, the server dropped.
         let forwarded = proxy.stats().client_bytes.load(Ordering::Relaxed);
+        // Of what was lost in the link: what the proxy had read past the
+        // cut, and what waited unread in its socket; the rest was still on
+        // the client's side (its socket's queue, in transit).
+        let overshoot = proxy.stats().overshoot.load(Ordering::Relaxed);
+        let unread = proxy.stats().unread_at_cut.load(Ordering::Relaxed);
+        let lost = report.bytes_sent.saturating_sub(forwarded);
+        let client_side = lost.saturating_sub(overshoot + unread);
         let resent = report.bytes_sent - report.size;
         let share = resent as f64 / report.size as f64;
         met &= share < TARGET;
         println!(
             "{name:>5}: {} in {:.1} s ({:.0} MB/s), {cuts} cuts, {} retries, \
              re-sent {resent} bytes = {:.3}% of the file ({:.0} KiB per cut; \
-             lost in the link {:.0} KiB per cut), target < 1%: {}, sha256 equal ({})",
+             lost in the link {:.0} KiB per cut: {:.0} read past the cut by the proxy, \
+             {:.0} unread in its socket, {:.0} on the client's side), \
+             target < 1%: {}, sha256 equal ({})",
             human(report.size),
             elapsed.as_secs_f64(),
             mb_per_s(report.size, elapsed),
             report.retries,
             share * 100.0,
-            resent as f64 / 1024.0 / cuts.max(1) as f64,
-            report.bytes_sent.saturating_sub(forwarded) as f64 / 1024.0 / cuts.max(1) as f64,
+            per_cut(resent),
+            per_cut(lost),
+            per_cut(overshoot),
+            per_cut(unread),
+            per_cut(client_side),
             if share < TARGET { "MET" } else { "MISSED" },
             &sha256[..16],
         );
@@ -175,6 +188,9 @@ async fn main() -> anyhow::Result<()> {
             "resent": resent,
             "resent_share": share,
             "forwarded_to_server": forwarded,
+            "lost_read_past_cut": overshoot,
+            "lost_unread_in_proxy": unread,
+            "lost_client_side": client_side,
             "sha256_equal": true,
         }));
     }

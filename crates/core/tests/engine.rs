@@ -1166,3 +1166,51 @@ async fn the_next_lease_waits_for_the_write_of_a_dropped_append() {
         .expect("append after the dropped one");
     assert_eq!(lease.held(), data.len() as u64 + 4);
 }
+
+// The same for a request's last bytes, which are written and synced in one
+// storage step: a request dropped during that step leaves it to the next
+// lease to wait for.
+#[tokio::test]
+async fn the_next_lease_waits_for_the_last_write_of_a_dropped_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let storage = Arc::new(GatedDisk {
+        inner: LocalDisk::open(dir.path()).expect("data dir"),
+        gate: Arc::clone(&gate),
+    });
+    let engine = Engine::open(storage, EngineConfig::default())
+        .await
+        .expect("engine");
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    // Under one batch: the body's end is its only write.
+    let data = pattern(64 << 10);
+    {
+        let mut lease = engine.lease(id).await.expect("lease");
+        let body = stream::iter(vec![Ok::<_, String>(Bytes::copy_from_slice(&data))]);
+        let dropped =
+            tokio::time::timeout(Duration::from_millis(200), lease.append(body, 0, u64::MAX)).await;
+        assert!(
+            dropped.is_err(),
+            "the append ended though its write was held"
+        );
+    }
+    let next = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.lease(id).await.expect("lease").held() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !next.is_finished(),
+        "the next lease did not wait for the write"
+    );
+    gate.add_permits(1000);
+    let held = tokio::time::timeout(Duration::from_secs(10), next)
+        .await
+        .expect("the next lease is not stuck")
+        .expect("lease task");
+    assert_eq!(
+        held,
+        data.len() as u64,
+        "the next lease counts the last write"
+    );
+}

@@ -11,8 +11,8 @@
 //! queue, unread; they stand for the bytes in flight on a real link (about
 //! one bandwidth-delay product). The sender's kernel counts them as
 //! delivered, which a real link without a middlebox would not, so they are
-//! lost to the sender like its own unsent queue. On loopback they came to
-//! 30–40 KiB per cut behind the tenax client (`bench/soak`, bench/README.md).
+//! lost to the sender like its own unsent queue. [`ProxyStats`] counts both
+//! (`bench/soak` reports them per cut).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -36,6 +37,11 @@ pub struct ProxyStats {
     pub connections: AtomicU64,
     /// Connections the proxy cut.
     pub cuts: AtomicU64,
+    /// Bytes the proxy had read past a budget when it cut (dropped).
+    pub overshoot: AtomicU64,
+    /// Bytes waiting, unread, in the receive queue of the socket whose
+    /// budget was spent, when the proxy cut (dropped with it).
+    pub unread_at_cut: AtomicU64,
 }
 
 /// Where a [`FaultProxy`] cuts each connection: after a random number of
@@ -122,28 +128,30 @@ impl Drop for FaultProxy {
 }
 
 /// Copies `from` to `to` until `budget` bytes (`None`: no limit) went
-/// through (then `true`: cut) or either side closes (`false`).
-async fn pump<R, W>(mut from: R, mut to: W, budget: Option<u64>, counter: &AtomicU64) -> bool
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
+/// through (then `Some(bytes read past it)`: cut) or either side closes
+/// (`None`).
+async fn pump(
+    from: &mut OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    budget: Option<u64>,
+    counter: &AtomicU64,
+) -> Option<u64> {
     let mut left = budget.unwrap_or(u64::MAX);
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return None,
             Ok(n) => n,
         };
         let allowed = usize::try_from((n as u64).min(left)).unwrap_or(n);
         if to.write_all(&buffer[..allowed]).await.is_err() {
-            return false;
+            return None;
         }
         counter.fetch_add(allowed as u64, Ordering::Relaxed);
         left -= allowed as u64;
         if left == 0 {
             let _ = to.flush().await;
-            return true;
+            return Some((n - allowed) as u64);
         }
     }
 }
@@ -159,18 +167,34 @@ async fn forward(
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
-    let upload = pump(client_read, server_write, up_budget, &stats.client_bytes);
-    let download = pump(server_read, client_write, down_budget, &stats.server_bytes);
-    tokio::pin!(upload, download);
+    let (mut client_read, client_write) = client.into_split();
+    let (mut server_read, server_write) = server.into_split();
     // Either side closing, or a cut, ends both directions.
-    let cut = tokio::select! {
-        cut = &mut upload => cut,
-        cut = &mut download => cut,
+    let cut = {
+        let upload = pump(
+            &mut client_read,
+            server_write,
+            up_budget,
+            &stats.client_bytes,
+        );
+        let download = pump(
+            &mut server_read,
+            client_write,
+            down_budget,
+            &stats.server_bytes,
+        );
+        tokio::pin!(upload, download);
+        tokio::select! {
+            cut = &mut upload => cut.map(|overshoot| (overshoot, true)),
+            cut = &mut download => cut.map(|overshoot| (overshoot, false)),
+        }
     };
-    if cut {
+    if let Some((overshoot, upload)) = cut {
+        let source = if upload { &client_read } else { &server_read };
         stats.cuts.fetch_add(1, Ordering::Relaxed);
+        stats.overshoot.fetch_add(overshoot, Ordering::Relaxed);
+        let unread = rustix::io::ioctl_fionread(source.as_ref()).unwrap_or(0);
+        stats.unread_at_cut.fetch_add(unread, Ordering::Relaxed);
     }
     // Dropping both halves of both sockets closes the connection both ways.
 }

@@ -449,8 +449,8 @@ impl Append for LocalAppend {
             self.reserved = reserved;
         });
         (
-            written.map_err(StorageError::Io),
-            synced.map_err(StorageError::Io),
+            written.map_err(StorageError::from),
+            synced.map_err(StorageError::from),
         )
     }
 }

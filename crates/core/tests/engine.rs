@@ -1122,56 +1122,31 @@ impl tenax_core::Storage for GatedDisk {
 // a failed checksummed chunk).
 #[tokio::test]
 async fn the_next_lease_waits_for_the_write_of_a_dropped_append() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let storage = Arc::new(GatedDisk {
-        inner: LocalDisk::open(dir.path()).expect("data dir"),
-        gate: Arc::clone(&gate),
-    });
-    let engine = Engine::open(storage, EngineConfig::default())
-        .await
-        .expect("engine");
-    let id = engine.create(NewUpload::default()).await.expect("create");
+    // One whole batch (written, held at the gate), then a body that never
+    // ends; the request is dropped while the write waits.
     let data = pattern(1 << 20);
-    {
-        let mut lease = engine.lease(id).await.expect("lease");
-        // One whole batch (written, held at the gate), then a body that
-        // never ends; the request is dropped while the write waits.
-        let body = stream::iter(vec![Ok::<_, String>(Bytes::copy_from_slice(&data))])
-            .chain(stream::pending());
-        let dropped =
-            tokio::time::timeout(Duration::from_millis(200), lease.append(body, 0, u64::MAX)).await;
-        assert!(dropped.is_err(), "the append ended by itself");
-    }
-    let next = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.lease(id).await.expect("lease").held() }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    gate.add_permits(1000);
-    let held = tokio::time::timeout(Duration::from_secs(10), next)
-        .await
-        .expect("the next lease is not stuck")
-        .expect("lease task");
-    assert_eq!(
-        held,
-        data.len() as u64,
-        "the next lease counts the written batch"
-    );
-    // And the upload goes on from there.
-    let mut lease = engine.lease(id).await.expect("lease");
-    lease
-        .append(stream::iter(frames(b"tail", 4)), 0, u64::MAX)
-        .await
-        .expect("append after the dropped one");
-    assert_eq!(lease.held(), data.len() as u64 + 4);
+    let body =
+        stream::iter(vec![Ok::<_, String>(Bytes::copy_from_slice(&data))]).chain(stream::pending());
+    the_next_lease_waits_for_a_dropped_write(&data, body).await;
 }
 
 // The same for a request's last bytes, which are written and synced in one
-// storage step: a request dropped during that step leaves it to the next
-// lease to wait for.
+// storage step.
 #[tokio::test]
 async fn the_next_lease_waits_for_the_last_write_of_a_dropped_append() {
+    // Under one batch: the body's end is its only write.
+    let data = pattern(64 << 10);
+    let body = stream::iter(vec![Ok::<_, String>(Bytes::copy_from_slice(&data))]);
+    the_next_lease_waits_for_a_dropped_write(&data, body).await;
+}
+
+/// Appends `body` (carrying `data`) on gated storage and drops the request
+/// while its write is held; the next lease must wait for that write, count
+/// its bytes, and go on from there.
+async fn the_next_lease_waits_for_a_dropped_write(
+    data: &[u8],
+    body: impl futures_util::Stream<Item = Result<Bytes, String>> + Send + Unpin,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let storage = Arc::new(GatedDisk {
@@ -1182,11 +1157,8 @@ async fn the_next_lease_waits_for_the_last_write_of_a_dropped_append() {
         .await
         .expect("engine");
     let id = engine.create(NewUpload::default()).await.expect("create");
-    // Under one batch: the body's end is its only write.
-    let data = pattern(64 << 10);
     {
         let mut lease = engine.lease(id).await.expect("lease");
-        let body = stream::iter(vec![Ok::<_, String>(Bytes::copy_from_slice(&data))]);
         let dropped =
             tokio::time::timeout(Duration::from_millis(200), lease.append(body, 0, u64::MAX)).await;
         assert!(
@@ -1208,9 +1180,11 @@ async fn the_next_lease_waits_for_the_last_write_of_a_dropped_append() {
         .await
         .expect("the next lease is not stuck")
         .expect("lease task");
-    assert_eq!(
-        held,
-        data.len() as u64,
-        "the next lease counts the last write"
-    );
+    assert_eq!(held, data.len() as u64, "the next lease counts the write");
+    let mut lease = engine.lease(id).await.expect("lease");
+    lease
+        .append(stream::iter(frames(b"tail", 4)), 0, u64::MAX)
+        .await
+        .expect("append after the dropped one");
+    assert_eq!(lease.held(), data.len() as u64 + 4);
 }

@@ -153,15 +153,29 @@ soak = last_json("soak.txt")
 doc.append("## Link soak: 1 GiB through a link cut every 1–8 MiB")
 doc.append("")
 if soak:
-    doc.append("| dialect | seconds | cuts | re-sent bytes | re-sent share | sha256 equal |")
-    doc.append("|---|---|---|---|---|---|")
+    doc.append(
+        "| dialect | seconds | cuts | re-sent bytes | re-sent share "
+        "| lost per cut: read past the cut by the proxy | unread in the proxy's socket "
+        "| on the client's side | sha256 equal |"
+    )
+    doc.append("|---|---|---|---|---|---|---|---|---|")
+
+    def per_cut(run, key):
+        value = run.get(key)
+        return "" if value is None else f"{value / 1024 / max(run['cuts'], 1):.0f} KiB"
+
     for run in soak.get("runs", []):
         doc.append(
             f"| {run['dialect']} | {run['seconds']:.1f} | {run['cuts']} | {run['resent']} "
-            f"| {run['resent_share'] * 100:.2f}% | {run['sha256_equal']} |"
+            f"| {run['resent_share'] * 100:.2f}% | {per_cut(run, 'lost_read_past_cut')} "
+            f"| {per_cut(run, 'lost_unread_in_proxy')} | {per_cut(run, 'lost_client_side')} "
+            f"| {run['sha256_equal']} |"
         )
     doc.append("")
-    doc.append(f"Target re-sent < 1% met: {soak.get('targets_met')}.")
+    doc.append(
+        f"Target re-sent < 1% met: {soak.get('targets_met')}. The proxy's two shares "
+        "stand for the bytes in flight on the link when it dies (crates/testkit/src/proxy.rs)."
+    )
 doc.append("")
 doc.append(full("soak.txt"))
 

@@ -132,6 +132,8 @@ async fn main() -> anyhow::Result<()> {
             "status_p50_ms": ms(report.quantile(0.5)),
             "status_p99_ms": ms(report.quantile(0.99)),
             "status_max_ms": ms(report.status_latencies.last().copied()),
+            "server_status_p50_ms_at_most": ms(report.server_status.map(|s| s.p50)),
+            "server_status_p99_ms_at_most": ms(report.server_status.map(|s| s.p99)),
             "server_rss_max_kib": report.rss_max_kib,
             "server_vmhwm_kib": report.rss_peak_kib,
         })

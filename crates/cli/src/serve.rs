@@ -13,8 +13,8 @@ use tenax_core::{
 };
 use tenax_hooks::{Outbox, metric as hook_metric};
 use tenax_objstore::{MetaStore, ObjectStorage};
-use tenax_server::{Auth, MetricsRender};
-use tokio::net::TcpListener;
+use tenax_server::{Auth, MetricsRender, metric as server_metric};
+use tokio::net::{TcpListener, TcpSocket};
 use tracing_subscriber::EnvFilter;
 
 pub(crate) use crate::config::ServeArgs;
@@ -67,6 +67,33 @@ fn is_object_store(data: &std::path::Path) -> bool {
 const FSYNC_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
+
+/// Buckets of request latency: a status query answers in well under a
+/// millisecond on an idle server; a chunk upload takes as long as its body.
+const REQUEST_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Connections the kernel may hold for the accept loop (it caps this at
+/// `net.core.somaxconn`, 4096 by default). `TcpListener::bind`'s 1024
+/// overflowed when a thousand clients connected at once (`bench/load`):
+/// the kernel dropped their SYNs, and each waited a second or three for
+/// its retransmission.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `address` as `TcpListener::bind` does, with a deeper backlog.
+fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// How often the metrics recorder does its housekeeping.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -141,9 +168,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ));
         reload_on_hangup(credentials, Arc::clone(&server.auth), engine.clone());
     }
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     {
         let mut stdout = std::io::stdout().lock();
@@ -203,20 +228,31 @@ fn install_metrics() -> anyhow::Result<MetricsRender> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(metric::FSYNC_SECONDS.into()), &FSYNC_BUCKETS)
         .context("invalid metric buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full(server_metric::REQUEST_SECONDS.into()),
+            &REQUEST_BUCKETS,
+        )
+        .context("invalid metric buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     use metrics::Unit;
+    metrics::describe_histogram!(
+        server_metric::REQUEST_SECONDS,
+        Unit::Seconds,
+        "Seconds from a request's arrival to its answer, by dialect and method \
+         (for an upload, its body has been read and acknowledged by then)."
+    );
     metrics::describe_counter!(
-        "tenax_requests_total",
+        server_metric::REQUESTS,
         "HTTP requests answered, by dialect (seed, tus, ietf, download, other) and status."
     );
     metrics::describe_counter!(
-        "tenax_bytes_received_total",
+        server_metric::BYTES_RECEIVED,
         Unit::Bytes,
         "Upload body bytes received."
     );
     metrics::describe_counter!(
-        "tenax_bytes_served_total",
+        server_metric::BYTES_SERVED,
         Unit::Bytes,
         "Download body bytes served."
     );
@@ -254,7 +290,7 @@ fn install_metrics() -> anyhow::Result<MetricsRender> {
     for name in [metric::COMPLETED, metric::EXPIRED, metric::CANCELLED] {
         metrics::counter!(name).increment(0);
     }
-    for name in ["tenax_bytes_received_total", "tenax_bytes_served_total"] {
+    for name in [server_metric::BYTES_RECEIVED, server_metric::BYTES_SERVED] {
         metrics::counter!(name).increment(0);
     }
     metrics::gauge!(metric::ACTIVE).increment(0.0);

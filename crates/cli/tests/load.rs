@@ -35,4 +35,15 @@ async fn two_hundred_concurrent_uploads_with_status_queries() {
         "only {} status queries ran during the load",
         report.status_latencies.len()
     );
+    // The server timed every status query it answered.
+    let timed = report
+        .server_status
+        .expect("tenax_request_seconds has the HEADs");
+    assert!(
+        timed.count >= report.status_latencies.len() as u64,
+        "the server timed {} status queries, the client got {} answers",
+        timed.count,
+        report.status_latencies.len()
+    );
+    assert!(timed.p50 <= timed.p99);
 }

@@ -1565,7 +1565,8 @@ const IDLE_FLUSH: Duration = Duration::from_millis(100);
 static BODY_MEMORY: LazyLock<Arc<Semaphore>> =
     LazyLock::new(|| Arc::new(Semaphore::new(BODY_MEMORY_KIB as usize)));
 
-/// A share of [`BODY_MEMORY`], held by body bytes until they are written.
+/// A share of [`BODY_MEMORY`], held by body bytes until they are written
+/// and hashed.
 struct BodyMemory;
 
 impl BodyMemory {
@@ -1659,14 +1660,16 @@ impl Pipeline {
             return Err(StorageError::Io(std::io::Error::other("writer lost")));
         };
         let Batch { chunks, memory, .. } = batch;
-        let to_hash = chunks.clone();
+        let (to_hash, memory) = (chunks.clone(), memory.map(Arc::new));
+        let held = memory.clone();
         self.in_flight = Some(tokio::spawn(async move {
             let written = writer.write(chunks).await;
-            // The bytes are in storage: their share of the budget is free.
-            drop(memory);
+            // The bytes are in storage: their share of the budget is free
+            // once they are hashed too.
+            drop(held);
             (writer, written, None)
         }));
-        self.hash(to_hash).await;
+        self.hash(to_hash, memory).await;
         Ok(())
     }
 
@@ -1692,13 +1695,14 @@ impl Pipeline {
         if failure.is_some() {
             chunks.clear();
         }
-        let to_hash = chunks.clone();
+        let (to_hash, memory) = (chunks.clone(), memory.map(Arc::new));
+        let held = memory.clone();
         self.in_flight = Some(tokio::spawn(async move {
             let (written, synced) = writer.write_then_sync(chunks).await;
-            drop(memory);
+            drop(held);
             (writer, written, Some(synced))
         }));
-        self.hash(to_hash).await;
+        self.hash(to_hash, memory).await;
         let (writer, synced) = match self.join().await {
             None => {
                 let lost = || StorageError::Io(std::io::Error::other("write lost"));
@@ -1720,11 +1724,12 @@ impl Pipeline {
     }
 
     /// Hands `batch` to the hasher, after its write started: the write is
-    /// the first to take an idle blocking thread.
-    async fn hash(&mut self, batch: Vec<Bytes>) {
+    /// the first to take an idle blocking thread. Its share of the body
+    /// memory budget goes along: the bytes stay in memory until hashed.
+    async fn hash(&mut self, batch: Vec<Bytes>, memory: Option<Arc<OwnedSemaphorePermit>>) {
         if let Some(hasher) = &mut self.hasher
             && !batch.is_empty()
-            && !hasher.feed(batch).await
+            && !hasher.feed(batch, memory).await
         {
             self.hasher = None;
         }

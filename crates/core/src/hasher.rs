@@ -27,9 +27,18 @@ const SHARED_BACKLOG: usize = 32;
 static SHARED: LazyLock<Arc<Semaphore>> =
     LazyLock::new(|| Arc::new(Semaphore::new(SHARED_BACKLOG)));
 
+/// A batch on its way to be hashed: its bytes, its place in the shared
+/// backlog, and its share of the body memory budget (if any), given back
+/// once both its write and its hashing are done.
+type Queued = (
+    Vec<Bytes>,
+    OwnedSemaphorePermit,
+    Option<Arc<OwnedSemaphorePermit>>,
+);
+
 /// The running digests of one upload.
 pub(crate) struct Hasher {
-    feed: mpsc::Sender<(Vec<Bytes>, OwnedSemaphorePermit)>,
+    feed: mpsc::Sender<Queued>,
     task: JoinHandle<Option<Digests>>,
     /// Bytes handed over so far.
     fed: u64,
@@ -39,10 +48,10 @@ impl Hasher {
     /// Starts hashing after what `digests` already covers.
     pub(crate) fn start(digests: Digests) -> Self {
         let fed = digests.upto();
-        let (feed, mut batches) = mpsc::channel::<(Vec<Bytes>, OwnedSemaphorePermit)>(BACKLOG);
+        let (feed, mut batches) = mpsc::channel::<Queued>(BACKLOG);
         let task = tokio::spawn(async move {
             let mut digests = digests;
-            while let Some((batch, _permit)) = batches.recv().await {
+            while let Some((batch, _backlog, _memory)) = batches.recv().await {
                 digests = digests.update_concurrently(&batch).await.ok()?;
             }
             Some(digests)
@@ -55,14 +64,19 @@ impl Hasher {
         self.fed
     }
 
-    /// Hands over the next bytes of the upload; waits while the backlog is
-    /// full. False if the hashing task failed.
-    pub(crate) async fn feed(&mut self, batch: Vec<Bytes>) -> bool {
+    /// Hands over the next bytes of the upload, with their share of the
+    /// body memory budget; waits while the backlog is full. False if the
+    /// hashing task failed.
+    pub(crate) async fn feed(
+        &mut self,
+        batch: Vec<Bytes>,
+        memory: Option<Arc<OwnedSemaphorePermit>>,
+    ) -> bool {
         let len: u64 = batch.iter().map(|chunk| chunk.len() as u64).sum();
         let Ok(permit) = Arc::clone(&SHARED).acquire_owned().await else {
             return false;
         };
-        if self.feed.send((batch, permit)).await.is_err() {
+        if self.feed.send((batch, permit, memory)).await.is_err() {
             return false;
         }
         self.fed += len;

@@ -42,7 +42,7 @@ use crate::auth::Access;
 
 pub use accept::serve;
 pub use auth::{Auth, TokenGrant};
-pub use ops::MetricsRender;
+pub use ops::{MetricsRender, metric};
 pub use origin::TrustForwarded;
 pub use problem::Problem;
 pub use tls::{TlsConfig, TlsError};

@@ -15,13 +15,16 @@ use crate::AppState;
 use crate::uploads::Dialect;
 
 /// Names of the front-end's metrics.
-pub(crate) mod metric {
+pub mod metric {
     /// Counter: requests, by `dialect` and `status`.
-    pub(crate) const REQUESTS: &str = "tenax_requests_total";
+    pub const REQUESTS: &str = "tenax_requests_total";
     /// Counter: upload body bytes received.
-    pub(crate) const BYTES_RECEIVED: &str = "tenax_bytes_received_total";
+    pub const BYTES_RECEIVED: &str = "tenax_bytes_received_total";
     /// Counter: download body bytes served.
-    pub(crate) const BYTES_SERVED: &str = "tenax_bytes_served_total";
+    pub const BYTES_SERVED: &str = "tenax_bytes_served_total";
+    /// Histogram: seconds from a request's arrival to its answer's head,
+    /// by `dialect` and `method` (an upload's body is read by then).
+    pub const REQUEST_SECONDS: &str = "tenax_request_seconds";
 }
 
 /// How long a readiness answer is reused.
@@ -132,10 +135,15 @@ fn classify(method: &Method, path: &str, headers: &HeaderMap) -> (&'static str, 
     }
 }
 
-/// Counts every request by dialect and status, and the bytes of downloads.
+/// Counts every request by dialect and status, times it, and counts the
+/// bytes of downloads.
 pub(crate) async fn track(request: Request, next: Next) -> Response {
+    let started = Instant::now();
     let (dialect, download) = classify(request.method(), request.uri().path(), request.headers());
+    let method = method_label(request.method());
     let response = next.run(request).await;
+    metrics::histogram!(metric::REQUEST_SECONDS, "dialect" => dialect, "method" => method)
+        .record(started.elapsed().as_secs_f64());
     metrics::counter!(
         metric::REQUESTS,
         "dialect" => dialect,
@@ -154,6 +162,20 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
             frame
         }))
     })
+}
+
+/// The `method` label: the methods tenax answers, and `other`.
+fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Counts upload body bytes as they arrive.

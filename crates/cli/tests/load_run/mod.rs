@@ -64,6 +64,75 @@ pub(crate) struct LoadReport {
     pub(crate) rss_max_kib: Option<u64>,
     /// The server's `VmHWM` at the end, KiB.
     pub(crate) rss_peak_kib: Option<u64>,
+    /// The status queries as the server timed them (tenax's
+    /// `tenax_request_seconds` histogram, method `HEAD`): without the
+    /// client's own waits on the shared CPUs.
+    pub(crate) server_status: Option<ServerLatency>,
+}
+
+/// Quantiles read from a histogram of the server's: each is the upper bound
+/// of the bucket it falls in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServerLatency {
+    /// Observations.
+    pub(crate) count: u64,
+    /// The median is at most this.
+    pub(crate) p50: Duration,
+    /// The 99th percentile is at most this.
+    pub(crate) p99: Duration,
+}
+
+impl ServerLatency {
+    /// From Prometheus text: the `HEAD` buckets of `tenax_request_seconds`,
+    /// summed over dialects. `None` without any.
+    pub(crate) fn of_heads(metrics: &str) -> Option<ServerLatency> {
+        let mut buckets: Vec<(f64, u64)> = Vec::new();
+        for line in metrics.lines() {
+            let Some(labels) = line.strip_prefix("tenax_request_seconds_bucket{") else {
+                continue;
+            };
+            let Some((labels, count)) = labels.split_once("} ") else {
+                continue;
+            };
+            if !labels.split(',').any(|label| label == "method=\"HEAD\"") {
+                continue;
+            }
+            let le = labels
+                .split(',')
+                .find_map(|label| label.strip_prefix("le=\""))
+                .and_then(|le| le.strip_suffix('"'))
+                .and_then(|le| {
+                    if le == "+Inf" {
+                        Some(f64::INFINITY)
+                    } else {
+                        le.parse().ok()
+                    }
+                });
+            let (Some(le), Ok(count)) = (le, count.trim().parse::<u64>()) else {
+                continue;
+            };
+            match buckets.iter_mut().find(|(bound, _)| *bound == le) {
+                Some((_, sum)) => *sum += count,
+                None => buckets.push((le, count)),
+            }
+        }
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let count = buckets.last()?.1;
+        let quantile = |q: f64| {
+            let rank = (count as f64 * q).ceil() as u64;
+            buckets
+                .iter()
+                .find(|(_, cumulative)| *cumulative >= rank)
+                .map_or(Duration::MAX, |(le, _)| {
+                    Duration::try_from_secs_f64(*le).unwrap_or(Duration::MAX)
+                })
+        };
+        (count > 0).then(|| ServerLatency {
+            count,
+            p50: quantile(0.5),
+            p99: quantile(0.99),
+        })
+    }
 }
 
 impl LoadReport {
@@ -89,7 +158,14 @@ impl LoadReport {
             ms(self.status_latencies.last().copied()),
             self.rss_max_kib.map_or("?".into(), |k| k.to_string()),
             self.rss_peak_kib.map_or("?".into(), |k| k.to_string()),
-        )
+        ) + &self.server_status.map_or(String::new(), |server| {
+            format!(
+                "; as the server timed its {} status queries: p50 <= {:.2} ms, p99 <= {:.2} ms",
+                server.count,
+                server.p50.as_secs_f64() * 1e3,
+                server.p99.as_secs_f64() * 1e3,
+            )
+        })
     }
 }
 
@@ -244,6 +320,14 @@ pub(crate) async fn run(base: &str, config: &LoadConfig) -> LoadReport {
         let _ = sampler.await;
     }
     let errors = std::mem::take(&mut *errors.lock().expect("errors"));
+    let server_status = match client.get(format!("{base}/metrics")).send().await {
+        Ok(response) if response.status() == 200 => response
+            .text()
+            .await
+            .ok()
+            .and_then(|text| ServerLatency::of_heads(&text)),
+        _ => None,
+    };
     LoadReport {
         completed,
         bytes,
@@ -253,6 +337,7 @@ pub(crate) async fn run(base: &str, config: &LoadConfig) -> LoadReport {
         status_latencies,
         rss_max_kib: config.server_pid.map(|_| rss_max.load(Ordering::Relaxed)),
         rss_peak_kib: config.server_pid.and_then(|pid| status_kib(pid, "VmHWM")),
+        server_status,
     }
 }
 

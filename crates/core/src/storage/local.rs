@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use tenax_protocol::UploadId;
+use tokio::sync::Semaphore;
 use tokio::task::spawn_blocking;
 
 use super::{Append, ByteStream, Storage, StorageError, Stored};
@@ -34,6 +35,46 @@ pub struct LocalDisk {
     uploads: PathBuf,
     files: PathBuf,
     spaces: PathBuf,
+    writers: Writers,
+}
+
+/// Blocking jobs that write or sync, at most, at once. The disk goes no
+/// faster with more, and the blocking pool (512 threads) must keep threads
+/// for reads: with 1,000 uploads at once, a status query queued behind the
+/// pool's backlog of fsyncs for up to 3 s (`bench/load`).
+const WRITERS: usize = 64;
+
+/// The permits for [`WRITERS`], shared by a [`LocalDisk`] and its appends.
+#[derive(Debug, Clone)]
+struct Writers(Arc<Semaphore>);
+
+impl Writers {
+    /// Runs blocking work that writes or syncs, once a permit is free; the
+    /// permit goes with the work, so a dropped caller does not free it
+    /// before the work ends.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let permit = Arc::clone(&self.0)
+            .acquire_owned()
+            .await
+            .map_err(|closed| StorageError::Io(io::Error::other(closed)))?;
+        spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|join| StorageError::Io(io::Error::other(join)))
+    }
+
+    /// [`run`](Writers::run) for work that returns an `io::Result`.
+    async fn io<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        self.run(work).await?.map_err(StorageError::from)
+    }
 }
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -50,6 +91,7 @@ impl LocalDisk {
             uploads,
             files,
             spaces: root.join("spaces"),
+            writers: Writers(Arc::new(Semaphore::new(WRITERS))),
         })
     }
 
@@ -157,16 +199,19 @@ impl Storage for LocalDisk {
             self.record_path(record.id),
             to_json(record)?,
         );
-        blocking(move || {
-            File::create(&data)?.sync_all()?;
-            write_atomically(&path, &json)
-        })
-        .await
+        self.writers
+            .io(move || {
+                File::create(&data)?.sync_all()?;
+                write_atomically(&path, &json)
+            })
+            .await
     }
 
     async fn put_record(&self, record: &UploadRecord) -> Result<(), StorageError> {
         let (path, json) = (self.record_path(record.id), to_json(record)?);
-        blocking(move || write_atomically(&path, &json)).await
+        self.writers
+            .io(move || write_atomically(&path, &json))
+            .await
     }
 
     async fn load(&self, id: UploadId) -> Result<Stored, StorageError> {
@@ -190,12 +235,13 @@ impl Storage for LocalDisk {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        blocking(move || {
-            let written = fs::write(&path, b"ok");
-            let removed = fs::remove_file(&path);
-            written.and(removed)
-        })
-        .await
+        self.writers
+            .io(move || {
+                let written = fs::write(&path, b"ok");
+                let removed = fs::remove_file(&path);
+                written.and(removed)
+            })
+            .await
     }
 
     async fn list(&self) -> Result<Vec<UploadRecord>, StorageError> {
@@ -237,6 +283,7 @@ impl Storage for LocalDisk {
             file: Arc::new(file),
             position: offset,
             reserved: Some(offset),
+            writers: self.writers.clone(),
         }))
     }
 
@@ -257,55 +304,58 @@ impl Storage for LocalDisk {
         let temp = dir.join(format!(".{}.publish", record.id));
         let namespaced = !file.namespace.is_default();
         let spaces = self.spaces.clone();
-        blocking(move || {
-            if namespaced && !dir.exists() {
-                fs::create_dir_all(&dir)?;
-                sync_dir(&spaces)?;
-                if let Some(root) = spaces.parent() {
-                    sync_dir(root)?;
+        self.writers
+            .io(move || {
+                if namespaced && !dir.exists() {
+                    fs::create_dir_all(&dir)?;
+                    sync_dir(&spaces)?;
+                    if let Some(root) = spaces.parent() {
+                        sync_dir(root)?;
+                    }
                 }
-            }
-            // A second link to the upload's data, renamed over the name:
-            // `rename` replaces an older file of the same name atomically,
-            // so readers see the old file or the new one, whole; and the
-            // upload keeps its own bytes under its id whatever later
-            // uploads publish under the same name.
-            match fs::remove_file(&temp) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
-            }
-            fs::hard_link(data, &temp)?;
-            fs::rename(&temp, to)?;
-            sync_dir(&dir)
-        })
-        .await
+                // A second link to the upload's data, renamed over the name:
+                // `rename` replaces an older file of the same name atomically,
+                // so readers see the old file or the new one, whole; and the
+                // upload keeps its own bytes under its id whatever later
+                // uploads publish under the same name.
+                match fs::remove_file(&temp) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error),
+                }
+                fs::hard_link(data, &temp)?;
+                fs::rename(&temp, to)?;
+                sync_dir(&dir)
+            })
+            .await
     }
 
     async fn seal(&self, id: UploadId, _len: u64) -> Result<(), StorageError> {
         // Truncating to its own length releases what the appends reserved
         // past the end (ext4 frees preallocated blocks beyond EOF then).
         let data = self.data_path(id);
-        blocking(move || {
-            let file = OpenOptions::new().write(true).open(data)?;
-            file.set_len(file.metadata()?.len())
-        })
-        .await
+        self.writers
+            .io(move || {
+                let file = OpenOptions::new().write(true).open(data)?;
+                file.set_len(file.metadata()?.len())
+            })
+            .await
     }
 
     async fn truncate(&self, id: UploadId, len: u64) -> Result<(), StorageError> {
         let path = self.data_path(id);
-        blocking(move || {
-            let file = OpenOptions::new().write(true).open(path)?;
-            file.set_len(len)?;
-            file.sync_all()
-        })
-        .await
+        self.writers
+            .io(move || {
+                let file = OpenOptions::new().write(true).open(path)?;
+                file.set_len(len)?;
+                file.sync_all()
+            })
+            .await
     }
 
     async fn discard(&self, id: UploadId) -> Result<(), StorageError> {
         let data = self.data_path(id);
-        match blocking(move || fs::remove_file(data)).await {
+        match self.writers.io(move || fs::remove_file(data)).await {
             Ok(()) | Err(StorageError::NotFound) => Ok(()),
             Err(error) => Err(error),
         }
@@ -313,13 +363,13 @@ impl Storage for LocalDisk {
 
     async fn remove_record(&self, id: UploadId) -> Result<(), StorageError> {
         let (path, dir) = (self.record_path(id), self.uploads.clone());
-        blocking(move || remove_durably(&path, &dir)).await
+        self.writers.io(move || remove_durably(&path, &dir)).await
     }
 
     async fn unpublish(&self, file: &FileKey) -> Result<(), StorageError> {
         let dir = self.files_dir(file);
         let path = dir.join(file.name.as_str());
-        blocking(move || remove_durably(&path, &dir)).await
+        self.writers.io(move || remove_durably(&path, &dir)).await
     }
 }
 
@@ -335,6 +385,7 @@ struct LocalAppend {
     /// Bytes reserved with `fallocate` (beyond the file's length, which
     /// stays the bytes written); `None` where the file system cannot.
     reserved: Option<u64>,
+    writers: Writers,
 }
 
 /// `fdatasync`, timed; returns the durable length.
@@ -415,8 +466,10 @@ impl LocalAppend {
 impl Append for LocalAppend {
     async fn write(&mut self, chunks: Vec<Bytes>) -> Result<(), StorageError> {
         let (file, position, reserved) = (Arc::clone(&self.file), self.position, self.reserved);
-        let (position, reserved) =
-            blocking(move || LocalAppend::write_at(&file, position, reserved, &chunks)).await?;
+        let (position, reserved) = self
+            .writers
+            .io(move || LocalAppend::write_at(&file, position, reserved, &chunks))
+            .await?;
         self.position = position;
         self.reserved = reserved;
         Ok(())
@@ -424,7 +477,7 @@ impl Append for LocalAppend {
 
     async fn sync(&mut self) -> Result<u64, StorageError> {
         let file = Arc::clone(&self.file);
-        blocking(move || sync_data(&file)).await
+        self.writers.io(move || sync_data(&file)).await
     }
 
     async fn write_then_sync(
@@ -432,16 +485,18 @@ impl Append for LocalAppend {
         chunks: Vec<Bytes>,
     ) -> (Result<(), StorageError>, Result<u64, StorageError>) {
         let (file, position, reserved) = (Arc::clone(&self.file), self.position, self.reserved);
-        let outcome = spawn_blocking(move || {
-            let written = LocalAppend::write_at(&file, position, reserved, &chunks);
-            (written, sync_data(&file))
-        })
-        .await;
+        let outcome = self
+            .writers
+            .run(move || {
+                let written = LocalAppend::write_at(&file, position, reserved, &chunks);
+                (written, sync_data(&file))
+            })
+            .await;
         let (written, synced) = match outcome {
             Ok(outcome) => outcome,
-            Err(join) => {
-                let error = || StorageError::Io(io::Error::other(join.to_string()));
-                return (Err(error()), Err(error()));
+            Err(error) => {
+                let again = StorageError::Io(io::Error::other(error.to_string()));
+                return (Err(error), Err(again));
             }
         };
         let written = written.map(|(position, reserved)| {
@@ -452,5 +507,41 @@ impl Append for LocalAppend {
             written.map_err(StorageError::from),
             synced.map_err(StorageError::from),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_writer_permit_is_held_until_its_work_ends_even_if_the_caller_is_dropped() {
+        let writers = Writers(Arc::new(Semaphore::new(1)));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let caller = tokio::spawn({
+            let writers = writers.clone();
+            async move { writers.run(move || released.recv().is_ok()).await }
+        });
+        // The work holds the only permit, so a second job waits for it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        caller.abort();
+        let _ = caller.await;
+        let second = tokio::spawn({
+            let writers = writers.clone();
+            async move { writers.run(|| ()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !second.is_finished(),
+            "the dropped caller's permit was freed early"
+        );
+        release.send(()).expect("the work waits");
+        tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .expect("the permit comes back when the work ends")
+            .expect("task")
+            .expect("runs");
     }
 }

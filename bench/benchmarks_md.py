@@ -143,7 +143,9 @@ if load:
         f"{load['bytes'] / 1e6:.0f} MB in {load['seconds']:.1f} s; "
         f"{load['status_queries']} status queries (`HEAD`) during the load: "
         f"p50 {load['status_p50_ms'] or 0:.2f} ms, p99 {load['status_p99_ms'] or 0:.2f} ms, "
-        f"max {load['status_max_ms'] or 0:.0f} ms; server RSS peak "
+        f"max {load['status_max_ms'] or 0:.0f} ms; as the server timed them: "
+        f"p50 ≤ {load.get('server_status_p50_ms_at_most')} ms, "
+        f"p99 ≤ {load.get('server_status_p99_ms_at_most')} ms; server RSS peak "
         f"{mib((load.get('server_vmhwm_kib') or 0) * 1024)}."
     )
 doc.append("")

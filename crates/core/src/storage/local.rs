@@ -39,9 +39,9 @@ pub struct LocalDisk {
 }
 
 /// Blocking jobs that write or sync, at most, at once. The disk goes no
-/// faster with more, and the blocking pool (512 threads) must keep threads
-/// for reads: with 1,000 uploads at once, a status query queued behind the
-/// pool's backlog of fsyncs for up to 3 s (`bench/load`).
+/// faster with more, each runnable one takes CPU from the async threads
+/// that answer requests, and the blocking pool must keep threads for reads:
+/// 1,000 uploads at once filled all of its 512 (`bench/load`).
 const WRITERS: usize = 64;
 
 /// The permits for [`WRITERS`], shared by a [`LocalDisk`] and its appends.

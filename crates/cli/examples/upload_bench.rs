@@ -48,6 +48,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
+use tenax_protocol::{ContentRange, Total};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio_util::io::ReaderStream;
 
@@ -363,16 +364,17 @@ async fn sink_handle(
     let content_range = header("content-range");
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let first_byte = content_range.as_deref().and_then(|range| {
-        range
-            .strip_prefix("bytes ")?
-            .split_once('-')?
-            .0
-            .parse()
-            .ok()
-    });
-    let file = match (&durable, first_byte) {
-        (Some(dir), Some(first)) if method == hyper::Method::PUT => {
+    // "bytes A-B/N", with the server's own parser.
+    let span = match content_range.as_deref().map(ContentRange::parse) {
+        Some(Ok(ContentRange::Bytes {
+            first,
+            last,
+            total: Total::Known(total),
+        })) => Some((first, last, total)),
+        _ => None,
+    };
+    let file = match (&durable, span) {
+        (Some(dir), Some((first, _, _))) if method == hyper::Method::PUT => {
             let name = path.rsplit('/').next().unwrap_or_default();
             match std::fs::OpenOptions::new()
                 .create(true)
@@ -412,20 +414,10 @@ async fn sink_handle(
     if method != hyper::Method::PUT || !path.starts_with("/uploads/") {
         return Ok(sink_response(StatusCode::NOT_FOUND, "no such resource"));
     }
-    // "bytes A-B/N"
-    let parsed = content_range.as_deref().and_then(|range| {
-        let (span, total) = range.strip_prefix("bytes ")?.split_once('/')?;
-        let (first, last) = span.split_once('-')?;
-        Some((
-            first.parse::<u64>().ok()?,
-            last.parse::<u64>().ok()?,
-            total.parse::<u64>().ok()?,
-        ))
-    });
-    let Some((first, last, total)) = parsed else {
+    let Some((first, last, total)) = span else {
         return Ok(sink_response(StatusCode::BAD_REQUEST, "bad Content-Range"));
     };
-    if last < first || received != last - first + 1 {
+    if received != last - first + 1 {
         return Ok(sink_response(StatusCode::BAD_REQUEST, "length mismatch"));
     }
     if last + 1 == total {

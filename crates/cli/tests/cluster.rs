@@ -19,7 +19,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::{Client, Method};
-use support::http::{Resp, client, paced_request, path_of, send, tus_request as tus};
+use support::http::{
+    Resp, client, in_progress_uploads, paced_request, path_of, send, tus_request as tus,
+};
 use support::process::{json_line, text};
 use support::{BIN, MIB, random_bytes, sha256_hex};
 use tenax_testkit::{Balancer, Rng, TestServer};
@@ -961,17 +963,4 @@ async fn expiry_aborts_abandoned_uploads_of_every_node() {
         eprintln!("database {}", cluster.database);
     })
     .await;
-}
-
-/// The bucket's multipart uploads in progress, as S3's
-/// ListMultipartUploads names them (moto checks no signature).
-async fn in_progress_uploads(http: &Client, data_url: &str) -> String {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
-    let bucket = data_url
-        .strip_prefix("s3://")
-        .and_then(|rest| rest.split('/').next())
-        .expect("s3://BUCKET/...");
-    let listed = send(http.get(format!("{endpoint}/{bucket}?uploads"))).await;
-    assert_eq!(listed.status, 200, "{}", listed.describe());
-    String::from_utf8(listed.body).expect("XML")
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::Client;
-use support::http::{Resp, client, send, tus_request as tus};
+use support::http::{Resp, client, in_progress_uploads, send, tus_request as tus};
 use support::{BIN, MIB, random_bytes};
 use tenax_testkit::{Rng, TestServer};
 
@@ -279,19 +279,6 @@ async fn expire(data_url: String) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// The bucket's multipart uploads in progress, as S3's
-/// ListMultipartUploads names them (moto checks no signature).
-async fn in_progress_uploads(http: &Client, data_url: &str) -> String {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
-    let bucket = data_url
-        .strip_prefix("s3://")
-        .and_then(|rest| rest.split('/').next())
-        .expect("s3://BUCKET/...");
-    let listed = send(http.get(format!("{endpoint}/{bucket}?uploads"))).await;
-    assert_eq!(listed.status, 200, "{}", listed.describe());
-    String::from_utf8(listed.body).expect("XML")
 }
 
 /// A tus chunk larger than a part whose checksum does not match: the

@@ -58,9 +58,8 @@ impl Digests {
     /// wake would cost more than it saves.
     pub(crate) async fn update_concurrently(
         mut self,
-        batch: &[Bytes],
+        batch: Vec<Bytes>,
     ) -> Result<Digests, tokio::task::JoinError> {
-        let batch = batch.to_vec();
         let Some(mut md5) = self.md5.take() else {
             return on_a_core(move || {
                 batch.iter().for_each(|chunk| self.update(chunk));
@@ -146,7 +145,7 @@ mod tests {
         let mut without_md5 = Digests::new(false);
         without_md5.update(data);
         let split = Digests::new(false)
-            .update_concurrently(&halves)
+            .update_concurrently(halves.to_vec())
             .await
             .expect("hashing thread");
         assert_eq!(split.upto(), data.len() as u64);
@@ -156,7 +155,7 @@ mod tests {
         let mut whole = Digests::new(true);
         whole.update(data);
         let split = Digests::new(true)
-            .update_concurrently(&halves)
+            .update_concurrently(halves.to_vec())
             .await
             .expect("hashing threads");
         assert_eq!(split.upto(), data.len() as u64);

@@ -52,7 +52,7 @@ impl Hasher {
         let task = tokio::spawn(async move {
             let mut digests = digests;
             while let Some((batch, _backlog, _memory)) = batches.recv().await {
-                digests = digests.update_concurrently(&batch).await.ok()?;
+                digests = digests.update_concurrently(batch).await.ok()?;
             }
             Some(digests)
         });

@@ -84,7 +84,8 @@ pub(crate) struct ServerLatency {
 
 impl ServerLatency {
     /// From Prometheus text: the `HEAD` buckets of `tenax_request_seconds`,
-    /// summed over dialects. `None` without any.
+    /// summed over dialects (every series of one histogram has the same
+    /// bounds). `None` without any.
     pub(crate) fn of_heads(metrics: &str) -> Option<ServerLatency> {
         let mut buckets: Vec<(f64, u64)> = Vec::new();
         for line in metrics.lines() {
@@ -445,4 +446,37 @@ async fn upload(
         return Err(format!("sha256 {} != {expected}", json["sha256"]));
     }
     Ok((location, expected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_latency_reads_only_well_formed_head_buckets() {
+        let text = "\
+# TYPE tenax_request_seconds histogram
+tenax_request_seconds_bucket{dialect=\"tus\",method=\"HEAD\",le=\"0.001\"} 90
+tenax_request_seconds_bucket{dialect=\"tus\",method=\"HEAD\",le=\"0.01\"} 99
+tenax_request_seconds_bucket{dialect=\"tus\",method=\"HEAD\",le=\"+Inf\"} 100
+tenax_request_seconds_bucket{dialect=\"ietf\",method=\"HEAD\",le=\"0.001\"} 10
+tenax_request_seconds_bucket{dialect=\"ietf\",method=\"HEAD\",le=\"0.01\"} 10
+tenax_request_seconds_bucket{dialect=\"ietf\",method=\"HEAD\",le=\"+Inf\"} 10
+tenax_request_seconds_bucket{dialect=\"tus\",method=\"PATCH\",le=\"0.001\"} 5000
+tenax_request_seconds_bucket{dialect=\"tus\",method=\"HEAD\",le=\"oops\"} 7
+tenax_request_seconds_bucket{dialect=\"tus\",method=\"HEAD\",le=\"0.5\"} many
+tenax_request_seconds_bucket{method=\"HEAD\" 3
+tenax_request_seconds_bucket{dialect=\"tus\",method=\"HEADER\",le=\"0.001\"} 9
+tenax_request_seconds_sum{dialect=\"tus\",method=\"HEAD\"} 0.05
+";
+        let latency = ServerLatency::of_heads(text).expect("HEAD buckets");
+        // 110 HEADs over two dialects (every series has the same buckets):
+        // 100 within 1 ms; the 99th percentile (rank 109) within 10 ms.
+        assert_eq!(latency.count, 110);
+        assert_eq!(latency.p50, Duration::from_millis(1));
+        assert_eq!(latency.p99, Duration::from_millis(10));
+        for garbage in ["", "tenax_request_seconds_bucket{", "{}", "\u{0}\u{ff}"] {
+            assert!(ServerLatency::of_heads(garbage).is_none(), "{garbage:?}");
+        }
+    }
 }

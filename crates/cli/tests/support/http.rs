@@ -146,6 +146,19 @@ pub(crate) async fn tus_request(
     send(request).await
 }
 
+/// The bucket's multipart uploads in progress, as S3's
+/// ListMultipartUploads names them (moto checks no signature).
+pub(crate) async fn in_progress_uploads(http: &Client, data_url: &str) -> String {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+    let bucket = data_url
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split('/').next())
+        .expect("s3://BUCKET/...");
+    let listed = send(http.get(format!("{endpoint}/{bucket}?uploads"))).await;
+    assert_eq!(listed.status, 200, "{}", listed.describe());
+    String::from_utf8(listed.body).expect("XML")
+}
+
 /// `GET /files/NAME`, which must answer 200 with the whole file.
 pub(crate) async fn download(server: &TestServer, name: &str) -> Vec<u8> {
     let resp = send(client().get(server.url(&format!("/files/{name}")))).await;

@@ -518,7 +518,8 @@ mod tests {
 
     proptest! {
         /// Whatever the table says, the offset never moves backwards, never
-        /// runs past the total, and a gap or error changes nothing.
+        /// runs past the total, and a gap or error changes nothing: neither
+        /// carries a write, and each is raised only for the conflict it names.
         #[test]
         fn offsets_only_grow_within_the_total(state in state(), request in request()) {
             match decide(state, request) {
@@ -542,7 +543,43 @@ mod tests {
                 }
                 Ok(SeedAction::Finalize { total }) => prop_assert_eq!(total, state.held),
                 Ok(SeedAction::Report { total: Some(total) }) => prop_assert!(total >= state.held),
-                Ok(_) | Err(_) => {}
+                // Reporting without a total leaves the upload's unknown one alone.
+                Ok(SeedAction::Report { total: None }) => prop_assert_eq!(state.total, None),
+                Ok(SeedAction::ReplayFinal) => {
+                    return Err(TestCaseError::fail("an active upload replayed a final answer"));
+                }
+                // A gap writes nothing and is only ever a chunk starting past
+                // the held bytes that would otherwise fit the total.
+                Ok(SeedAction::Gap) => {
+                    let SeedRequest::Chunk { first, last, .. } = request else {
+                        return Err(TestCaseError::fail("a gap without a chunk"));
+                    };
+                    prop_assert!(first > state.held);
+                    if let Some(known) = state.total {
+                        prop_assert!(last < known);
+                    }
+                }
+                // An error writes nothing, and each names a real conflict.
+                Err(error) => match error {
+                    SeedError::TotalChanged { declared, known } => {
+                        prop_assert_eq!(state.total, Some(known));
+                        prop_assert_ne!(declared, known);
+                    }
+                    SeedError::TotalBelowHeld { declared, held } => {
+                        prop_assert_eq!(held, state.held);
+                        prop_assert!(declared < held);
+                    }
+                    SeedError::PastTotal { last, total } => prop_assert!(last >= total),
+                    SeedError::WholeAfterStart => {
+                        prop_assert!(matches!(request, SeedRequest::Whole { .. }));
+                        prop_assert!(state.held > 0);
+                    }
+                    other => {
+                        return Err(TestCaseError::fail(format!(
+                            "decide raised a framing error: {other}"
+                        )));
+                    }
+                },
             }
         }
     }

@@ -1243,3 +1243,78 @@ async fn the_next_lease_waits_for_a_dropped_write(
         .expect("append after the dropped one");
     assert_eq!(lease.held(), data.len() as u64 + 4);
 }
+
+#[tokio::test]
+async fn progress_reports_durable_offsets_while_the_body_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let data = pattern(5 << 20);
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    let path = dir.path().join("uploads").join(format!("{id}.bin"));
+    let mut lease = engine.lease(id).await.expect("lease");
+    let mut reported = Vec::new();
+    let mut report = |held: u64| {
+        // Reported bytes are on disk already.
+        let on_disk = std::fs::metadata(&path).expect("data file").len();
+        reported.push((held, on_disk));
+    };
+    let options = AppendOptions::default().progress(Duration::ZERO, &mut report);
+    let outcome = lease
+        .append(stream::iter(frames(&data, 256 << 10)), options)
+        .await
+        .expect("append");
+    assert_eq!(outcome.written, data.len() as u64);
+    assert!(reported.len() >= 3, "{reported:?}");
+    for pair in reported.windows(2) {
+        assert!(pair[0].0 < pair[1].0, "{reported:?}");
+    }
+    for &(held, on_disk) in &reported {
+        assert!(held <= on_disk && held < data.len() as u64, "{reported:?}");
+    }
+
+    // A checked chunk reports nothing: its bytes are not accepted yet.
+    let more = pattern(3 << 20);
+    let mut checked_reports = 0;
+    let mut count = |_: u64| checked_reports += 1;
+    let check = Box::new(ByteSum {
+        sum: 0,
+        expected: byte_sum(&more),
+    });
+    let options = AppendOptions::default()
+        .check(check)
+        .progress(Duration::ZERO, &mut count);
+    let outcome = lease
+        .append(stream::iter(frames(&more, 256 << 10)), options)
+        .await
+        .expect("checked append");
+    assert_eq!(outcome.written, more.len() as u64);
+    assert_eq!(checked_reports, 0);
+    assert_eq!(lease.held(), (data.len() + more.len()) as u64);
+}
+
+#[tokio::test]
+async fn a_tiny_body_memory_budget_still_takes_every_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(
+        Arc::new(LocalDisk::open(dir.path()).expect("data dir")),
+        EngineConfig {
+            body_memory: 1,
+            ..EngineConfig::default()
+        },
+    )
+    .await
+    .expect("engine");
+    let data = pattern(3 << 20);
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    let mut lease = engine.lease(id).await.expect("lease");
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        lease.append(stream::iter(frames(&data, 64 << 10)), AppendOptions::default()),
+    )
+    .await
+    .expect("the append finished")
+    .expect("append");
+    assert_eq!(outcome.written, data.len() as u64);
+    let info = lease.finalize().await.expect("finalize");
+    assert_eq!(info.sha256, hex_sha256(&data));
+}

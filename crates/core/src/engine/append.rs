@@ -486,10 +486,10 @@ impl Lease {
         if !intake.submit(pipeline).await {
             return Ok(false);
         }
-        // Neither is made for a checked chunk: its bytes are not accepted yet.
+        // No progress is announced for a checked chunk (nor reported:
+        // `append` gives it none): its bytes are not accepted yet.
         let staged = self.loaded.record.staged_from.is_some();
         if let Some(progress) = progress
-            && !staged
             && intake.last_report.elapsed() >= progress.every
         {
             intake.last_report = Instant::now();

@@ -53,12 +53,39 @@ pub(crate) fn decode_record(what: &str, bytes: &[u8]) -> io::Result<UploadRecord
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DigestSet;
 
     #[test]
     fn published_files_of_a_namespace_have_their_own_directory() {
         assert_eq!(published_dir(&Namespace::default()), vec!["files"]);
         let team = Namespace::new("team").expect("a valid namespace");
         assert_eq!(published_dir(&team), vec!["spaces", "team"]);
+    }
+
+    #[test]
+    fn the_digest_set_is_stored_as_the_md5_flag_of_older_records() {
+        let record = UploadRecord {
+            id: tenax_protocol::UploadId::from_bytes([1; 16]),
+            namespace: Namespace::default(),
+            name: None,
+            total: Some(5),
+            content_type: None,
+            metadata: Default::default(),
+            concat: None,
+            staged_from: None,
+            digests: DigestSet::NONE,
+            created_at: 1,
+            updated_at: 2,
+            status: crate::Status::Active,
+        };
+        let json = record_json(&record).expect("encode");
+        assert!(json.contains("\"md5\": false"), "{json}");
+        assert_eq!(parse_record("r", json.as_bytes()).expect("decode"), record);
+        // A record written before the field existed computed an MD5.
+        let older = json.replace("\"md5\": false,", "");
+        assert_ne!(older, json);
+        let parsed = parse_record("r", older.as_bytes()).expect("decode");
+        assert_eq!(parsed.digests, DigestSet::MD5);
     }
 
     #[test]

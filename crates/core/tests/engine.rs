@@ -1309,7 +1309,10 @@ async fn a_tiny_body_memory_budget_still_takes_every_byte() {
     let mut lease = engine.lease(id).await.expect("lease");
     let outcome = tokio::time::timeout(
         Duration::from_secs(60),
-        lease.append(stream::iter(frames(&data, 64 << 10)), AppendOptions::default()),
+        lease.append(
+            stream::iter(frames(&data, 64 << 10)),
+            AppendOptions::default(),
+        ),
     )
     .await
     .expect("the append finished")

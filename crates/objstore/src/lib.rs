@@ -26,7 +26,8 @@
 //! The parts of an unfinished multipart upload cannot be read back, so an
 //! upload in progress is readable only from the end of its last part (the
 //! tail objects); other ranges answer [`StorageError::NotReadable`]. At
-//! finalisation the engine calls [`Storage::seal`]: the tail becomes the last
+//! finalisation the engine calls
+//! [`Storage::seal`](tenax_core::Storage::seal): the tail becomes the last
 //! part, the multipart upload is completed into `data`, and `state.json`
 //! says "sealed". A truncate into the parts, or an append after a seal,
 //! rebuilds a fresh multipart upload from `data` (rare: a checksum mismatch

@@ -134,7 +134,7 @@ impl ObjectStorage {
     }
 
     /// Sets the multipart part size. S3 wants at least
-    /// [`S3_MIN_PART_SIZE`]; the in-memory store accepts any, which lets
+    /// [`S3_MIN_PART_SIZE`](crate::S3_MIN_PART_SIZE); the in-memory store accepts any, which lets
     /// tests cross part boundaries with little data.
     pub fn with_part_size(mut self, bytes: usize) -> Result<Self, ConfigError> {
         if bytes == 0 {

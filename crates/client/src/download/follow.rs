@@ -43,7 +43,7 @@ impl Job<'_> {
                 .tally
                 .send_watched(&self.dl.policy, request.send(), &AtomicU64::new(0))
                 .await;
-            match outcome {
+            let failure = match outcome {
                 Ok(response) if matches!(response.status().as_u16(), 200 | 206) => {
                     let total = match answer_of(response.status().as_u16(), response.headers()) {
                         Ok(Answer::Partial { total, .. }) => total,
@@ -60,30 +60,25 @@ impl Job<'_> {
                         self.learn(response.headers(), Some(length));
                         return Ok(());
                     }
+                    None
                 }
-                Ok(response) if matches!(response.status().as_u16(), 409 | 416) => {}
+                Ok(response) if matches!(response.status().as_u16(), 409 | 416) => None,
                 Ok(response) => match net::failure_of(&self.dl.policy, response).await {
                     Failure::Gone { status, detail } => {
                         return Err(Error::Rejected { status, detail });
                     }
-                    failure => {
-                        self.failed(&mut retry, failure)
-                            .await
-                            .map_err(|stop| match stop {
-                                Stop::Error(error) => error,
-                                Stop::Restart { reason, .. } => Error::Protocol(reason),
-                            })?
-                    }
+                    failure => Some(failure),
                 },
                 Err(Failure::Fatal(error)) => return Err(error),
-                Err(failure) => {
-                    self.failed(&mut retry, failure)
-                        .await
-                        .map_err(|stop| match stop {
-                            Stop::Error(error) => error,
-                            Stop::Restart { reason, .. } => Error::Protocol(reason),
-                        })?
-                }
+                Err(failure) => Some(failure),
+            };
+            if let Some(failure) = failure {
+                self.failed(&mut retry, failure)
+                    .await
+                    .map_err(|stop| match stop {
+                        Stop::Error(error) => error,
+                        Stop::Restart { reason, .. } => Error::Protocol(reason),
+                    })?;
             }
             let after = polls.next().unwrap_or(self.dl.poll_max);
             if self.tally.past_deadline(after) {

@@ -15,12 +15,14 @@
 //! * [`range`]: range downloads: `Range`, the preconditions and `If-Range`
 //!   (§4).
 //! * [`forwarded`]: `Forwarded` and `X-Forwarded-*`, read behind a proxy.
+//! * [`repr_digest`]: `Repr-Digest` / `Content-Digest` SHA-256 members.
 
 pub mod content_range;
 pub mod forwarded;
 pub mod name;
 pub mod number;
 pub mod range;
+pub mod repr_digest;
 pub mod rufh;
 pub mod seed;
 pub mod signed;

@@ -72,6 +72,11 @@ impl ByteRange {
     }
 }
 
+/// `bytes */LEN`: the `Content-Range` of a 416, naming the complete length.
+pub fn unsatisfied_content_range(complete_len: u64) -> String {
+    format!("bytes */{complete_len}")
+}
+
 /// A decimal numeral of a range spec: its value, or "too large for `u64`"
 /// (keeping the digits, leading zeros stripped, to compare two of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -852,6 +857,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn unsatisfied_content_range_reads_back_as_the_length(len in any::<u64>()) {
+            let text = unsatisfied_content_range(len);
+            prop_assert_eq!(
+                crate::ContentRange::parse(&text),
+                Ok(crate::ContentRange::Query { total: crate::Total::Known(len) })
+            );
+        }
+
         /// Every resolved range lies within the representation, in request
         /// order, and each corresponds to a spec that is satisfiable.
         #[test]

@@ -224,7 +224,10 @@ mod tests {
                 .map(|name| name.as_str().to_owned())
         };
         // "report.pdf", "a/b" and "\xff" in base64.
-        assert_eq!(name("filename cmVwb3J0LnBkZg=="), Some("report.pdf".to_owned()));
+        assert_eq!(
+            name("filename cmVwb3J0LnBkZg=="),
+            Some("report.pdf".to_owned())
+        );
         assert_eq!(name("filename YS9i"), None, "a path is not a file name");
         assert_eq!(name("filename /w=="), None, "not UTF-8");
         assert_eq!(name("filename"), None, "no value");
@@ -237,7 +240,11 @@ mod tests {
         let of = |header: &str| metadata_content_type(&parse_metadata(header).expect("valid"));
         assert_eq!(of("type Yy9k,filetype YS9i"), Some("a/b".to_owned()));
         assert_eq!(of("contentType Yy9k"), Some("c/d".to_owned()));
-        assert_eq!(of("filetype /w==,type Yy9k"), None, "the first present key decides");
+        assert_eq!(
+            of("filetype /w==,type Yy9k"),
+            None,
+            "the first present key decides"
+        );
         assert_eq!(of("filename Yy9k"), None);
     }
 

@@ -21,7 +21,7 @@ use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use tenax_core::{FinalInfo, Snapshot, Storage, UploadRecord};
 use tenax_protocol::range::{
     ByteRange, Conditions, Decision, RangeOutcome, Representation, available_ranges, decide,
-    format_date,
+    format_date, unsatisfied_content_range,
 };
 
 use crate::common::no_store;
@@ -89,7 +89,11 @@ pub(crate) async fn serve_complete(
             .into_response();
             let headers = response.headers_mut();
             headers.extend(validators);
-            insert(headers, header::CONTENT_RANGE, &format!("bytes */{len}"));
+            insert(
+                headers,
+                header::CONTENT_RANGE,
+                &unsatisfied_content_range(len),
+            );
             return Ok(response);
         }
         Decision::Full => {
@@ -173,7 +177,7 @@ pub(crate) async fn serve_in_progress(
             .with("offset", held)
             .with_header(header::CACHE_CONTROL, no_store());
             if let Some(total) = total
-                && let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}"))
+                && let Ok(value) = HeaderValue::from_str(&unsatisfied_content_range(total))
             {
                 problem = problem.with_header(header::CONTENT_RANGE, value);
             }

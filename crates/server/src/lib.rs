@@ -1,51 +1,69 @@
 //! The HTTP front-end of tenax.
 //!
-//! [`router`] maps the URL space onto the dialect adapters; each adapter
-//! reads its dialect's headers with `tenax-protocol`, drives the upload
-//! [`Engine`] and writes the answer. [`serve`] is the accept loop: ours, not
-//! `axum::serve`, so that header-read timeouts and graceful shutdown are
-//! under our control.
+//! # The path of a request
 //!
-//! Rule of this crate: the code that consumes an upload body runs in a task
-//! of its own (see [`body::detached`]). hyper drops an HTTP/2 handler future
-//! as soon as the client resets the stream, and the bytes already written
-//! must still be committed.
+//! 1. **Accept** (`conn/accept.rs`, [`serve`]): our accept loop, not
+//!    `axum::serve`, so that header-read timeouts, the connection limit and
+//!    graceful shutdown are under our control. It speaks TLS
+//!    (`conn/tls.rs`), records the peer for `conn/origin.rs` (which builds
+//!    the public URLs, behind a proxy too) and wraps the socket so that a
+//!    handler can send interim 1xx answers (`conn/interim.rs`).
+//! 2. **Router** ([`router`], here): CORS (`cors.rs`) and request metrics
+//!    (`ops.rs`) around everything; the tus method override; credentials
+//!    (`auth.rs`) and the completion hook's answer slot (`hooks.rs`) in front
+//!    of the routes. Downloads go to `files.rs`/`download.rs`, the browser
+//!    page to `page.rs`, health and metrics to `ops.rs`.
+//! 3. **Dialect** (`dialect.rs`): on the upload resource the request's
+//!    headers alone name its dialect; `dialects/mod.rs` hands it to that
+//!    adapter, and `ops.rs` labels its metrics with the same answer.
+//! 4. **Adapter** (`dialects/seed.rs`, `dialects/tus.rs`,
+//!    `dialects/rufh.rs`): reads its dialect's headers with
+//!    `tenax-protocol`, leases the upload, and decides where the body goes.
+//!    It runs in a task of its own (`body.rs`, `detached`): hyper drops an
+//!    HTTP/2 handler future as soon as the client resets the stream, and
+//!    the bytes already written must still be committed.
+//! 5. **Shared append path** (`append.rs`): the offset check, the engine
+//!    append (body paced and timed out by `body.rs`, checksums by
+//!    `checksum.rs`), the finalisation once the upload is whole, and what
+//!    the adapter words its answer from. Errors become RFC 9457 problems
+//!    (`problem.rs`).
+//! 6. **Engine** (`tenax-core`): `Lease` appends, fsyncs, and finalises.
+//!
+//! Modules import downwards only: `dialect.rs`, `problem.rs`, `hooks.rs`,
+//! `common.rs` and `conn/tls.rs` import nothing of the crate; no adapter
+//! imports another or the dispatcher in `dialects/mod.rs`.
 
-mod accept;
+mod append;
 mod auth;
 mod body;
 mod checksum;
 mod common;
+mod conn;
 mod cors;
+mod dialect;
+mod dialects;
 mod download;
 mod files;
 mod hooks;
-mod interim;
 mod ops;
-mod origin;
 mod page;
 mod problem;
-mod rufh;
-mod seed;
-mod tls;
-mod tus;
-mod uploads;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post, put};
-use tenax_core::{CompletionAnswer, Engine, FinalInfo, Lease};
+use tenax_core::{CompletionAnswer, Engine};
 
 use crate::auth::Access;
 
-pub use accept::serve;
 pub use auth::{Auth, TokenGrant};
+pub use conn::accept::serve;
+pub use conn::origin::TrustForwarded;
+pub use conn::tls::{TlsConfig, TlsError};
 pub use ops::{MetricsRender, metric};
-pub use origin::TrustForwarded;
 pub use problem::Problem;
-pub use tls::{TlsConfig, TlsError};
 
 /// Front-end settings.
 #[derive(Debug, Clone)]
@@ -148,23 +166,6 @@ impl AppState {
             _ => Ok(()),
         }
     }
-
-    /// Finalises an upload, once the request's credential has been checked
-    /// again: it may have been revoked or expired while the body arrived.
-    pub(crate) async fn finalize(
-        &self,
-        access: &Access,
-        lease: &mut Lease,
-    ) -> Result<FinalInfo, Problem> {
-        access.recheck(&self.config.auth)?;
-        let info = lease.finalize().await?;
-        if let Some(hooks) = &self.config.completion_answer
-            && let Some(answer) = hooks.answer(lease.id()).await
-        {
-            access.hook_answer.set(answer);
-        }
-        Ok(info)
-    }
 }
 
 /// The application: every route of every dialect.
@@ -177,20 +178,23 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
     let routes = Router::new()
         .route(
             "/api/upload",
-            put(seed::put_by_name)
-                .post(seed::initiate)
-                .delete(seed::cancel_by_name),
+            put(dialects::seed::put_by_name)
+                .post(dialects::seed::initiate)
+                .delete(dialects::seed::cancel_by_name),
         )
-        .route("/uploads", post(uploads::create).options(uploads::options))
+        .route(
+            "/uploads",
+            post(dialects::create).options(dialects::options),
+        )
         .route(
             "/uploads/{id}",
-            put(seed::put_by_id)
+            put(dialects::seed::put_by_id)
                 .get(files::get_upload)
-                .post(seed::put_by_id)
-                .patch(uploads::patch)
-                .head(uploads::head)
-                .delete(uploads::delete)
-                .options(uploads::options),
+                .post(dialects::seed::put_by_id)
+                .patch(dialects::patch)
+                .head(dialects::head)
+                .delete(dialects::delete)
+                .options(dialects::options),
         )
         .route("/files/{name}", get(files::get_file))
         .route("/", get(page::index))
@@ -216,11 +220,12 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        .layer(axum::middleware::from_fn(hooks::carry_answer))
         .with_state(state);
     // The method override runs before routing, so the outer router only
     // rewrites the request and hands it on.
     let app = Router::new()
         .fallback_service(routes)
-        .layer(axum::middleware::map_request(uploads::override_method));
+        .layer(axum::middleware::map_request(dialects::override_method));
     cors::wrap(app).layer(axum::middleware::from_fn(ops::track))
 }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 
 use crate::AppState;
-use crate::uploads::Dialect;
+use crate::dialect::Dialect;
 
 /// Names of the front-end's metrics.
 pub mod metric {
@@ -123,13 +123,7 @@ fn classify(method: &Method, path: &str, headers: &HeaderMap) -> (&'static str, 
         if download {
             return ("download", true);
         }
-        match Dialect::of(headers) {
-            Dialect::Tus => ("tus", false),
-            Dialect::Rufh => ("ietf", false),
-            Dialect::Seed if *method == Method::PATCH || *method == Method::HEAD => ("ietf", false),
-            Dialect::Seed if *method == Method::OPTIONS => ("other", false),
-            Dialect::Seed => ("seed", false),
-        }
+        (Dialect::of(headers).label(method), false)
     } else {
         ("other", false)
     }

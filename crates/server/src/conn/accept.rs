@@ -31,8 +31,8 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
 use crate::ServerConfig;
-use crate::interim::{self, Interim};
-use crate::origin::Peer;
+use crate::conn::interim::{self, Interim};
+use crate::conn::origin::Peer;
 
 /// What every connection of one server shares.
 struct Settings {

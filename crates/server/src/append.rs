@@ -18,12 +18,12 @@ use axum::http::request::Parts;
 use tenax_core::{FinalInfo, Interruption, Lease};
 use tenax_protocol::tus::Checksum;
 
-use crate::AppState;
 use crate::auth::Access;
 use crate::body::data_stream;
 use crate::checksum::{HeaderChecksum, TrailerChecksum};
 use crate::hooks::HookAnswer;
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// The request that writes an upload: its credential, checked again before
 /// a finalisation, and where the completion hook's answer goes (both

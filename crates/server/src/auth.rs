@@ -19,10 +19,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
+use tenax_core::Engine;
 use tenax_protocol::signed::{Grant, Scope, SignedUrlError, SigningKey};
 use tenax_protocol::{FileName, Namespace, UploadId};
 
-use crate::AppState;
 use crate::problem::Problem;
 
 /// What a bearer token grants.
@@ -325,9 +325,19 @@ impl Target {
     }
 }
 
+/// What the middleware needs: the credentials, and the engine to tell
+/// whose an upload is.
+#[derive(Debug, Clone)]
+pub(crate) struct Gate {
+    /// The server's credentials.
+    pub(crate) auth: Arc<Auth>,
+    /// The upload engine.
+    pub(crate) engine: Engine,
+}
+
 /// The middleware: see the module documentation.
 pub(crate) async fn authenticate(
-    State(state): State<AppState>,
+    State(state): State<Gate>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -335,7 +345,7 @@ pub(crate) async fn authenticate(
     if matches!(target, Target::Public) {
         return next.run(request).await;
     }
-    let auth = &state.config.auth;
+    let auth = &state.auth;
     let access = match auth.access(request.headers(), request.uri().query()) {
         Ok(access) => access,
         Err(problem) => return problem.into_response(),

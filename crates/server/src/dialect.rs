@@ -1,6 +1,6 @@
 //! Which dialect a request speaks, told by its headers alone (PROTOCOLS §0,
-//! "Routing"). The router ([`crate::dialects`]) and the request metrics
-//! ([`crate::ops`]) both ask here, so the two can never disagree.
+//! "Routing"). The router (`dialects/mod.rs`) and the request metrics
+//! (`ops.rs`) both ask here, so the two can never disagree.
 //!
 //! A leaf: this module imports nothing of the crate.
 

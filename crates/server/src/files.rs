@@ -9,11 +9,11 @@ use axum::response::Response;
 use tenax_core::{FileKey, Status};
 use tenax_protocol::FileName;
 
-use crate::AppState;
 use crate::auth::Access;
 use crate::common::upload_id;
 use crate::download::{serve_complete, serve_in_progress};
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// Serves a published file: the bytes of the upload last completed under
 /// that name.

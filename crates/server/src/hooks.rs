@@ -6,7 +6,7 @@
 //!
 //! The answer has a place of its own: [`carry_answer`] gives every request
 //! an empty [`HookAnswer`] (a request extension), the finalisation
-//! (`crate::append::finalize`) fills it in, and [`carry_answer`] moves it
+//! (`finalize` in `append.rs`) fills it in, and [`carry_answer`] moves it
 //! into the response's header.
 
 use std::sync::{Arc, Mutex, PoisonError};

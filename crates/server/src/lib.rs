@@ -29,15 +29,19 @@
 //!    (`problem.rs`).
 //! 6. **Engine** (`tenax-core`): `Lease` appends, fsyncs, and finalises.
 //!
-//! Modules import downwards only: `dialect.rs`, `problem.rs`, `hooks.rs`,
-//! `common.rs` and `conn/tls.rs` import nothing of the crate; no adapter
-//! imports another or the dispatcher in `dialects/mod.rs`.
+//! Shared pieces sit below: settings in `config.rs`, the handlers' state
+//! in `state.rs` (lower modules take only their part of it, through
+//! `FromRef`). Modules import downwards only (`tests/module_graph.rs`
+//! checks that there is no cycle): `dialect.rs`, `problem.rs`, `cors.rs`,
+//! `conn/interim.rs` and `conn/tls.rs` import nothing of the crate; no
+//! adapter imports another or the dispatcher; nothing imports this root.
 
 mod append;
 mod auth;
 mod body;
 mod checksum;
 mod common;
+mod config;
 mod conn;
 mod cors;
 mod dialect;
@@ -48,125 +52,24 @@ mod hooks;
 mod ops;
 mod page;
 mod problem;
+mod state;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
+use axum::extract::FromRef as _;
 use axum::routing::{get, post, put};
-use tenax_core::{CompletionAnswer, Engine};
+use tenax_core::Engine;
 
-use crate::auth::Access;
+use crate::state::AppState;
 
 pub use auth::{Auth, TokenGrant};
+pub use config::{MinTransferRate, ServerConfig};
 pub use conn::accept::serve;
 pub use conn::origin::TrustForwarded;
 pub use conn::tls::{TlsConfig, TlsError};
 pub use ops::{MetricsRender, metric};
 pub use problem::Problem;
-
-/// Front-end settings.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// A request body that delivers nothing for this long is cut; what it
-    /// delivered before is kept.
-    pub body_idle_timeout: Duration,
-    /// How long a client may take to send a request's headers.
-    pub header_read_timeout: Duration,
-    /// How long shutdown waits for open connections before closing them.
-    pub shutdown_grace: Duration,
-    /// The largest upload accepted (advertised as `Tus-Max-Size` and in
-    /// `Upload-Limit`), if any.
-    pub max_upload_size: Option<u64>,
-    /// What `GET /metrics` serves; `None` answers 404.
-    pub metrics: Option<MetricsRender>,
-    /// The credentials requests need (none: open).
-    pub auth: Arc<Auth>,
-    /// When set, the request that completes an upload delivers the
-    /// `completed` event itself and returns the receiver's answer
-    /// (`Tenax-Hook-Response`; seed's `hookResponse`).
-    pub completion_answer: Option<Arc<dyn CompletionAnswer>>,
-    /// Serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) rather than plain HTTP.
-    pub tls: Option<TlsConfig>,
-    /// Whether plain-text connections may speak HTTP/2 with prior knowledge
-    /// (h2c); otherwise they are HTTP/1.1 only.
-    pub h2c: bool,
-    /// Whose `Forwarded` / `X-Forwarded-*` headers decide the absolute URLs
-    /// handed out (behind-proxy mode).
-    pub trust_forwarded: TrustForwarded,
-    /// Connections served at once; further ones wait, unaccepted, in the
-    /// listen backlog until one closes.
-    pub max_connections: usize,
-    /// The largest request head: HTTP/1.1 request line and headers, HTTP/2
-    /// header list. Beyond it: 431 and the connection (h1) or stream (h2)
-    /// closed.
-    pub max_header_size: usize,
-    /// An upload body slower than this is cut (what it delivered is kept).
-    pub min_transfer_rate: Option<MinTransferRate>,
-}
-
-/// The slowest an upload body may be: at least `bytes_per_second` on
-/// average over each `window` of time spent waiting for it (time the server
-/// itself spends, e.g. in fsync, does not count against the client).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MinTransferRate {
-    /// The rate, in bytes a second.
-    pub bytes_per_second: u64,
-    /// How long a stretch the rate is averaged over.
-    pub window: Duration,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            body_idle_timeout: Duration::from_secs(60),
-            header_read_timeout: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(10),
-            max_upload_size: Some(1 << 40),
-            metrics: None,
-            auth: Arc::default(),
-            completion_answer: None,
-            tls: None,
-            h2c: false,
-            trust_forwarded: TrustForwarded::Nobody,
-            max_connections: 4096,
-            max_header_size: 64 * 1024,
-            min_transfer_rate: Some(MinTransferRate {
-                bytes_per_second: 1024,
-                window: Duration::from_secs(30),
-            }),
-        }
-    }
-}
-
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub(crate) struct AppState {
-    pub(crate) engine: Engine,
-    pub(crate) config: Arc<ServerConfig>,
-    /// The last `/readyz` answer.
-    pub(crate) ready: Arc<ops::ReadyCache>,
-}
-
-impl AppState {
-    /// 413 for an upload larger than the configured maximum or the
-    /// credential's own.
-    pub(crate) fn check_size(&self, access: &Access, size: Option<u64>) -> Result<(), Problem> {
-        let max = match (self.config.max_upload_size, access.max_upload_size) {
-            (Some(server), Some(token)) => Some(server.min(token)),
-            (server, token) => server.or(token),
-        };
-        match (size, max) {
-            (Some(size), Some(max)) if size > max => Err(Problem::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "urn:tenax:problem:too-large",
-                "Upload too large",
-                format!("uploads are limited to {max} bytes"),
-            )),
-            _ => Ok(()),
-        }
-    }
-}
 
 /// The application: every route of every dialect.
 pub fn router(engine: Engine, config: ServerConfig) -> Router {
@@ -217,7 +120,7 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
             )
         })
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            auth::Gate::from_ref(&state),
             auth::authenticate,
         ))
         .layer(axum::middleware::from_fn(hooks::carry_answer))

@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
-use crate::ServerConfig;
+use crate::config::ServerConfig;
 use crate::conn::interim::{self, Interim};
 use crate::conn::origin::Peer;
 
@@ -61,7 +61,10 @@ pub async fn serve(
 ) {
     let settings = Arc::new(Settings {
         app,
-        tls: config.tls.as_ref().map(crate::TlsConfig::acceptor),
+        tls: config
+            .tls
+            .as_ref()
+            .map(crate::conn::tls::TlsConfig::acceptor),
         h2c: config.h2c,
         header_read_timeout: config.header_read_timeout,
         max_header_size: config.max_header_size,

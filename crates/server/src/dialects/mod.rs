@@ -16,13 +16,13 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::AppState;
 use crate::append::Caller;
 use crate::common::upload_id;
 use crate::conn::interim::Interim;
 use crate::conn::origin::Origin;
 use crate::dialect::Dialect;
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// `POST /uploads`: creation in any dialect.
 pub(crate) async fn create(

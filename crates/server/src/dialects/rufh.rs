@@ -13,13 +13,13 @@ use tenax_protocol::rufh::{
 };
 use tenax_protocol::tus::{metadata_name, parse_metadata};
 
-use crate::AppState;
 use crate::append::{self, Append, Caller, Finish, Progress};
 use crate::body::detached;
 use crate::common::{has_body, header_str, no_store};
 use crate::conn::interim::Interim;
 use crate::conn::origin::Origin;
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// What a request says about itself.
 struct Fields {

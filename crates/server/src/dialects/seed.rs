@@ -12,13 +12,13 @@ use tenax_core::{Error as EngineError, FileKey, FinalInfo, Lease, NewUpload, Sna
 use tenax_protocol::seed::{self, Phase, SeedAction, SeedRequest, UploadState};
 use tenax_protocol::{FileName, parse_u64};
 
-use crate::AppState;
 use crate::append::{self, Append, Caller, Finish};
 use crate::auth::Access;
 use crate::body::{control_body, detached};
 use crate::common::{content_type, file_name, header_str, no_store, upload_id};
 use crate::conn::origin::Origin;
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// The `?file=NAME` query of `/api/upload`.
 #[derive(Debug, Deserialize)]

@@ -18,13 +18,13 @@ use tenax_protocol::tus::{
     parse_defer_length, parse_metadata,
 };
 
-use crate::AppState;
 use crate::append::{self, Append, Caller, Verify};
 use crate::body::detached;
 use crate::common::{has_body, header_str, no_store};
 use crate::conn::origin::Origin;
 use crate::dialect::{OFFSET_STREAM, has_offset_stream};
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// The extensions offered in `Tus-Extension`.
 pub(crate) const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";

@@ -1,12 +1,17 @@
 //! The append-and-answer path every dialect shares.
 //!
-//! An adapter reads its dialect's headers, decides where the body goes
-//! ([`check_offset`] for the dialects whose client names its offset), and
-//! hands the body to [`append`]: engine append (with a checksum or progress
-//! reports if asked) → finalisation once the upload is whole → an
-//! [`Appended`] that the adapter words as its answer. This is the only
-//! place the server calls the engine's appends, and with [`finalize`] the
-//! only place it finalises for a request.
+//! An adapter reads its dialect's headers, checks the client's offset with
+//! [`check_offset`] (tus and RUFH; seed's offset is decided by
+//! `tenax_protocol::seed`), and hands the body to [`append`]: engine
+//! append (with a checksum or progress reports if asked) → finalisation
+//! once the upload is whole → an [`Appended`] that the adapter words as its
+//! answer. The offset check is a step of its own because each dialect
+//! answers other questions around it in its own order (tus: a complete
+//! upload after a mismatch, RUFH before), and the order decides the status
+//! code the conformance tests pin.
+//!
+//! [`append`] holds the server's only calls of the engine's appends, and
+//! with [`finalize`] its only finalisation for a request.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

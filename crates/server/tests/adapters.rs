@@ -80,6 +80,17 @@ impl Server {
         let request = request
             .body(Body::from(body.to_vec()))
             .expect("a valid request");
+        self.exchange(request).await
+    }
+
+    /// A seed chunk or status query: `PUT` with this `Content-Range`.
+    async fn put_range(&self, url: &str, range: &str, body: &[u8]) -> Answer {
+        self.send(Method::PUT, url, &[("content-range", range)], body)
+            .await
+    }
+
+    /// One request as built, its answer read whole.
+    async fn exchange(&self, request: Request<Body>) -> Answer {
         let response = self.app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
@@ -218,14 +229,7 @@ async fn seed_chunks_answer_308_then_200_with_the_object() {
     let server = Server::open().await;
     let url = seed_session(&server, "seed.bin", 10).await;
 
-    let answer = server
-        .send(
-            Method::PUT,
-            &url,
-            &[("content-range", "bytes 0-3/10")],
-            b"0123",
-        )
-        .await;
+    let answer = server.put_range(&url, "bytes 0-3/10", b"0123").await;
     assert_eq!(
         answer.status,
         StatusCode::PERMANENT_REDIRECT,
@@ -241,21 +245,12 @@ async fn seed_chunks_answer_308_then_200_with_the_object() {
     assert_eq!(server.stored(&url).await, b"0123");
 
     // A status query reports the same.
-    let answer = server
-        .send(Method::PUT, &url, &[("content-range", "bytes */10")], b"")
-        .await;
+    let answer = server.put_range(&url, "bytes */10", b"").await;
     assert_eq!(answer.status, StatusCode::PERMANENT_REDIRECT);
     assert_eq!(answer.header("range"), Some("bytes=0-3"));
 
     // A chunk overlapping what is held: the held prefix is skipped.
-    let answer = server
-        .send(
-            Method::PUT,
-            &url,
-            &[("content-range", "bytes 2-9/10")],
-            b"23456789",
-        )
-        .await;
+    let answer = server.put_range(&url, "bytes 2-9/10", b"23456789").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.describe());
     assert_eq!(answer.header("range"), None);
     let object = answer.json();
@@ -293,36 +288,15 @@ async fn seed_without_308_answers_200_with_the_override() {
 async fn seed_refuses_a_gap_and_a_bad_range_and_keeps_what_it_holds() {
     let server = Server::open().await;
     let url = seed_session(&server, "gap.bin", 10).await;
-    server
-        .send(
-            Method::PUT,
-            &url,
-            &[("content-range", "bytes 0-3/10")],
-            b"0123",
-        )
-        .await;
+    server.put_range(&url, "bytes 0-3/10", b"0123").await;
 
-    let answer = server
-        .send(
-            Method::PUT,
-            &url,
-            &[("content-range", "bytes 6-9/10")],
-            b"6789",
-        )
-        .await;
+    let answer = server.put_range(&url, "bytes 6-9/10", b"6789").await;
     let problem = answer.problem(416);
     assert_eq!(problem["type"], "urn:tenax:problem:upload-gap");
     assert_eq!(problem["held"], 4);
     assert_eq!(answer.header("range"), Some("bytes=0-3"));
 
-    let answer = server
-        .send(
-            Method::PUT,
-            &url,
-            &[("content-range", "bytes 9-3/10")],
-            b"0",
-        )
-        .await;
+    let answer = server.put_range(&url, "bytes 9-3/10", b"0").await;
     assert_eq!(
         answer.problem(400)["type"],
         "urn:tenax:problem:bad-content-range"
@@ -483,13 +457,7 @@ async fn tus_refuses_bad_requests_without_writing() {
         )
         .body(Body::from("x"))
         .expect("a request");
-    let response = server
-        .app
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    server.exchange(request).await.problem(400);
     // A chunk longer than the upload takes: 413 before a byte is written.
     tus_patch(&server, &url, 0, &[], b"0123456789A")
         .await
@@ -611,14 +579,9 @@ async fn rufh_counts_an_invalid_field_as_absent_and_voids_an_overrun() {
         )
         .body(Body::empty())
         .expect("a request");
-    let response = server
-        .app
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    assert_eq!(response.status(), StatusCode::CREATED);
-    assert!(response.headers().get("upload-length").is_none());
+    let answer = server.exchange(request).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.describe());
+    assert_eq!(answer.header("upload-length"), None);
 
     // Past a known length: 400 inconsistent length, and the upload is void.
     let headers = [INTEROP, ("upload-complete", "?0"), ("upload-length", "4")];
@@ -709,14 +672,7 @@ async fn the_completing_request_carries_the_hook_answer_in_every_dialect() {
 
     // seed: in the header and in the object JSON.
     let url = seed_session(&server, "hooked.bin", 2).await;
-    let answer = server
-        .send(
-            Method::PUT,
-            &url,
-            &[("content-range", "bytes 0-1/2")],
-            b"ok",
-        )
-        .await;
+    let answer = server.put_range(&url, "bytes 0-1/2", b"ok").await;
     assert_eq!(answer.json()["hookResponse"], header(&url));
     assert!(answer.header("tenax-hook-response").is_some());
 

@@ -70,7 +70,8 @@ fn tus_problem(error: tus::TusError) -> Problem {
 /// record is still kept is "still tracked", so tus answers 410 (expiration
 /// extension); once the collector forgot it, 404. The seed dialect and
 /// RUFH answer 404 for both (see `Problem`'s conversion).
-/// Takes the upload for a tus request. In tus an upload is complete when
+///
+/// In tus an upload is complete when
 /// it holds its length; one that holds it without being complete was cut
 /// short by a crash between its last append and the finalisation (found by
 /// the crash torture test), and is completed here, before anything reports

@@ -1,6 +1,6 @@
-//! Conformance of range downloads (PROTOCOLS.md §4) against the real
+//! Conformance of range downloads (docs/protocol.md §4) against the real
 //! `tenax serve` binary, over real sockets on loopback: cases 72–85 of
-//! PROTOCOLS.md §5 and the download parts of 86–87, then real clients
+//! docs/protocol.md §5 and the download parts of 86–87, then real clients
 //! resuming (`curl -C -`, `wget -c`, `aria2c -c`, `aria2c -x4`).
 //!
 //! wget and aria2c are installed by `scripts/test`; a missing one fails
@@ -490,7 +490,7 @@ async fn c80_if_range_date() {
         .to_owned();
     let modified = httpdate_secs(&last_modified);
     // Last-Modified is strong only once its second is over and a full
-    // second has passed (PROTOCOLS §4): wait until then.
+    // second has passed (docs/protocol.md §4): wait until then.
     loop {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -1,5 +1,5 @@
-//! Conformance of the tus 1.0.0 dialect (PROTOCOLS.md §2) against the real
-//! `tenax serve` binary: cases 29–54 of PROTOCOLS.md §5, checksums,
+//! Conformance of the tus 1.0.0 dialect (docs/protocol.md §2) against the real
+//! `tenax serve` binary: cases 29–54 of docs/protocol.md §5, checksums,
 //! termination during a PATCH, kill -9, and uploads that switch between
 //! tus and the seed dialect.
 //!

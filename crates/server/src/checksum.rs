@@ -1,4 +1,4 @@
-//! tus checksums (PROTOCOLS §2.3, checksum and checksum-trailer) as
+//! tus checksums (docs/protocol.md §2.3, checksum and checksum-trailer) as
 //! [`ChunkCheck`]s for the engine's staged appends.
 
 use md5::Md5;
@@ -105,7 +105,7 @@ impl ChunkCheck for TrailerChecksum {
                 .ok()
                 .map(str::to_owned)
         });
-        // No trailer means no check (PROTOCOLS §2.3); a malformed one fails.
+        // No trailer means no check (docs/protocol.md §2.3); a malformed one fails.
         let Some(trailer) = trailer else { return true };
         let Ok(checksum) = parse_checksum(&trailer) else {
             return false;

@@ -6,6 +6,10 @@
 //! wget and aria2c are installed by `scripts/test`; a missing one fails
 //! the test that needs it (never a silent pass). Every test starts its own
 //! server; sizes stay small, every wait is bounded.
+//!
+//! One file on purpose: one test per conformance case, in case order, so that
+//! the file reads as the checklist of docs/protocol.md §5 (and one test binary
+//! builds faster than several).
 
 mod support;
 

@@ -5,6 +5,10 @@
 //!
 //! Every test starts its own server; sizes are small and every loop is
 //! bounded in count and time.
+//!
+//! One file on purpose: one test per conformance case, in case order, so that
+//! the file reads as the checklist of docs/protocol.md §5 (and one test binary
+//! builds faster than several).
 
 mod support;
 

@@ -15,6 +15,9 @@
 //! zeros, optional white space and empty list elements (RFC 9110 §5.6.1), and
 //! a case-insensitive unit. Its error type also does not tell an unknown unit
 //! (ignored) from a malformed header (ignored too, but for another reason).
+//!
+//! Over 800 lines only with its unit and property tests below; the code itself
+//! is about 540 lines.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -48,7 +48,7 @@ pub(crate) struct TokenEntry {
     namespace: Option<String>,
     #[serde(default)]
     name: Option<String>,
-    #[serde(default, deserialize_with = "crate::config::text")]
+    #[serde(default, deserialize_with = "crate::units::text")]
     max_upload_size: Option<String>,
 }
 
@@ -56,9 +56,9 @@ pub(crate) struct TokenEntry {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct NamespaceEntry {
     max_concurrent_uploads: Option<u64>,
-    #[serde(deserialize_with = "crate::config::text")]
+    #[serde(deserialize_with = "crate::units::text")]
     max_bytes_in_progress: Option<String>,
-    #[serde(deserialize_with = "crate::config::text")]
+    #[serde(deserialize_with = "crate::units::text")]
     max_bytes_stored: Option<String>,
 }
 

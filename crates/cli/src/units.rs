@@ -63,6 +63,32 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// A size or a duration in a TOML file: text with a unit, or a bare number
+/// (bytes, seconds).
+pub(crate) fn text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string such as \"8MiB\" or \"7d\", or a whole number")
+        }
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+            Ok(Some(value.to_owned()))
+        }
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
+            Ok(Some(value.to_string()))
+        }
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
+            u64::try_from(value)
+                .map(|value| Some(value.to_string()))
+                .map_err(|_| E::custom(format!("{value} is negative")))
+        }
+    }
+    deserializer.deserialize_any(Text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

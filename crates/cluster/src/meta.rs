@@ -83,10 +83,10 @@ impl MetaStore for Cluster {
             .await
             .map_err(db)?
             .ok_or(StorageError::NotFound)?;
-        parse_record(
+        Ok(parse_record(
             &format!("record {id}"),
             row.get::<&str, _>("record").as_bytes(),
-        )
+        )?)
     }
 
     async fn put_record(&self, record: &UploadRecord) -> Result<(), StorageError> {

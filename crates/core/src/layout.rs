@@ -12,7 +12,6 @@ use std::io;
 use tenax_protocol::Namespace;
 
 use crate::record::UploadRecord;
-use crate::storage::StorageError;
 
 /// The directory of the uploads' records and data, under a backend's root.
 pub const UPLOADS: &str = "uploads";
@@ -34,18 +33,13 @@ pub fn published_dir(namespace: &Namespace) -> Vec<&str> {
 }
 
 /// A record as it is stored: JSON.
-pub fn record_json(record: &UploadRecord) -> Result<String, StorageError> {
-    serde_json::to_string_pretty(record).map_err(|error| StorageError::Io(io::Error::other(error)))
+pub fn record_json(record: &UploadRecord) -> io::Result<String> {
+    serde_json::to_string_pretty(record).map_err(io::Error::other)
 }
 
-/// Parses a stored record; `what` names it in the error.
-pub fn parse_record(what: &str, bytes: &[u8]) -> Result<UploadRecord, StorageError> {
-    decode_record(what, bytes).map_err(StorageError::Io)
-}
-
-/// [`parse_record`] for blocking file work: the failure as an I/O error
-/// (of kind `InvalidData`).
-pub(crate) fn decode_record(what: &str, bytes: &[u8]) -> io::Result<UploadRecord> {
+/// Parses a stored record; `what` names it in the error, of kind
+/// `InvalidData`.
+pub fn parse_record(what: &str, bytes: &[u8]) -> io::Result<UploadRecord> {
     serde_json::from_slice(bytes)
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {error}")))
 }
@@ -90,7 +84,7 @@ mod tests {
 
     #[test]
     fn a_bad_record_names_itself_and_is_invalid_data() {
-        let Err(StorageError::Io(error)) = parse_record("uploads/x.json", b"{") else {
+        let Err(error) = parse_record("uploads/x.json", b"{") else {
             panic!("a truncated record parsed");
         };
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);

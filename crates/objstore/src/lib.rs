@@ -52,6 +52,7 @@ use object_store::multipart::MultipartStore;
 use tenax_core::StorageError;
 
 mod append;
+mod backend;
 mod meta;
 mod paths;
 mod state;

@@ -126,7 +126,7 @@ impl MetaStore for ObjectMeta {
 
     async fn record(&self, id: UploadId) -> Result<UploadRecord, StorageError> {
         let path = self.paths.record(id);
-        parse_record(path.as_ref(), &self.get(&path).await?)
+        Ok(parse_record(path.as_ref(), &self.get(&path).await?)?)
     }
 
     async fn put_record(&self, record: &UploadRecord) -> Result<(), StorageError> {

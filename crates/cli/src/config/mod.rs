@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use crate::credentials::{NamespaceEntry, TokenEntry};
 
-pub(crate) use self::file::text;
 pub(crate) use self::validate::ServeConfig;
+use crate::units::text;
 
 /// Options of `tenax serve`. Each can also be set by the environment
 /// variable shown, or in the `--config` file under the option's name with

@@ -154,7 +154,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 fn read_record(path: &Path) -> io::Result<UploadRecord> {
     let bytes = fs::read(path)?;
-    layout::decode_record(&path.display().to_string(), &bytes)
+    layout::parse_record(&path.display().to_string(), &bytes)
 }
 
 /// Streams `range` of the file at `path`, reading in the blocking pool.
@@ -368,7 +368,7 @@ impl Storage for LocalDisk {
 }
 
 fn to_json(record: &UploadRecord) -> Result<Vec<u8>, StorageError> {
-    layout::record_json(record).map(String::into_bytes)
+    Ok(layout::record_json(record)?.into_bytes())
 }
 
 /// An open data file; writes are positional, so there is no shared cursor.

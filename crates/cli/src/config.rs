@@ -10,14 +10,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 use ipnet::IpNet;
 use serde::Deserialize;
 use tenax_core::EngineConfig;
 use tenax_hooks::{CommandLine, HookConfig, Secret};
 use tenax_server::{MinTransferRate, ServerConfig, TlsConfig, TlsError, TrustForwarded};
 
-use crate::credentials::{Credentials, NamespaceEntry, Tables, TokenEntry, read_signing_key};
+use crate::credentials::{
+    Credentials, NamespaceEntry, Tables, TokenEntry, read_signing_key, secret_file_error,
+};
 use crate::units::{parse_duration, parse_size};
 
 /// Options of `tenax serve`. Each can also be set by the environment
@@ -738,14 +740,8 @@ fn read_hook_secret(path: &Path) -> Result<Secret, String> {
 fn read_file(path: &Path) -> anyhow::Result<ServeArgs> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    toml::from_str(&text).map_err(|error| {
-        // toml's message names the key and shows the line.
-        anyhow!(
-            "config file {}: {}",
-            path.display(),
-            error.to_string().trim_end()
-        )
-    })
+    // The file may hold `[[tokens]]`: the error never quotes it.
+    toml::from_str(&text).map_err(|error| secret_file_error("config file", path, &text, &error))
 }
 
 /// A size or a duration in the file: text with a unit, or a bare number

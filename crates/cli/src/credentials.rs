@@ -74,13 +74,7 @@ impl Tables {
     pub(crate) fn read(path: &Path) -> anyhow::Result<Tables> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the tokens file {}", path.display()))?;
-        toml::from_str(&text).map_err(|error| {
-            anyhow!(
-                "tokens file {}: {}",
-                path.display(),
-                error.to_string().trim_end()
-            )
-        })
+        toml::from_str(&text).map_err(|error| secret_file_error("tokens file", path, &text, &error))
     }
 
     /// Both sets of tables checked together: a token may not appear twice.
@@ -178,6 +172,60 @@ impl Credentials {
     }
 }
 
+/// A TOML error in a file that holds secrets (the tokens file, or a config
+/// file with `[[tokens]]`): the file, line and column, and toml's message
+/// with every quoted piece longer than one character left out. toml's own
+/// rendering quotes the line, and its messages quote keys and values;
+/// either may be a token.
+pub(crate) fn secret_file_error(
+    what: &str,
+    path: &Path,
+    text: &str,
+    error: &toml::de::Error,
+) -> anyhow::Error {
+    let place = match error.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            format!(", line {line}, column {column}")
+        }
+        None => String::new(),
+    };
+    anyhow!(
+        "{what} {}{place}: {} (quoted text left out: the file holds secrets)",
+        path.display(),
+        redact_quotes(error.message().trim_end())
+    )
+}
+
+/// `message` with the text between backticks or double quotes replaced by
+/// `…`, unless it is a single character (`#`, `=`: grammar, not content).
+fn redact_quotes(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = rest[open..].chars().next().unwrap_or('`');
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(quote) else {
+            // An unclosed quote: everything after it is content.
+            out.push('…');
+            return out;
+        };
+        let inside = &after[..close];
+        out.push_str(if inside.chars().count() <= 1 {
+            inside
+        } else {
+            "…"
+        });
+        out.push(quote);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Reads a signing key: the file's content, without surrounding whitespace.
 pub(crate) fn read_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
     let text = std::fs::read_to_string(path)
@@ -244,5 +292,30 @@ mod tests {
                 .contains("namespaces.x.max_bytes_stored")
         );
         assert!(toml::from_str::<Tables>("[[tokens]]\ntokn = \"x\"").is_err());
+    }
+
+    #[test]
+    fn toml_errors_name_the_line_and_quote_nothing() {
+        let path = Path::new("/etc/tenax/tokens.toml");
+        for text in [
+            "[[tokens]]\ntoken = \"SECRET-0123456789\" namespace = \"n\"\n",
+            "[[tokens]]\nSECRET-0123456789 = \"x\"\n",
+            "[[tokens]]\ntoken = 'SECRET-0123456789\n",
+            "[[tokens]]\ntoken = 12345678901234567890123\n",
+        ] {
+            let error = toml::from_str::<Tables>(text).expect_err("invalid");
+            let message = secret_file_error("tokens file", path, text, &error).to_string();
+            assert!(
+                message.contains("/etc/tenax/tokens.toml, line 2,"),
+                "{message}"
+            );
+            for secret in ["SECRET", "0123456789"] {
+                assert!(!message.contains(secret), "{message}");
+            }
+        }
+        assert_eq!(
+            redact_quotes("expected `=`, found `abc` or \"xy\" and `open"),
+            "expected `=`, found `…` or \"…\" and `…"
+        );
     }
 }

@@ -951,3 +951,109 @@ fn the_cli_uploads_and_downloads_with_a_token_or_a_signed_url() {
         assert_eq!(std::fs::read(&target).expect("downloaded"), data);
     }
 }
+
+/// `tenax serve` with `secrets`' tokens file; its stdout and stderr lines
+/// arrive on the receiver, read by threads.
+fn serve_with_tokens(
+    secrets: &Secrets,
+    data: &Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .arg("--tokens-file")
+        .arg(secrets.tokens())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let (sender, lines) = std::sync::mpsc::channel();
+    let sender_clone = sender.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stdout_sender = sender_clone;
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = stdout_sender.send(line);
+        }
+    });
+    (child, lines)
+}
+
+/// Issue 19, finding 6: a tokens file with a syntax error on a token's
+/// line is reported by file and line, at start and on SIGHUP, and the
+/// report never quotes the line (a token).
+#[test]
+fn a_malformed_tokens_file_is_reported_by_line_not_by_content() {
+    const LEAKED: &str = "tokenAAAAAAAAAAAAAAAAAAAAAAA1";
+    let malformed =
+        format!("[[tokens]]\nname = \"a\"\ntoken = \"{LEAKED}\" namespace = \"team-a\"\n");
+    let assert_reported = |report: &str, secrets: &Secrets| {
+        assert!(!report.contains(LEAKED), "the token was logged: {report}");
+        assert!(!report.contains("team-a"), "the line was quoted: {report}");
+        assert!(
+            report.contains(path_str(&secrets.tokens())) && report.contains("line 3"),
+            "the file and line are not named: {report}"
+        );
+    };
+
+    // At start: the server refuses to start.
+    let secrets = Secrets::new(&malformed);
+    let data = tempfile::tempdir().expect("temporary directory");
+    let (mut child, lines) = serve_with_tokens(&secrets, data.path());
+    let status = {
+        let deadline = std::time::Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "the server started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert!(!status.success());
+    let report: Vec<String> = lines.iter().collect();
+    assert_reported(&report.join("\n"), &secrets);
+
+    // On SIGHUP: the old tokens stay.
+    let secrets = Secrets::new(TWO_TEAMS);
+    let (mut child, lines) = serve_with_tokens(&secrets, data.path());
+    let listening = lines
+        .iter()
+        .take(50)
+        .find(|line| line.starts_with("listening on"));
+    assert!(listening.is_some(), "the server did not start");
+    // The SIGHUP handler is installed by a task spawned before the bind.
+    std::thread::sleep(Duration::from_millis(300));
+    secrets.write_tokens(&malformed);
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let mut seen = Vec::new();
+    let report = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("not reloaded") => break line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no reload error within {IO_TIMEOUT:?}: {seen:?}"),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_reported(&report, &secrets);
+}

@@ -8,7 +8,139 @@ use reqwest::Method;
 use tenax_testkit::TestServer;
 
 use support::BIN;
-use support::http::{assert_problem, client, request, send};
+use support::http::{Resp, assert_problem, client, path_of, request, send};
+
+const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
+
+/// `base64(text)`, for tus `Upload-Metadata`.
+fn b64(text: &str) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text)
+}
+
+/// A finished tus upload of `body` with `metadata`; returns its URL.
+async fn tus_upload(server: &TestServer, metadata: &str, body: &[u8]) -> String {
+    let created = request(
+        Method::POST,
+        &server.url("/uploads"),
+        &[
+            TUS,
+            ("upload-length", &body.len().to_string()),
+            ("upload-metadata", metadata),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.describe());
+    let url = server.url(&path_of(created.header("location").expect("Location")));
+    let patched = request(
+        Method::PATCH,
+        &url,
+        &[
+            TUS,
+            ("upload-offset", "0"),
+            ("content-type", "application/offset+octet-stream"),
+        ],
+        body.to_vec(),
+    )
+    .await;
+    assert_eq!(patched.status, 204, "{}", patched.describe());
+    url
+}
+
+/// The headers every response carrying user content must have, so that a
+/// browser never runs it as the server's origin.
+fn assert_inert(what: &str, resp: &Resp) {
+    let disposition = resp.header("content-disposition").unwrap_or_default();
+    assert!(
+        disposition.starts_with("attachment"),
+        "{what}: served inline: {}",
+        resp.describe()
+    );
+    assert_eq!(
+        resp.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}: {}",
+        resp.describe()
+    );
+    let policy = resp.header("content-security-policy").unwrap_or_default();
+    assert!(
+        policy.split(';').any(|part| part.trim() == "sandbox"),
+        "{what}: no CSP sandbox: {}",
+        resp.describe()
+    );
+}
+
+/// Finding 1: uploaded HTML and SVG, named or not, from tus and seed, are
+/// served as attachments with `nosniff` and a sandbox CSP, whole, ranged,
+/// finished or in progress, by id and by name.
+#[tokio::test]
+async fn user_content_is_never_served_as_the_servers_origin() {
+    let server = TestServer::start(BIN);
+    let script = b"<script>alert(document.domain)</script>";
+    let html = tus_upload(&server, &format!("filetype {}", b64("text/html")), script).await;
+    let svg = tus_upload(
+        &server,
+        &format!(
+            "filetype {},filename {}",
+            b64("image/svg+xml"),
+            b64("x.svg")
+        ),
+        b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>",
+    )
+    .await;
+    // The seed dialect: the media type from X-Upload-Content-Type.
+    let initiated = request(
+        Method::POST,
+        &server.url("/uploads?uploadType=resumable"),
+        &[
+            ("x-upload-content-type", "text/html"),
+            ("x-upload-content-length", &script.len().to_string()),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(initiated.status, 200, "{}", initiated.describe());
+    let seed = server.url(&path_of(initiated.header("location").expect("Location")));
+    let put = request(Method::PUT, &seed, &[], script.to_vec()).await;
+    assert_eq!(put.status, 200, "{}", put.describe());
+    // One in progress, read by range.
+    let partial = request(
+        Method::POST,
+        &server.url("/uploads"),
+        &[
+            TUS,
+            ("upload-length", "100"),
+            ("upload-metadata", &format!("filetype {}", b64("text/html"))),
+            ("content-type", "application/offset+octet-stream"),
+        ],
+        script.to_vec(),
+    )
+    .await;
+    assert_eq!(partial.status, 201, "{}", partial.describe());
+    let partial = server.url(&path_of(partial.header("location").expect("Location")));
+
+    for (what, url) in [
+        ("tus html", html.as_str()),
+        ("tus svg", svg.as_str()),
+        ("seed html", seed.as_str()),
+    ] {
+        let whole = send(client().get(url)).await;
+        assert_eq!(whole.status, 200, "{what}: {}", whole.describe());
+        assert_inert(what, &whole);
+        let ranged = send(client().get(url).header("range", "bytes=0-3")).await;
+        assert_eq!(ranged.status, 206, "{what}: {}", ranged.describe());
+        assert_inert(what, &ranged);
+    }
+    let by_name = send(client().get(server.url("/files/x.svg"))).await;
+    assert_eq!(by_name.status, 200, "{}", by_name.describe());
+    assert_inert("svg by name", &by_name);
+    let head = send(client().head(server.url("/files/x.svg"))).await;
+    assert_eq!(head.status, 200, "{}", head.describe());
+    assert_inert("svg by name, HEAD", &head);
+    let in_progress = send(client().get(&partial).header("range", "bytes=0-3")).await;
+    assert_eq!(in_progress.status, 206, "{}", in_progress.describe());
+    assert_inert("in progress", &in_progress);
+}
 
 /// Smaller finding: a name that is not UTF-8 is refused (not stored as
 /// U+FFFD), and the NFC and NFD spellings of one name are one file.

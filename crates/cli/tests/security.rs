@@ -8,7 +8,7 @@ use reqwest::Method;
 use tenax_testkit::TestServer;
 
 use support::BIN;
-use support::http::{Resp, assert_problem, client, path_of, request, send};
+use support::http::{Resp, assert_problem, client, path_of, raw_exchange, request, send};
 
 const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 
@@ -191,4 +191,52 @@ async fn names_are_utf8_and_normalised() {
         .filter_map(|file| file["name"].as_str())
         .collect();
     assert_eq!(names, ["caf\u{e9}"], "{}", listed.describe());
+}
+
+/// Finding 7 (RFC 9112 §3.2): a missing, repeated or invalid `Host` is a
+/// 400, and never reaches `Location`; a valid one does.
+#[tokio::test]
+async fn the_host_header_is_checked() {
+    let server = TestServer::start(BIN);
+    let create = |hosts: &str| {
+        format!(
+            "POST /uploads HTTP/1.1\r\n{hosts}Tus-Resumable: 1.0.0\r\nUpload-Length: 3\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    };
+    for hosts in [
+        "Host: evil.example/x?y#\r\n",
+        "Host: a b\r\n",
+        "Host: a@b\r\n",
+        "Host: x:99999\r\n",
+        "Host: a\r\nHost: b\r\n",
+        "",
+    ] {
+        let resp = raw_exchange(server.addr(), create(hosts).as_bytes())
+            .await
+            .expect("an answer");
+        assert_eq!(resp.status, 400, "{hosts:?}: {}", resp.describe());
+        assert!(resp.header("location").is_none(), "{}", resp.describe());
+    }
+    // Any request, not only those that answer with a Location.
+    let health = raw_exchange(
+        server.addr(),
+        b"GET /healthz HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(health.status, 400, "{}", health.describe());
+    let port = server.addr().port();
+    let good = raw_exchange(
+        server.addr(),
+        create(&format!("Host: localhost:{port}\r\n")).as_bytes(),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(good.status, 201, "{}", good.describe());
+    let location = good.header("location").expect("Location");
+    assert!(
+        location.starts_with(&format!("http://localhost:{port}/uploads/")),
+        "{location}"
+    );
 }

@@ -15,9 +15,11 @@
 //! * [`range`]: range downloads: `Range`, the preconditions and `If-Range`
 //!   (§4).
 //! * [`forwarded`]: `Forwarded` and `X-Forwarded-*`, read behind a proxy.
+//! * [`host`]: the request's own `Host`, checked on every request.
 
 pub mod content_range;
 pub mod forwarded;
+pub mod host;
 pub mod name;
 pub mod number;
 pub mod range;

@@ -20,6 +20,7 @@ mod cors;
 mod download;
 mod files;
 mod hooks;
+mod host;
 mod interim;
 mod ops;
 mod origin;
@@ -222,5 +223,7 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
     let app = Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::map_request(uploads::override_method));
-    cors::wrap(app).layer(axum::middleware::from_fn(ops::track))
+    cors::wrap(app)
+        .layer(axum::middleware::from_fn(host::check))
+        .layer(axum::middleware::from_fn(ops::track))
 }

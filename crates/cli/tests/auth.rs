@@ -952,6 +952,112 @@ fn the_cli_uploads_and_downloads_with_a_token_or_a_signed_url() {
     }
 }
 
+/// Issue 19, finding 2: a URL signed for `/api/upload?file=NAME` covers
+/// that name only. With its signature and another `file=`, nothing of
+/// another credential's is touched: no append to an upload in progress, no
+/// replacement of a published file, no cancel; and a create URL (signed for
+/// `/uploads`) does not reach the by-name form at all.
+#[tokio::test]
+async fn a_signed_url_reaches_only_the_name_it_was_signed_for() {
+    let secrets = Secrets::new(TWO_TEAMS);
+    let server = secrets.start(&[]);
+    let by_name = |name: &str| server.url(&format!("/api/upload?file={name}"));
+    // Team a's second token: an upload in progress, one to cancel, a file.
+    for (name, range, body) in [
+        ("victim3", "bytes 0-4/10", &b"VICTI"[..]),
+        ("victim2", "bytes 0-4/10", &b"VICTI"[..]),
+        ("secret-a.txt", "bytes 0-4/5", &b"TOPSE"[..]),
+    ] {
+        let resp = call(
+            Method::PUT,
+            &by_name(name),
+            Some(TOKEN_A2),
+            &[("content-range", range)],
+            body.to_vec(),
+        )
+        .await;
+        assert!(matches!(resp.status, 200 | 308), "{}", resp.describe());
+    }
+    let signed = secrets.sign(&by_name("only-this-name"), &["--namespace", "team-a"]);
+    let query = signed.split_once('?').expect("a query").1.to_owned();
+    let sig_only = query
+        .split('&')
+        .filter(|pair| !pair.starts_with("file="))
+        .collect::<Vec<_>>()
+        .join("&");
+    let create = secrets.sign(&server.url("/uploads"), &["--namespace", "team-a"]);
+    let create_sig = create.split_once('?').expect("a query").1.to_owned();
+    for sig in [&sig_only, &create_sig] {
+        let with = |name: &str| format!("{}&{sig}", by_name(name));
+        let append = call(
+            Method::PUT,
+            &with("victim3"),
+            None,
+            &[("content-range", "bytes 5-9/10")],
+            b"EVIL!".to_vec(),
+        )
+        .await;
+        assert_problem(&append, 403);
+        let replace = call(
+            Method::PUT,
+            &with("secret-a.txt"),
+            None,
+            &[("content-range", "bytes 0-4/5")],
+            b"PWNED".to_vec(),
+        )
+        .await;
+        assert_problem(&replace, 403);
+        let cancel = call(Method::DELETE, &with("victim2"), None, &[], vec![]).await;
+        assert_problem(&cancel, 403);
+    }
+    // What the others hold is as it was.
+    let file = call(
+        Method::GET,
+        &server.url("/files/secret-a.txt"),
+        Some(TOKEN_A),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(file.body, b"TOPSE", "{}", file.describe());
+    for name in ["victim3", "victim2"] {
+        let status = call(
+            Method::PUT,
+            &by_name(name),
+            Some(TOKEN_A),
+            &[("content-range", "bytes */10")],
+            vec![],
+        )
+        .await;
+        assert_eq!(status.status, 308, "{name}: {}", status.describe());
+        assert_eq!(status.header("range"), Some("bytes=0-4"), "{name}");
+    }
+    // The name it was signed for works, start to finish.
+    for (range, body, status) in [
+        ("bytes 0-4/10", &b"hello"[..], 308),
+        ("bytes 5-9/10", &b"world"[..], 200),
+    ] {
+        let resp = call(
+            Method::PUT,
+            &signed,
+            None,
+            &[("content-range", range)],
+            body.to_vec(),
+        )
+        .await;
+        assert_eq!(resp.status, status, "{}", resp.describe());
+    }
+    let file = call(
+        Method::GET,
+        &server.url("/files/only-this-name"),
+        Some(TOKEN_A),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(file.body, b"helloworld");
+}
+
 /// `tenax serve` with `secrets`' tokens file; its stdout and stderr lines
 /// arrive on the receiver, read by threads.
 fn serve_with_tokens(

@@ -8,11 +8,11 @@
 //! ```toml
 //! [[tokens]]
 //! token = "a long random secret"
-//! namespace = "team-a"        # absent: the default namespace
+//! namespace = "team-a"        # absent or "default": the default namespace
 //! name = "anna's laptop"      # for logs; the secret is never logged
 //! max_upload_size = "10GiB"
 //!
-//! [namespaces.team-a]
+//! [namespaces.team-a]            # [namespaces.default]: the default one
 //! max_concurrent_uploads = 20
 //! max_bytes_in_progress = "200GiB"
 //! max_bytes_stored = "2TiB"
@@ -135,9 +135,16 @@ impl Tables {
     }
 }
 
+/// A configured namespace: `default` (or none) is the default namespace,
+/// the one of requests on an open server and of tokens without a namespace.
 fn namespace(text: Option<&str>, key: &str) -> anyhow::Result<Namespace> {
     match text {
-        None => Ok(Namespace::default()),
+        None | Some(Namespace::DEFAULT_ALIAS) => Ok(Namespace::default()),
+        Some("") => bail!(
+            "config key {key:?}: the default namespace is written {:?} \
+             (e.g. [namespaces.{0}])",
+            Namespace::DEFAULT_ALIAS
+        ),
         Some(text) => Namespace::new(text).map_err(|error| anyhow!("config key {key:?}: {error}")),
     }
 }
@@ -162,7 +169,8 @@ impl Credentials {
         !self.inline.tokens.is_empty() || self.tokens_file.is_some() || self.signing_key.is_some()
     }
 
-    /// The tokens and quotas, read now.
+    /// The tokens and quotas, read now (an open server has quotas too:
+    /// `[namespaces.default]`).
     pub(crate) fn load(&self) -> anyhow::Result<Table> {
         let file = match &self.tokens_file {
             Some(path) => Tables::read(path)?,
@@ -292,6 +300,24 @@ mod tests {
                 .contains("namespaces.x.max_bytes_stored")
         );
         assert!(toml::from_str::<Tables>("[[tokens]]\ntokn = \"x\"").is_err());
+        assert!(
+            error("[namespaces.\"\"]\nmax_concurrent_uploads = 1").contains("[namespaces.default]")
+        );
+    }
+
+    #[test]
+    fn default_names_the_default_namespace() {
+        let table = tables(
+            "[[tokens]]\ntoken = \"0123456789abcdef\"\nnamespace = \"default\"\n\
+             [namespaces.default]\nmax_concurrent_uploads = 1",
+        )
+        .check(&Tables::default())
+        .expect("valid");
+        assert!(table.tokens[0].1.namespace.is_default());
+        assert_eq!(
+            table.quotas[&Namespace::default()].max_concurrent_uploads,
+            Some(1)
+        );
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub(crate) struct SignArgs {
     /// The file with the server's signing key (its `--signing-key-file`).
     #[arg(long, value_name = "FILE", env = "TENAX_SIGNING_KEY_FILE")]
     key_file: PathBuf,
-    /// The namespace the URL acts in. [default: the default namespace]
+    /// The namespace the URL acts in (`default`: the default namespace).
+    /// [default: the default namespace]
     #[arg(long, value_name = "NAME")]
     namespace: Option<String>,
     /// What the URL allows: `create`, `name:NAME`, `upload:ID` or `file:NAME`.
@@ -37,9 +38,9 @@ pub(crate) struct SignArgs {
 
 pub(crate) fn run(args: SignArgs) -> anyhow::Result<()> {
     let key = read_signing_key(&args.key_file)?;
-    let namespace = match &args.namespace {
-        None => Namespace::default(),
-        Some(name) => Namespace::new(name.as_str()).context("--namespace")?,
+    let namespace = match args.namespace.as_deref() {
+        None | Some(Namespace::DEFAULT_ALIAS) => Namespace::default(),
+        Some(name) => Namespace::new(name).context("--namespace")?,
     };
     let scope = match &args.scope {
         Some(text) => Scope::parse(text).map_err(|_| {

@@ -240,3 +240,31 @@ async fn the_host_header_is_checked() {
         "{location}"
     );
 }
+
+/// Finding 4: the default namespace (an open server's) has quotas like any
+/// other, written `[namespaces.default]`.
+#[tokio::test]
+async fn the_default_namespace_has_quotas() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("tenax.toml");
+    std::fs::write(
+        &config,
+        "[namespaces.default]\nmax_concurrent_uploads = 1\nmax_bytes_in_progress = \"1KiB\"\n",
+    )
+    .expect("write the config");
+    let server = TestServer::start_with(BIN, &["--config", config.to_str().expect("UTF-8")]);
+    let url = server.url("/uploads");
+    let create = async |length: &str| {
+        request(
+            Method::POST,
+            &url,
+            &[TUS, ("upload-length", length)],
+            vec![],
+        )
+        .await
+    };
+    assert_problem(&create("2048").await, 507);
+    let first = create("10").await;
+    assert_eq!(first.status, 201, "{}", first.describe());
+    assert_problem(&create("10").await, 429);
+}

@@ -39,8 +39,12 @@ pub enum NameError {
     #[error("a file name may not start with '.'")]
     LeadingDot,
     /// A namespace is 1 to 64 of `a-z`, `0-9`, `_` and `-`, starting with a
-    /// letter or digit.
-    #[error("a namespace is 1 to 64 of a-z, 0-9, '_' and '-', starting with a letter or digit")]
+    /// letter or digit, and not `default` (the default namespace's name in
+    /// configuration).
+    #[error(
+        "a namespace is 1 to 64 of a-z, 0-9, '_' and '-', starting with a letter or digit \
+         (and 'default' is the default namespace)"
+    )]
     BadNamespace,
 }
 
@@ -153,6 +157,9 @@ impl Namespace {
     /// ```
     pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
         let name = name.into();
+        if name == Self::DEFAULT_ALIAS {
+            return Err(NameError::BadNamespace);
+        }
         let bytes = name.as_bytes();
         let allowed =
             |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-';
@@ -167,6 +174,10 @@ impl Namespace {
             _ => Err(NameError::BadNamespace),
         }
     }
+
+    /// The word configuration uses for the default namespace; reserved, so
+    /// that no other namespace can be called so.
+    pub const DEFAULT_ALIAS: &'static str = "default";
 
     /// Whether this is the default namespace.
     pub fn is_default(&self) -> bool {
@@ -250,7 +261,17 @@ mod tests {
 
     #[test]
     fn namespaces_are_plain_words() {
-        for bad in ["", "-x", "_x", "A", "a/b", "a.b", "..", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "-x",
+            "_x",
+            "A",
+            "a/b",
+            "a.b",
+            "..",
+            "default",
+            &"a".repeat(65),
+        ] {
             assert_eq!(Namespace::new(bad), Err(NameError::BadNamespace), "{bad:?}");
         }
         for good in ["a", "team-a", "0_x", &"z".repeat(64)] {

@@ -237,7 +237,7 @@ pub(crate) fn seed_decide_bytes(data: &[u8]) {
 }
 
 /// Classifies the headers, applies the decision table and checks the
-/// invariants of PROTOCOLS §1.3 on the result.
+/// invariants of docs/protocol.md §1.3 on the result.
 pub(crate) fn seed_decide(input: &SeedInput) {
     let state = input.state();
     let held = state.held;

@@ -5,6 +5,9 @@
 //! (records and data states), so that nothing an upload needs lives in one
 //! node's memory and any node serves any request.
 //!
+//! [`Catalog`]: tenax_core::Catalog
+//! [`MetaStore`]: tenax_objstore::MetaStore
+//!
 //! The one-writer rule is a lease with a fencing token: taking an upload
 //! increments `fence` in its row, and every commit of a data state or a
 //! record by a node that holds the upload names the fence it took, so a

@@ -496,31 +496,40 @@ mod tests {
         }
     }
 
-    fn state() -> impl Strategy<Value = UploadState> {
-        (0u64..1000, proptest::option::of(0u64..1000)).prop_map(|(held, total)| {
+    /// Uploads of up to `max` bytes.
+    fn state(max: u64) -> impl Strategy<Value = UploadState> {
+        (0..max, proptest::option::of(0..max)).prop_map(|(held, total)| {
             let total = total.map(|t| t.max(held));
             active(held, total)
         })
     }
 
-    fn request() -> impl Strategy<Value = SeedRequest> {
-        let total = prop_oneof![Just(Total::Unknown), (0u64..1200).prop_map(Total::Known)];
+    /// Requests around an upload of up to `max` bytes.
+    fn request(max: u64) -> impl Strategy<Value = SeedRequest> {
+        let total = prop_oneof![
+            Just(Total::Unknown),
+            (0..max + max / 5).prop_map(Total::Known)
+        ];
         prop_oneof![
-            (0u64..1100, 0u64..200, total.clone()).prop_map(|(first, len, total)| chunk(
-                first,
-                first + len,
-                total
-            )),
+            (0..max + max / 10, 0..max / 5 + 2, total.clone())
+                .prop_map(|(first, len, total)| chunk(first, first + len, total)),
             total.prop_map(|total| SeedRequest::Query { total }),
-            (0u64..1100).prop_map(|len| SeedRequest::Whole { len }),
+            (0..max + max / 10).prop_map(|len| SeedRequest::Whole { len }),
         ]
     }
 
     proptest! {
         /// Whatever the table says, the offset never moves backwards, never
-        /// runs past the total, and a gap or error changes nothing.
+        /// runs past the total, and a gap or error changes nothing: neither
+        /// carries a write, and each is raised only for the conflict it names.
         #[test]
-        fn offsets_only_grow_within_the_total(state in state(), request in request()) {
+        fn offsets_only_grow_within_the_total(
+            (state, request) in prop_oneof![
+                (state(1000), request(1000)),
+                // Small numbers, so that every boundary (A = H, B = T - 1, …) is hit.
+                (state(8), request(8)),
+            ]
+        ) {
             match decide(state, request) {
                 Ok(SeedAction::Append { skip, write, total, completes }) => {
                     let first = match request {
@@ -542,7 +551,43 @@ mod tests {
                 }
                 Ok(SeedAction::Finalize { total }) => prop_assert_eq!(total, state.held),
                 Ok(SeedAction::Report { total: Some(total) }) => prop_assert!(total >= state.held),
-                Ok(_) | Err(_) => {}
+                // Reporting without a total leaves the upload's unknown one alone.
+                Ok(SeedAction::Report { total: None }) => prop_assert_eq!(state.total, None),
+                Ok(SeedAction::ReplayFinal) => {
+                    return Err(TestCaseError::fail("an active upload replayed a final answer"));
+                }
+                // A gap writes nothing and is only ever a chunk starting past
+                // the held bytes that would otherwise fit the total.
+                Ok(SeedAction::Gap) => {
+                    let SeedRequest::Chunk { first, last, .. } = request else {
+                        return Err(TestCaseError::fail("a gap without a chunk"));
+                    };
+                    prop_assert!(first > state.held);
+                    if let Some(known) = state.total {
+                        prop_assert!(last < known);
+                    }
+                }
+                // An error writes nothing, and each names a real conflict.
+                Err(error) => match error {
+                    SeedError::TotalChanged { declared, known } => {
+                        prop_assert_eq!(state.total, Some(known));
+                        prop_assert_ne!(declared, known);
+                    }
+                    SeedError::TotalBelowHeld { declared, held } => {
+                        prop_assert_eq!(held, state.held);
+                        prop_assert!(declared < held);
+                    }
+                    SeedError::PastTotal { last, total } => prop_assert!(last >= total),
+                    SeedError::WholeAfterStart => {
+                        let whole = matches!(request, SeedRequest::Whole { .. });
+                        prop_assert!(whole && state.held > 0);
+                    }
+                    other => {
+                        return Err(TestCaseError::fail(format!(
+                            "decide raised a framing error: {other}"
+                        )));
+                    }
+                },
             }
         }
     }

@@ -169,9 +169,15 @@ pub(crate) async fn download(server: &TestServer, name: &str) -> Vec<u8> {
     resp.body
 }
 
-/// Entries in the data directory's `uploads/` (records and data).
+/// Entries in the data directory's `uploads/` (records and data). The
+/// server creates that directory when it opens the data directory, so a
+/// missing one means the layout moved and every "no upload was created"
+/// check would pass vacuously: that panics instead.
 pub(crate) fn upload_entries(server: &TestServer) -> usize {
-    std::fs::read_dir(server.data_dir().join("uploads")).map_or(0, |entries| entries.count())
+    let dir = server.data_dir().join("uploads");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("reading {}: {error}", dir.display()))
+        .count()
 }
 
 /// The `/uploads/{id}` path of an upload URL (absolute or not).

@@ -33,8 +33,8 @@ use futures_util::{StreamExt as _, stream};
 use sha2::{Digest as _, Sha256};
 use tenax_core::storage::LocalDisk;
 use tenax_core::{
-    AppendOutcome, ChunkCheck, Concat, Engine, EngineConfig, Error, FileKey, FileName,
-    Interruption, Namespace, NewUpload, Status, UploadId,
+    AppendOptions, AppendOutcome, ChunkCheck, Concat, Engine, EngineConfig, Error, FileKey,
+    FileName, Interruption, Namespace, NewUpload, Status, UploadId,
 };
 
 /// At most this many ops per input, and this many uploads per run.
@@ -374,7 +374,10 @@ impl Harness {
                     .map_or(u64::MAX, |total| total.saturating_sub(held));
                 let frames = body.frames();
                 let result = lease
-                    .append(stream::iter(frames.clone()), skip, limit)
+                    .append(
+                        stream::iter(frames.clone()),
+                        AppendOptions::up_to(limit).skip(skip),
+                    )
                     .await;
                 match (&upload.status, result) {
                     (MStatus::Active, Ok(outcome)) => {
@@ -413,7 +416,10 @@ impl Harness {
                     valid: *valid,
                 });
                 let result = lease
-                    .append_checked(stream::iter(frames.clone()), limit, check)
+                    .append(
+                        stream::iter(frames.clone()),
+                        AppendOptions::up_to(limit).check(check),
+                    )
                     .await;
                 match (&upload.status, result) {
                     (MStatus::Active, result) => {
@@ -471,9 +477,11 @@ impl Harness {
                     body.frames().into_iter().filter(Result::is_ok).collect();
                 let (kept, expected) = expected_append(&frames, 0, limit);
                 let stream = stream::iter(frames).chain(stream::pending());
-                let result =
-                    tokio::time::timeout(Duration::from_millis(5), lease.append(stream, 0, limit))
-                        .await;
+                let result = tokio::time::timeout(
+                    Duration::from_millis(5),
+                    lease.append(stream, AppendOptions::up_to(limit)),
+                )
+                .await;
                 drop(lease);
                 match (&upload.status, result) {
                     // Abandoned: some prefix of what arrived may be kept.

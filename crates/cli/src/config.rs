@@ -511,9 +511,12 @@ impl ServeArgs {
             listen,
             data,
             engine: EngineConfig {
-                md5: self.md5.unwrap_or(true),
+                digests: tenax_core::DigestSet {
+                    md5: self.md5.unwrap_or(true),
+                },
                 upload_ttl,
                 expired_retention,
+                ..EngineConfig::default()
             },
             expiry_interval,
             server: ServerConfig {
@@ -783,7 +786,7 @@ mod tests {
         let config = ServeArgs::default().validate().expect("defaults are valid");
         assert_eq!(config.listen, "127.0.0.1:8080".parse().expect("address"));
         assert_eq!(config.data, PathBuf::from("./tenax-data"));
-        assert!(config.engine.md5);
+        assert!(config.engine.digests.md5);
         assert_eq!(config.engine.upload_ttl, Duration::from_secs(7 * 86_400));
         assert_eq!(config.expiry_interval, Duration::from_secs(3600));
         assert_eq!(
@@ -818,7 +821,7 @@ mod tests {
         };
         let config = upper.over(lower).validate().expect("valid");
         assert_eq!(config.listen.port(), 9000);
-        assert!(!config.engine.md5);
+        assert!(!config.engine.digests.md5);
         assert_eq!(config.server.max_upload_size, Some(1000));
         assert_eq!(config.engine.upload_ttl, Duration::from_secs(3600));
         assert_eq!(config.expiry_interval, Duration::from_millis(500));
@@ -836,6 +839,7 @@ mod tests {
                 .validate()
                 .expect("valid")
                 .engine
+                .digests
                 .md5
         );
     }

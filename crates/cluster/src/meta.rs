@@ -4,8 +4,9 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use sqlx::Row as _;
+use tenax_core::layout::{parse_record, record_json};
 use tenax_core::{StorageError, UploadId, UploadRecord};
-use tenax_objstore::{MetaStore, parse_record, record_json};
+use tenax_objstore::MetaStore;
 
 use crate::{Cluster, LEASE_TTL, db};
 

@@ -17,8 +17,8 @@ use object_store::path::Path;
 use sqlx::Connection as _;
 use tenax_cluster::Cluster;
 use tenax_core::{
-    Catalog, Engine, EngineConfig, Error, FileKey, FileName, Namespace, NewUpload, NoHooks, Quota,
-    QuotaExceeded, Status, StorageError,
+    AppendOptions, Catalog, Engine, EngineConfig, Error, FileKey, FileName, Namespace, NewUpload,
+    NoHooks, Quota, QuotaExceeded, Status, StorageError,
 };
 use tenax_objstore::{MetaStore, ObjectStorage};
 
@@ -123,7 +123,7 @@ async fn an_upload_continues_on_another_node_and_the_old_writer_is_fenced_out() 
 
     let mut on_a = a.engine.lease(id).await.expect("lease on a");
     let first = on_a
-        .append(frames(&data[..300]), 0, 300)
+        .append(frames(&data[..300]), AppendOptions::up_to(300))
         .await
         .expect("append on a");
     assert_eq!(first.written, 300);
@@ -132,7 +132,7 @@ async fn an_upload_continues_on_another_node_and_the_old_writer_is_fenced_out() 
     // B takes the upload over and sees what A committed.
     let mut on_b = b.engine.lease(id).await.expect("lease on b");
     assert_eq!(on_b.held(), 300);
-    on_b.append(frames(&data[300..600]), 0, 300)
+    on_b.append(frames(&data[300..600]), AppendOptions::up_to(300))
         .await
         .expect("append on b");
     drop(on_b);
@@ -142,14 +142,16 @@ async fn an_upload_continues_on_another_node_and_the_old_writer_is_fenced_out() 
     assert_eq!(again.held(), 600);
     // Now B takes it while A still holds its lease: A can commit nothing.
     let mut on_b = b.engine.lease(id).await.expect("b takes over");
-    let refused = again.append(frames(&data[600..700]), 0, 100).await;
+    let refused = again
+        .append(frames(&data[600..700]), AppendOptions::up_to(100))
+        .await;
     assert!(
         matches!(refused, Err(Error::Storage(StorageError::Fenced))),
         "a fenced-out writer committed: {refused:?}"
     );
     drop(again);
     assert_eq!(on_b.held(), 600);
-    on_b.append(frames(&data[600..]), 0, 400)
+    on_b.append(frames(&data[600..]), AppendOptions::up_to(400))
         .await
         .expect("append on b");
     on_b.finalize().await.expect("finalize on b");
@@ -181,7 +183,7 @@ async fn a_takeover_stops_the_writer_on_the_other_node() {
         tokio::spawn(async move {
             let mut lease = engine.lease(id).await.expect("lease on a");
             let body = tokio_stream_from(receiver);
-            lease.append(body, 0, 10_000).await
+            lease.append(body, AppendOptions::up_to(10_000)).await
         })
     };
     sender
@@ -242,7 +244,7 @@ async fn names_published_files_and_quotas_are_shared() {
         )
         .await
         .expect("lease_name on a");
-    on_a.append(frames(&data[..250]), 0, 250)
+    on_a.append(frames(&data[..250]), AppendOptions::up_to(250))
         .await
         .expect("append");
     let id = on_a.id();
@@ -253,7 +255,7 @@ async fn names_published_files_and_quotas_are_shared() {
         .await
         .expect("lease_name on b");
     assert_eq!((on_b.id(), on_b.held()), (id, 250));
-    on_b.append(frames(&data[250..]), 0, 250)
+    on_b.append(frames(&data[250..]), AppendOptions::up_to(250))
         .await
         .expect("append");
     on_b.finalize().await.expect("finalize");

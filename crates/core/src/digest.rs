@@ -8,9 +8,33 @@ use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-/// Running SHA-256, MD5 (optional: it is the slowest by far, ~0.7 GB/s on
-/// one core, and only GCS-style clients ask for it) and CRC32C of an
-/// upload's prefix `0..upto`.
+/// Which optional digests to compute, beside SHA-256 and CRC32C, which are
+/// always computed. An optional digest is computed for an upload only when
+/// both the engine ([`EngineConfig`](crate::EngineConfig)) and the upload
+/// ([`NewUpload`](crate::NewUpload)) ask for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct DigestSet {
+    /// MD5, base64 in [`FinalInfo::md5`](crate::FinalInfo::md5). The slowest
+    /// digest by far (~0.7 GB/s on one core): it caps a single upload's speed.
+    pub md5: bool,
+}
+
+impl DigestSet {
+    /// No optional digest.
+    pub const NONE: DigestSet = DigestSet { md5: false };
+    /// MD5 only.
+    pub const MD5: DigestSet = DigestSet { md5: true };
+
+    /// The digests asked for by both sets.
+    pub fn intersection(self, other: DigestSet) -> DigestSet {
+        DigestSet {
+            md5: self.md5 && other.md5,
+        }
+    }
+}
+
+/// Running SHA-256, CRC32C and the optional digests of a [`DigestSet`] over
+/// an upload's prefix `0..upto`.
 #[derive(Debug, Clone, Default)]
 pub struct Digests {
     sha256: Sha256,
@@ -28,10 +52,10 @@ pub(crate) struct DigestValues {
 }
 
 impl Digests {
-    /// Empty digests; MD5 is computed only if `md5` is set.
-    pub fn new(md5: bool) -> Self {
+    /// Empty digests, computing the optional ones in `set`.
+    pub fn new(set: DigestSet) -> Self {
         Digests {
-            md5: md5.then(Md5::default),
+            md5: set.md5.then(Md5::default),
             ..Digests::default()
         }
     }
@@ -142,9 +166,9 @@ mod tests {
             Bytes::from_static(&data[..7]),
             Bytes::from_static(&data[7..]),
         ];
-        let mut without_md5 = Digests::new(false);
+        let mut without_md5 = Digests::new(DigestSet::NONE);
         without_md5.update(data);
-        let split = Digests::new(false)
+        let split = Digests::new(DigestSet::NONE)
             .update_concurrently(halves.to_vec())
             .await
             .expect("hashing thread");
@@ -152,9 +176,9 @@ mod tests {
         let (without_md5, split) = (without_md5.finish(), split.finish());
         assert_eq!(without_md5, split);
         assert_eq!(split.md5, None);
-        let mut whole = Digests::new(true);
+        let mut whole = Digests::new(DigestSet::MD5);
         whole.update(data);
-        let split = Digests::new(true)
+        let split = Digests::new(DigestSet::MD5)
             .update_concurrently(halves.to_vec())
             .await
             .expect("hashing threads");
@@ -170,7 +194,7 @@ mod tests {
             "d7a8fbb307d7809469ca9abcb0082e4f8d5651e46d3cdb762d02d0bf37c9e592"
         );
         assert_eq!(whole.md5.as_deref(), Some("nhB9nTcrtoJr2B01QqQZ1g=="));
-        assert_eq!(Digests::new(false).finish().md5, None);
+        assert_eq!(Digests::new(DigestSet::NONE).finish().md5, None);
         // CRC32C of the empty input is 0, written as four zero bytes.
         assert_eq!(Digests::default().finish().crc32c, "AAAAAA==");
     }

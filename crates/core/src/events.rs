@@ -99,12 +99,12 @@ pub struct EventUpload {
     /// The content's media type, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
-    /// Metadata: keys to base64-encoded values (as tus carries them).
+    /// Metadata: keys to base64-encoded values.
     pub metadata: BTreeMap<String, String>,
     /// The digests, on `completed` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digests: Option<EventDigests>,
-    /// Set on a part of a tus concatenation (its bytes end up in the final
+    /// Set on a partial upload of a concatenation (its bytes end up in the final
     /// upload, which has events of its own).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
@@ -278,7 +278,7 @@ mod tests {
             metadata: BTreeMap::from([("k".to_owned(), "dg==".to_owned())]),
             concat,
             staged_from: None,
-            md5: false,
+            digests: crate::DigestSet::NONE,
             created_at: 1,
             updated_at: 1,
             status,

@@ -12,18 +12,22 @@
 pub mod catalog;
 mod digest;
 mod engine;
+mod error;
 pub mod events;
 mod hasher;
+pub mod layout;
+pub mod metric;
 mod quota;
 mod record;
 pub mod storage;
 
 pub use catalog::{Catalog, LocalCatalog};
-pub use digest::Digests;
+pub use digest::{DigestSet, Digests};
 pub use engine::{
-    AppendOutcome, ChunkCheck, CollectReport, Engine, EngineConfig, Error, Interruption, Lease,
-    Snapshot, metric,
+    AppendOptions, AppendOutcome, ChunkCheck, CollectReport, Engine, EngineConfig, Interruption,
+    Lease, Progress, Snapshot,
 };
+pub use error::Error;
 pub use events::{CompletionAnswer, Event, EventKind, HookError, Hooks, NoHooks};
 pub use quota::{Quota, QuotaExceeded, Usage};
 pub use record::{Concat, FileKey, FinalInfo, NewUpload, Status, UploadRecord};

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tenax_protocol::{FileName, Namespace, UploadId};
 
+use crate::digest::DigestSet;
+
 /// What a client asks for when it creates an upload.
 #[derive(Debug, Clone, Default)]
 pub struct NewUpload {
@@ -18,11 +20,12 @@ pub struct NewUpload {
     pub content_type: Option<String>,
     /// Free-form metadata: keys to base64-encoded values.
     pub metadata: BTreeMap<String, String>,
-    /// The upload's part in a tus concatenation, if any.
+    /// The upload's part in a concatenation, if any.
     pub concat: Option<Concat>,
-    /// Whether the final answer carries an MD5 (the seed dialect's does; it
-    /// is the costliest digest, so uploads of other dialects skip it).
-    pub md5: bool,
+    /// The optional digests the completed upload carries (if the engine
+    /// computes them too): each costs time, so ask only for those the
+    /// final answer shows.
+    pub digests: DigestSet,
 }
 
 /// Everything the server stores about an upload except its bytes.
@@ -52,16 +55,17 @@ pub struct UploadRecord {
     /// Free-form metadata: keys to base64-encoded values.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
-    /// The upload's part in a tus concatenation, if any.
+    /// The upload's part in a concatenation, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concat: Option<Concat>,
     /// Set while a checksummed append runs: bytes past this offset are not
     /// verified yet, and are cut off if the server restarts before they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staged_from: Option<u64>,
-    /// Whether an MD5 is computed (records from before this field: yes).
-    #[serde(default = "yes")]
-    pub md5: bool,
+    /// The optional digests computed for it, stored as the field `md5`
+    /// (records from before this field: MD5).
+    #[serde(rename = "md5", default = "md5_set", with = "digest_set_md5")]
+    pub digests: DigestSet,
     /// Creation time, seconds since the Unix epoch.
     pub created_at: u64,
     /// Last time the upload received bytes or changed, seconds since the Unix epoch.
@@ -70,8 +74,8 @@ pub struct UploadRecord {
     pub status: Status,
 }
 
-fn yes() -> bool {
-    true
+fn md5_set() -> DigestSet {
+    DigestSet::MD5
 }
 
 impl UploadRecord {
@@ -93,7 +97,8 @@ pub struct FileKey {
     pub name: FileName,
 }
 
-/// The role of an upload in a concatenation (tus `Upload-Concat`).
+/// The role of an upload in a concatenation: partial uploads, each written
+/// on its own, joined in order into a final upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Concat {
@@ -115,8 +120,8 @@ pub enum Status {
     /// later requests get 410 rather than 404.
     Cancelled,
     /// Idle for longer than the time to live: the expiry collector removed
-    /// the data; the record stays as a tombstone (tus answers 410, the
-    /// other dialects 404) until it too is removed after a grace period.
+    /// the data; the record stays as a tombstone (so that later requests can
+    /// learn that it expired) until it too is removed after a grace period.
     /// `updated_at` is when the upload was found expired.
     Expired,
 }
@@ -128,10 +133,10 @@ pub struct FinalInfo {
     pub size: u64,
     /// SHA-256, lowercase hex.
     pub sha256: String,
-    /// MD5, base64 (as GCS writes `md5Hash`), unless the server computes no MD5.
+    /// MD5, base64, when it was computed (see [`DigestSet`]).
     #[serde(default)]
     pub md5: Option<String>,
-    /// CRC32C, big-endian, base64 (as GCS writes `crc32c`).
+    /// CRC32C, its four bytes big-endian, base64.
     pub crc32c: String,
     /// Completion time, seconds since the Unix epoch.
     pub completed_at: u64,
@@ -145,6 +150,28 @@ pub struct FinalInfo {
     /// they cannot tell two uploads finished within the same second apart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub superseded: bool,
+}
+
+/// A [`DigestSet`] as the stored `md5` flag (the only optional digest).
+mod digest_set_md5 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::digest::DigestSet;
+
+    pub(super) fn serialize<S: Serializer>(
+        set: &DigestSet,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bool(set.md5)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DigestSet, D::Error> {
+        Ok(DigestSet {
+            md5: bool::deserialize(deserializer)?,
+        })
+    }
 }
 
 mod id_text {

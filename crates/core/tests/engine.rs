@@ -8,7 +8,8 @@ use futures_util::{StreamExt as _, stream};
 use sha2::{Digest as _, Sha256};
 use tenax_core::storage::LocalDisk;
 use tenax_core::{
-    Engine, EngineConfig, Error, FileKey, FileName, Interruption, Namespace, NewUpload, Status,
+    AppendOptions, DigestSet, Engine, EngineConfig, Error, FileKey, FileName, Interruption,
+    Namespace, NewUpload, Status,
 };
 
 type Frame = Result<Bytes, String>;
@@ -61,8 +62,7 @@ async fn appends_in_pieces_and_publishes_with_digests() {
     let first = lease
         .append(
             stream::iter(frames(&data[..1_000_000], 65_536)),
-            0,
-            1_000_000,
+            AppendOptions::up_to(1_000_000),
         )
         .await
         .expect("append");
@@ -72,8 +72,7 @@ async fn appends_in_pieces_and_publishes_with_digests() {
     let second = lease
         .append(
             stream::iter(frames(rest, 100_000)),
-            400_000,
-            rest.len() as u64 - 400_000,
+            AppendOptions::up_to(rest.len() as u64 - 400_000).skip(400_000),
         )
         .await
         .expect("append");
@@ -104,7 +103,7 @@ async fn a_failing_body_keeps_its_prefix_durably() {
     body.push(Err("connection reset".into()));
     let mut lease = engine.lease(id).await.expect("lease");
     let outcome = lease
-        .append(stream::iter(body), 0, u64::MAX)
+        .append(stream::iter(body), AppendOptions::default())
         .await
         .expect("append");
     assert_eq!(outcome.written, 150_000);
@@ -138,7 +137,10 @@ async fn a_newer_request_ends_the_older_one_which_keeps_its_prefix() {
         async move {
             let mut lease = engine.lease(id).await.expect("lease");
             let body = tokio_stream_from(receiver);
-            lease.append(body, 0, u64::MAX).await.expect("append")
+            lease
+                .append(body, AppendOptions::default())
+                .await
+                .expect("append")
         }
     });
     sender
@@ -182,8 +184,7 @@ async fn digests_survive_a_restart_mid_upload() {
         lease
             .append(
                 stream::iter(frames(&data[..1_234_567], 100_000)),
-                0,
-                u64::MAX,
+                AppendOptions::default(),
             )
             .await
             .expect("append");
@@ -194,7 +195,10 @@ async fn digests_survive_a_restart_mid_upload() {
     assert_eq!(lease.held(), 1_234_567);
     let rest = &data[1_234_567..];
     lease
-        .append(stream::iter(frames(rest, 77_777)), 0, rest.len() as u64)
+        .append(
+            stream::iter(frames(rest, 77_777)),
+            AppendOptions::up_to(rest.len() as u64),
+        )
         .await
         .expect("append");
     let info = lease.finalize().await.expect("finalize");
@@ -209,7 +213,10 @@ async fn overrun_keeps_only_the_announced_bytes() {
     let id = engine.create(NewUpload::default()).await.expect("create");
     let mut lease = engine.lease(id).await.expect("lease");
     let outcome = lease
-        .append(stream::iter(frames(&pattern(1000), 300)), 0, 500)
+        .append(
+            stream::iter(frames(&pattern(1000), 300)),
+            AppendOptions::up_to(500),
+        )
         .await
         .expect("append");
     assert_eq!(
@@ -226,7 +233,10 @@ async fn cancel_forgets_the_data_and_remembers_the_upload() {
     let id = engine.create(NewUpload::default()).await.expect("create");
     let mut lease = engine.lease(id).await.expect("lease");
     lease
-        .append(stream::iter(frames(&pattern(10), 10)), 0, 10)
+        .append(
+            stream::iter(frames(&pattern(10), 10)),
+            AppendOptions::up_to(10),
+        )
         .await
         .expect("append");
     lease.cancel().await.expect("cancel");
@@ -251,7 +261,7 @@ async fn names_continue_the_current_upload_until_asked_to_start_over() {
         .expect("lease");
     let first = lease.id();
     lease
-        .append(stream::iter(frames(b"hello", 5)), 0, 5)
+        .append(stream::iter(frames(b"hello", 5)), AppendOptions::up_to(5))
         .await
         .expect("append");
     lease.finalize().await.expect("finalize");
@@ -336,7 +346,10 @@ async fn checked_appends_keep_only_valid_whole_chunks() {
         expected: byte_sum(good),
     });
     let outcome = lease
-        .append_checked(stream::iter(frames(good, 50_000)), 600_000, check)
+        .append(
+            stream::iter(frames(good, 50_000)),
+            AppendOptions::up_to(600_000).check(check),
+        )
         .await
         .expect("valid chunk");
     assert_eq!(outcome.written, 200_000);
@@ -347,7 +360,10 @@ async fn checked_appends_keep_only_valid_whole_chunks() {
         expected: byte_sum(next) + 1,
     });
     let refused = lease
-        .append_checked(stream::iter(frames(next, 50_000)), 400_000, wrong)
+        .append(
+            stream::iter(frames(next, 50_000)),
+            AppendOptions::up_to(400_000).check(wrong),
+        )
         .await;
     assert!(
         matches!(refused, Err(Error::ChecksumMismatch)),
@@ -363,7 +379,10 @@ async fn checked_appends_keep_only_valid_whole_chunks() {
         expected: byte_sum(next),
     });
     let outcome = lease
-        .append_checked(stream::iter(cut), 400_000, check)
+        .append(
+            stream::iter(cut),
+            AppendOptions::up_to(400_000).check(check),
+        )
         .await
         .expect("interrupted");
     assert_eq!(outcome.written, 0);
@@ -375,7 +394,10 @@ async fn checked_appends_keep_only_valid_whole_chunks() {
         expected: byte_sum(rest),
     });
     lease
-        .append_checked(stream::iter(frames(rest, 65_536)), 400_000, check)
+        .append(
+            stream::iter(frames(rest, 65_536)),
+            AppendOptions::up_to(400_000).check(check),
+        )
         .await
         .expect("valid chunk");
     let info = lease.finalize().await.expect("finalize");
@@ -390,7 +412,10 @@ async fn a_chunk_staged_when_the_server_died_is_discarded_at_restart() {
         let id = engine.create(NewUpload::default()).await.expect("create");
         let mut lease = engine.lease(id).await.expect("lease");
         lease
-            .append(stream::iter(frames(&pattern(1000), 100)), 0, 1000)
+            .append(
+                stream::iter(frames(&pattern(1000), 100)),
+                AppendOptions::up_to(1000),
+            )
             .await
             .expect("append");
         id
@@ -429,7 +454,10 @@ async fn concatenation_joins_finished_partials_in_order() {
         let id = engine.create(new).await.expect("create");
         let mut lease = engine.lease(id).await.expect("lease");
         lease
-            .append(stream::iter(frames(piece, 65_536)), 0, piece.len() as u64)
+            .append(
+                stream::iter(frames(piece, 65_536)),
+                AppendOptions::up_to(piece.len() as u64),
+            )
             .await
             .expect("append");
         lease.finalize().await.expect("finalize");
@@ -475,7 +503,7 @@ async fn md5_is_left_out_when_switched_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = Arc::new(LocalDisk::open(dir.path()).expect("data dir"));
     let config = EngineConfig {
-        md5: false,
+        digests: DigestSet::NONE,
         ..EngineConfig::default()
     };
     let engine = Engine::open(storage, config).await.expect("engine");
@@ -483,7 +511,10 @@ async fn md5_is_left_out_when_switched_off() {
     let mut lease = engine.lease(id).await.expect("lease");
     let data = pattern(3 << 20);
     lease
-        .append(stream::iter(frames(&data, 65_536)), 0, u64::MAX)
+        .append(
+            stream::iter(frames(&data, 65_536)),
+            AppendOptions::default(),
+        )
         .await
         .expect("append");
     let info = lease.finalize().await.expect("finalize");
@@ -503,7 +534,10 @@ async fn a_newer_upload_of_a_name_replaces_the_file_but_not_the_older_uploads_by
             .expect("create");
         let mut lease = engine.lease(id).await.expect("lease");
         lease
-            .append(stream::iter(frames(content, 4)), 0, content.len() as u64)
+            .append(
+                stream::iter(frames(content, 4)),
+                AppendOptions::up_to(content.len() as u64),
+            )
             .await
             .expect("append");
         lease.finalize().await.expect("finalize");
@@ -537,7 +571,7 @@ async fn a_publication_cut_by_a_crash_is_finished_at_the_next_lease() {
             .expect("create");
         let mut lease = engine.lease(id).await.expect("lease");
         lease
-            .append(stream::iter(frames(b"hello", 5)), 0, 5)
+            .append(stream::iter(frames(b"hello", 5)), AppendOptions::up_to(5))
             .await
             .expect("append");
         lease.finalize().await.expect("finalize");
@@ -584,7 +618,10 @@ async fn a_final_upload_of_unfinished_parts_completes_with_the_last_part() {
     for (id, piece) in [(second, &data[100_000..]), (first, &data[..100_000])] {
         let mut lease = engine.lease(id).await.expect("lease");
         lease
-            .append(stream::iter(frames(piece, 65_536)), 0, piece.len() as u64)
+            .append(
+                stream::iter(frames(piece, 65_536)),
+                AppendOptions::up_to(piece.len() as u64),
+            )
             .await
             .expect("append");
         lease.finalize().await.expect("finalize");
@@ -623,7 +660,7 @@ async fn cancelling_a_published_upload_withdraws_its_file() {
         .expect("create");
     let mut lease = engine.lease(id).await.expect("lease");
     lease
-        .append(stream::iter(frames(b"hi", 2)), 0, 2)
+        .append(stream::iter(frames(b"hi", 2)), AppendOptions::up_to(2))
         .await
         .expect("append");
     lease.finalize().await.expect("finalize");
@@ -663,7 +700,10 @@ async fn published_files_lists_completed_names_sorted_and_survives_a_restart() {
                 .expect("create");
             let mut lease = engine.lease(id).await.expect("lease");
             lease
-                .append(stream::iter(frames(content, 2)), 0, content.len() as u64)
+                .append(
+                    stream::iter(frames(content, 2)),
+                    AppendOptions::up_to(content.len() as u64),
+                )
                 .await
                 .expect("append");
             lease.finalize().await.expect("finalize");
@@ -720,7 +760,7 @@ async fn expiring_engine(
 async fn append_bytes(engine: &Engine, id: tenax_core::UploadId, data: &[u8]) {
     let mut lease = engine.lease(id).await.expect("lease");
     let outcome = lease
-        .append(stream::iter(frames(data, 1000)), 0, u64::MAX)
+        .append(stream::iter(frames(data, 1000)), AppendOptions::default())
         .await
         .expect("append");
     assert_eq!(outcome.written, data.len() as u64);
@@ -844,7 +884,10 @@ async fn a_finalisation_cut_by_a_crash_can_be_finished_later() {
             .expect("create");
         let mut lease = engine.lease(id).await.expect("lease");
         lease
-            .append(stream::iter(frames(&data, 65_536)), 0, data.len() as u64)
+            .append(
+                stream::iter(frames(&data, 65_536)),
+                AppendOptions::up_to(data.len() as u64),
+            )
             .await
             .expect("append");
         // The process dies here, before `finalize`.
@@ -879,7 +922,10 @@ async fn space_reserved_for_appends_is_released_at_completion() {
     let path = dir.path().join(format!("uploads/{id}.bin"));
     let mut lease = engine.lease(id).await.expect("lease");
     lease
-        .append(stream::iter(frames(&data[..1 << 20], 65_536)), 0, 1 << 20)
+        .append(
+            stream::iter(frames(&data[..1 << 20], 65_536)),
+            AppendOptions::up_to(1 << 20),
+        )
         .await
         .expect("append");
     let metadata = std::fs::metadata(&path).expect("data file");
@@ -890,7 +936,10 @@ async fn space_reserved_for_appends_is_released_at_completion() {
     );
     let reserved = metadata.blocks() * 512;
     lease
-        .append(stream::iter(frames(&data[1 << 20..], 65_536)), 0, 2 << 20)
+        .append(
+            stream::iter(frames(&data[1 << 20..], 65_536)),
+            AppendOptions::up_to(2 << 20),
+        )
         .await
         .expect("append");
     lease.finalize().await.expect("finalize");
@@ -956,7 +1005,10 @@ async fn complete_named(engine: &Engine, name: &str, data: &[u8]) -> tenax_core:
         .expect("create");
     let mut lease = engine.lease(id).await.expect("lease");
     lease
-        .append(stream::iter(frames(data, 4096)), 0, data.len() as u64)
+        .append(
+            stream::iter(frames(data, 4096)),
+            AppendOptions::up_to(data.len() as u64),
+        )
         .await
         .expect("append");
     lease.finalize().await.expect("finalize");
@@ -1159,8 +1211,11 @@ async fn the_next_lease_waits_for_a_dropped_write(
     let id = engine.create(NewUpload::default()).await.expect("create");
     {
         let mut lease = engine.lease(id).await.expect("lease");
-        let dropped =
-            tokio::time::timeout(Duration::from_millis(200), lease.append(body, 0, u64::MAX)).await;
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(200),
+            lease.append(body, AppendOptions::default()),
+        )
+        .await;
         assert!(
             dropped.is_err(),
             "the append ended though its write was held"
@@ -1183,8 +1238,86 @@ async fn the_next_lease_waits_for_a_dropped_write(
     assert_eq!(held, data.len() as u64, "the next lease counts the write");
     let mut lease = engine.lease(id).await.expect("lease");
     lease
-        .append(stream::iter(frames(b"tail", 4)), 0, u64::MAX)
+        .append(stream::iter(frames(b"tail", 4)), AppendOptions::default())
         .await
         .expect("append after the dropped one");
     assert_eq!(lease.held(), data.len() as u64 + 4);
+}
+
+#[tokio::test]
+async fn progress_reports_durable_offsets_while_the_body_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path()).await;
+    let data = pattern(5 << 20);
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    let path = dir.path().join("uploads").join(format!("{id}.bin"));
+    let mut lease = engine.lease(id).await.expect("lease");
+    let mut reported = Vec::new();
+    let mut report = |held: u64| {
+        // Reported bytes are on disk already.
+        let on_disk = std::fs::metadata(&path).expect("data file").len();
+        reported.push((held, on_disk));
+    };
+    let options = AppendOptions::default().progress(Duration::ZERO, &mut report);
+    let outcome = lease
+        .append(stream::iter(frames(&data, 256 << 10)), options)
+        .await
+        .expect("append");
+    assert_eq!(outcome.written, data.len() as u64);
+    assert!(reported.len() >= 3, "{reported:?}");
+    for pair in reported.windows(2) {
+        assert!(pair[0].0 < pair[1].0, "{reported:?}");
+    }
+    for &(held, on_disk) in &reported {
+        assert!(held <= on_disk && held <= data.len() as u64, "{reported:?}");
+    }
+
+    // A checked chunk reports nothing: its bytes are not accepted yet.
+    let more = pattern(3 << 20);
+    let mut checked_reports = 0;
+    let mut count = |_: u64| checked_reports += 1;
+    let check = Box::new(ByteSum {
+        sum: 0,
+        expected: byte_sum(&more),
+    });
+    let options = AppendOptions::default()
+        .check(check)
+        .progress(Duration::ZERO, &mut count);
+    let outcome = lease
+        .append(stream::iter(frames(&more, 256 << 10)), options)
+        .await
+        .expect("checked append");
+    assert_eq!(outcome.written, more.len() as u64);
+    assert_eq!(checked_reports, 0);
+    assert_eq!(lease.held(), (data.len() + more.len()) as u64);
+}
+
+#[tokio::test]
+async fn a_tiny_body_memory_budget_still_takes_every_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(
+        Arc::new(LocalDisk::open(dir.path()).expect("data dir")),
+        EngineConfig {
+            body_memory: 1,
+            ..EngineConfig::default()
+        },
+    )
+    .await
+    .expect("engine");
+    let data = pattern(3 << 20);
+    let id = engine.create(NewUpload::default()).await.expect("create");
+    let mut lease = engine.lease(id).await.expect("lease");
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        lease.append(
+            stream::iter(frames(&data, 64 << 10)),
+            AppendOptions::default(),
+        ),
+    )
+    .await
+    .expect("the append finished")
+    .expect("append");
+    assert_eq!(outcome.written, data.len() as u64);
+    let info = lease.finalize().await.expect("finalize");
+    assert_eq!(info.sha256, hex_sha256(&data));
 }

@@ -686,7 +686,7 @@ mod tests {
             metadata: BTreeMap::new(),
             concat: None,
             staged_from: None,
-            md5: false,
+            digests: tenax_core::DigestSet::NONE,
             created_at: 1,
             updated_at: 1,
             status,

@@ -4,7 +4,6 @@
 //! `tenax-cluster` crate), which fences every commit.
 
 use std::fmt;
-use std::io;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,9 +11,11 @@ use bytes::Bytes;
 use futures_util::{StreamExt as _, stream};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use tenax_core::layout::{parse_record, record_json};
 use tenax_core::{StorageError, UploadId, UploadRecord};
 
-use crate::{io_error, not_found_or_io, parse_json};
+use crate::paths::Paths;
+use crate::{io_error, not_found_or_io};
 
 /// The records and data states of the uploads.
 ///
@@ -68,13 +69,13 @@ pub trait MetaStore: Send + Sync + fmt::Debug + 'static {
 #[derive(Clone)]
 pub struct ObjectMeta {
     store: Arc<dyn ObjectStore>,
-    root: Path,
+    paths: Paths,
 }
 
 impl fmt::Debug for ObjectMeta {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ObjectMeta")
-            .field("root", &self.root)
+            .field("root", self.paths.root())
             .finish_non_exhaustive()
     }
 }
@@ -82,19 +83,10 @@ impl fmt::Debug for ObjectMeta {
 impl ObjectMeta {
     /// Records and states in `store` under `root`.
     pub fn new(store: Arc<dyn ObjectStore>, root: Path) -> Self {
-        ObjectMeta { store, root }
-    }
-
-    fn uploads(&self) -> Path {
-        self.root.clone().join("uploads")
-    }
-
-    fn record_path(&self, id: UploadId) -> Path {
-        self.uploads().join(id.to_string()).join("record.json")
-    }
-
-    fn state_path(&self, id: UploadId) -> Path {
-        self.uploads().join(id.to_string()).join("state.json")
+        ObjectMeta {
+            store,
+            paths: Paths::new(root),
+        }
     }
 
     async fn get(&self, path: &Path) -> Result<Bytes, StorageError> {
@@ -133,19 +125,19 @@ impl MetaStore for ObjectMeta {
     }
 
     async fn record(&self, id: UploadId) -> Result<UploadRecord, StorageError> {
-        let path = self.record_path(id);
+        let path = self.paths.record(id);
         parse_record(path.as_ref(), &self.get(&path).await?)
     }
 
     async fn put_record(&self, record: &UploadRecord) -> Result<(), StorageError> {
         let json = record_json(record)?;
-        self.put(&self.record_path(record.id), json.into()).await
+        self.put(&self.paths.record(record.id), json.into()).await
     }
 
     async fn records(&self) -> Result<Vec<UploadRecord>, StorageError> {
         let listed = self
             .store
-            .list_with_delimiter(Some(&self.uploads()))
+            .list_with_delimiter(Some(&self.paths.uploads()))
             .await
             .map_err(io_error)?;
         let ids: Vec<UploadId> = listed
@@ -172,7 +164,7 @@ impl MetaStore for ObjectMeta {
     }
 
     async fn state(&self, id: UploadId) -> Result<Option<Bytes>, StorageError> {
-        match self.get(&self.state_path(id)).await {
+        match self.get(&self.paths.state(id)).await {
             Ok(bytes) => Ok(Some(bytes)),
             Err(StorageError::NotFound) => Ok(None),
             Err(error) => Err(error),
@@ -180,25 +172,15 @@ impl MetaStore for ObjectMeta {
     }
 
     async fn put_state(&self, id: UploadId, state: Bytes) -> Result<(), StorageError> {
-        self.put(&self.state_path(id), state).await
+        self.put(&self.paths.state(id), state).await
     }
 
     async fn clear_state(&self, id: UploadId) -> Result<(), StorageError> {
-        self.delete(&self.state_path(id)).await
+        self.delete(&self.paths.state(id)).await
     }
 
     async fn remove(&self, id: UploadId) -> Result<(), StorageError> {
-        self.delete(&self.state_path(id)).await?;
-        self.delete(&self.record_path(id)).await
+        self.delete(&self.paths.state(id)).await?;
+        self.delete(&self.paths.record(id)).await
     }
-}
-
-/// A record as it is stored: JSON.
-pub fn record_json(record: &UploadRecord) -> Result<String, StorageError> {
-    serde_json::to_string_pretty(record).map_err(|error| StorageError::Io(io::Error::other(error)))
-}
-
-/// Parses a stored record; `what` names it in the error.
-pub fn parse_record(what: &str, bytes: &[u8]) -> Result<UploadRecord, StorageError> {
-    parse_json(what, bytes)
 }

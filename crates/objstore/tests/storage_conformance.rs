@@ -164,7 +164,7 @@ fn record(rng: &mut Rng, name: Option<&str>) -> UploadRecord {
         metadata: BTreeMap::new(),
         concat: None,
         staged_from: None,
-        md5: false,
+        digests: tenax_core::DigestSet::NONE,
         created_at: 1,
         updated_at: 1,
         status: Status::Active,

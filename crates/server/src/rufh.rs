@@ -274,10 +274,17 @@ async fn append(
                 interims.send(progress);
             };
             lease
-                .append_reporting(body, 0, limit, PROGRESS_EVERY, &mut report)
+                .append(
+                    body,
+                    tenax_core::AppendOptions::up_to(limit).progress(PROGRESS_EVERY, &mut report),
+                )
                 .await?
         }
-        None => lease.append(body, 0, limit).await?,
+        None => {
+            lease
+                .append(body, tenax_core::AppendOptions::up_to(limit))
+                .await?
+        }
     };
     match outcome.interruption {
         None if complete => {

@@ -81,7 +81,7 @@ pub(crate) async fn initiate(
             name,
             total,
             content_type,
-            md5: true,
+            digests: tenax_core::DigestSet::MD5,
             ..NewUpload::default()
         })
         .await?;
@@ -111,7 +111,7 @@ pub(crate) async fn put_by_name(
         state.check_size(&access, Some(request.implied_size()))?;
         let new = || NewUpload {
             content_type: content_type(&headers),
-            md5: true,
+            digests: tenax_core::DigestSet::MD5,
             ..NewUpload::default()
         };
         let lease = state
@@ -255,7 +255,9 @@ async fn respond(
                     lease.set_total(total).await?;
                 }
                 let body = data_stream(body, &state.config, None);
-                let outcome = lease.append(body, skip, write).await?;
+                let outcome = lease
+                    .append(body, tenax_core::AppendOptions::up_to(write).skip(skip))
+                    .await?;
                 if completes && lease.record().total == Some(lease.held()) {
                     state.finalize(access, &mut lease).await?;
                 }

@@ -298,17 +298,26 @@ async fn append(
     let outcome = if let Some(checksum) = checksum {
         let check = Box::new(HeaderChecksum::new(checksum.algorithm, checksum.digest));
         lease
-            .append_checked(data_stream(body, config, None), limit, check)
+            .append(
+                data_stream(body, config, None),
+                tenax_core::AppendOptions::up_to(limit).check(check),
+            )
             .await?
     } else if trailer_announced {
         let trailers = Arc::new(Mutex::new(None));
         let check = Box::new(TrailerChecksum::new(Arc::clone(&trailers)));
         lease
-            .append_checked(data_stream(body, config, Some(trailers)), limit, check)
+            .append(
+                data_stream(body, config, Some(trailers)),
+                tenax_core::AppendOptions::up_to(limit).check(check),
+            )
             .await?
     } else {
         lease
-            .append(data_stream(body, config, None), 0, limit)
+            .append(
+                data_stream(body, config, None),
+                tenax_core::AppendOptions::up_to(limit),
+            )
             .await?
     };
     if lease.record().total == Some(lease.held()) {

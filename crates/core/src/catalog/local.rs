@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tenax_protocol::{Namespace, UploadId};
 
 use super::{Catalog, NameLock, PublishedFile, Taken};
-use crate::engine::Error;
+use crate::error::Error;
 use crate::quota::{Accounts, Quota};
 use crate::record::{Concat, FileKey, Status, UploadRecord};
 

@@ -1,8 +1,8 @@
 //! What the engines serving one storage share about its uploads, beyond
 //! the bytes and records that [`Storage`](crate::Storage) keeps: who writes
 //! each upload now, the current upload of each name, the published files,
-//! the uploads in progress per namespace (quotas), and the tus final
-//! uploads waiting for their parts.
+//! the uploads in progress per namespace (quotas), and the final uploads
+//! of concatenations waiting for their partial uploads.
 //!
 //! One process alone keeps all of it in memory ([`LocalCatalog`], rebuilt
 //! from the records at start). Several nodes on one object store share it
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tenax_protocol::{Namespace, UploadId};
 
-use crate::engine::Error;
+use crate::error::Error;
 use crate::quota::Quota;
 use crate::record::{FileKey, UploadRecord};
 
@@ -140,7 +140,7 @@ pub trait Catalog: Send + Sync + fmt::Debug + 'static {
     /// Uploads in progress of a namespace and the sum of their declared sizes.
     async fn in_progress(&self, namespace: &Namespace) -> Result<(u64, u64), Error>;
 
-    /// A tus final upload waits for these unfinished parts.
+    /// A final upload of a concatenation waits for these unfinished parts.
     async fn await_parts(&self, final_upload: UploadId, parts: &[UploadId]) -> Result<(), Error>;
 
     /// A part completed: the final uploads that waited for it (each returned once).

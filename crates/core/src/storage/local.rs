@@ -1,7 +1,7 @@
 //! The embedded default backend: a directory on local disk.
 //!
 //! ```text
-//! DATA/uploads/ID.json   the record, replaced atomically (temp, fsync, rename, fsync dir)
+//! DATA/uploads/ID.json   the record (JSON, see `layout`), replaced atomically (temp, fsync, rename, fsync dir)
 //! DATA/uploads/ID.bin    the upload's bytes, in progress or complete
 //! DATA/files/NAME        published files: a second link to a complete upload's bytes
 //! DATA/spaces/NS/NAME    the same, for the files of namespace NS
@@ -27,13 +27,14 @@ use tokio::sync::Semaphore;
 use tokio::task::spawn_blocking;
 
 use super::{Append, ByteStream, Storage, StorageError, Stored};
+use crate::layout;
 use crate::record::{FileKey, Status, UploadRecord};
 
 /// Storage in a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalDisk {
+    root: PathBuf,
     uploads: PathBuf,
-    files: PathBuf,
     spaces: PathBuf,
     writers: Writers,
 }
@@ -83,14 +84,14 @@ impl LocalDisk {
     /// Opens (and creates, if needed) a data directory.
     pub fn open(root: impl AsRef<Path>) -> io::Result<Self> {
         let root = root.as_ref();
-        let uploads = root.join("uploads");
-        let files = root.join("files");
+        let uploads = root.join(layout::UPLOADS);
+        let files = root.join(layout::FILES);
         fs::create_dir_all(&uploads)?;
         fs::create_dir_all(&files)?;
         Ok(LocalDisk {
+            root: root.to_owned(),
             uploads,
-            files,
-            spaces: root.join("spaces"),
+            spaces: root.join(layout::SPACES),
             writers: Writers(Arc::new(Semaphore::new(WRITERS))),
         })
     }
@@ -105,11 +106,9 @@ impl LocalDisk {
 
     /// The directory of a namespace's published files.
     fn files_dir(&self, file: &FileKey) -> PathBuf {
-        if file.namespace.is_default() {
-            self.files.clone()
-        } else {
-            self.spaces.join(file.namespace.as_str())
-        }
+        let mut dir = self.root.clone();
+        dir.extend(layout::published_dir(&file.namespace));
+        dir
     }
 }
 
@@ -155,12 +154,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 fn read_record(path: &Path) -> io::Result<UploadRecord> {
     let bytes = fs::read(path)?;
-    serde_json::from_slice(&bytes).map_err(|error| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {error}", path.display()),
-        )
-    })
+    layout::decode_record(&path.display().to_string(), &bytes)
 }
 
 /// Streams `range` of the file at `path`, reading in the blocking pool.
@@ -374,7 +368,7 @@ impl Storage for LocalDisk {
 }
 
 fn to_json(record: &UploadRecord) -> Result<Vec<u8>, StorageError> {
-    serde_json::to_vec_pretty(record).map_err(|error| StorageError::Io(io::Error::other(error)))
+    layout::record_json(record).map(String::into_bytes)
 }
 
 /// An open data file; writes are positional, so there is no shared cursor.
@@ -392,8 +386,7 @@ struct LocalAppend {
 fn sync_data(file: &File) -> io::Result<u64> {
     let started = std::time::Instant::now();
     file.sync_data()?;
-    metrics::histogram!(crate::engine::metric::FSYNC_SECONDS)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metric::FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
     Ok(file.metadata()?.len())
 }
 

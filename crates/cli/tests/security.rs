@@ -268,3 +268,229 @@ async fn the_default_namespace_has_quotas() {
     assert_eq!(first.status, 201, "{}", first.describe());
     assert_problem(&create("10").await, 429);
 }
+
+/// `[namespaces.default]` with `quota` lines, in a config file under `dir`.
+fn quota_server(dir: &std::path::Path, quota: &str) -> TestServer {
+    let config = dir.join("tenax.toml");
+    std::fs::write(&config, format!("[namespaces.default]\n{quota}\n")).expect("write the config");
+    TestServer::start_with(BIN, &["--config", config.to_str().expect("UTF-8")])
+}
+
+/// Finding 3: an upload of undeclared length counts the bytes it holds
+/// against `max_bytes_in_progress`: tus deferred length, seed `/*` and RUFH
+/// without `Upload-Length` each stop at the quota with 507, and the server
+/// never holds more than the quota.
+#[tokio::test]
+async fn quotas_count_the_bytes_of_uploads_without_a_length() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = quota_server(dir.path(), "max_bytes_in_progress = \"1MiB\"");
+    let body = vec![7u8; 1536 * 1024];
+    let tus = request(
+        Method::POST,
+        &server.url("/uploads"),
+        &[TUS, ("upload-defer-length", "1")],
+        vec![],
+    )
+    .await;
+    assert_eq!(tus.status, 201, "{}", tus.describe());
+    let tus = server.url(&path_of(tus.header("location").expect("Location")));
+    let patched = request(
+        Method::PATCH,
+        &tus,
+        &[
+            TUS,
+            ("upload-offset", "0"),
+            ("content-type", "application/offset+octet-stream"),
+        ],
+        body.clone(),
+    )
+    .await;
+    assert_problem(&patched, 507);
+    let seed = request(
+        Method::PUT,
+        &server.url("/api/upload?file=undeclared.bin"),
+        &[("content-range", "bytes 0-1572863/*")],
+        body.clone(),
+    )
+    .await;
+    assert_problem(&seed, 507);
+    let ietf = request(
+        Method::POST,
+        &server.url("/uploads"),
+        &[
+            ("upload-draft-interop-version", "6"),
+            ("upload-complete", "?0"),
+        ],
+        body.clone(),
+    )
+    .await;
+    assert_problem(&ietf, 507);
+    let held = support::files::held_on_disk(&server);
+    assert!(
+        held <= 1 << 20,
+        "the server holds {held} bytes over a 1 MiB quota"
+    );
+}
+
+/// Finding 5: a tus final upload may name a part once, names a bounded
+/// number of parts, and counts its size against the quota before it
+/// assembles anything.
+#[tokio::test]
+async fn concatenation_cannot_multiply_writes() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = quota_server(dir.path(), "max_bytes_in_progress = \"1MiB\"");
+    let mut parts = Vec::new();
+    for _ in 0..3 {
+        let created = request(
+            Method::POST,
+            &server.url("/uploads"),
+            &[
+                TUS,
+                ("upload-length", "409600"),
+                ("upload-concat", "partial"),
+                ("content-type", "application/offset+octet-stream"),
+            ],
+            vec![1u8; 409_600],
+        )
+        .await;
+        assert_eq!(created.status, 201, "{}", created.describe());
+        parts.push(path_of(created.header("location").expect("Location")));
+    }
+    let final_of = async |urls: &[&str]| {
+        request(
+            Method::POST,
+            &server.url("/uploads"),
+            &[TUS, ("upload-concat", &format!("final;{}", urls.join(" ")))],
+            vec![],
+        )
+        .await
+    };
+    // The same part twice.
+    assert_problem(&final_of(&[&parts[0], &parts[0]]).await, 400);
+    // Many references.
+    let many: Vec<&str> = std::iter::repeat_n(parts[0].as_str(), 1400).collect();
+    assert_problem(&final_of(&many).await, 400);
+    // 1.2 MiB of parts over a 1 MiB quota: refused before assembly.
+    let all: Vec<&str> = parts.iter().map(String::as_str).collect();
+    assert_problem(&final_of(&all).await, 507);
+    // Two parts fit.
+    let two = final_of(&all[..2]).await;
+    assert_eq!(two.status, 201, "{}", two.describe());
+}
+
+/// Finding 8: two clients `PUT` the same name at once with different bytes.
+/// The second overlaps what the first made durable; its overlap is compared
+/// with the bytes held and refused with 409, and what is held stays: the
+/// file is never a mix of the two.
+#[tokio::test]
+async fn two_writers_on_one_name_never_mix() {
+    let server = TestServer::start(BIN);
+    let url = server.url("/api/upload?file=race.bin");
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    let first = tokio::spawn(send(
+        client()
+            .put(&url)
+            .header("content-range", "bytes 0-99999/100000")
+            .header("content-length", "100000")
+            .body(reqwest::Body::wrap_stream(stream)),
+    ));
+    sender.send(Ok(vec![b'1'; 70_000])).await.expect("send");
+    let deadline = std::time::Instant::now() + support::http::IO_TIMEOUT;
+    while support::files::held_on_disk(&server) < 70_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first writer wrote nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let second = request(
+        Method::PUT,
+        &url,
+        &[("content-range", "bytes 0-99999/100000")],
+        vec![b'2'; 100_000],
+    )
+    .await;
+    let json = assert_problem(&second, 409);
+    assert_eq!(json["type"], "urn:tenax:problem:overlap-mismatch", "{json}");
+    drop(sender);
+    let _ = first.await;
+    // What is held is the first writer's, and it completes.
+    let status = request(
+        Method::PUT,
+        &url,
+        &[("content-range", "bytes */100000")],
+        vec![],
+    )
+    .await;
+    assert_eq!(status.status, 308, "{}", status.describe());
+    let held: usize = status
+        .header("range")
+        .and_then(|range| range.strip_prefix("bytes=0-"))
+        .and_then(|last| last.parse::<usize>().ok())
+        .map_or(0, |last| last + 1);
+    assert!(held >= 70_000, "{}", status.describe());
+    let rest = request(
+        Method::PUT,
+        &url,
+        &[("content-range", "bytes 0-99999/100000")],
+        vec![b'1'; 100_000],
+    )
+    .await;
+    assert_eq!(rest.status, 200, "{}", rest.describe());
+    let file = send(client().get(server.url("/files/race.bin"))).await;
+    assert!(
+        file.body.len() == 100_000 && file.body.iter().all(|byte| *byte == b'1'),
+        "a mixed file: {} bytes, {} of them '2'",
+        file.body.len(),
+        file.body.iter().filter(|byte| **byte == b'2').count()
+    );
+}
+
+/// Smaller finding: an unknown checksum algorithm is the same 400 in a tus
+/// header and in a trailer, and the chunk is not kept either way.
+#[tokio::test]
+async fn an_unknown_checksum_algorithm_is_one_answer() {
+    let server = TestServer::start(BIN);
+    let created = request(
+        Method::POST,
+        &server.url("/uploads"),
+        &[TUS, ("upload-length", "10")],
+        vec![],
+    )
+    .await;
+    let path = path_of(created.header("location").expect("Location"));
+    let head = |extra: &str| {
+        format!(
+            "PATCH {path} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\n\
+             Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n\
+             Connection: close\r\n{extra}\r\n"
+        )
+    };
+    let mut in_header =
+        head("Upload-Checksum: whirlpool AAAA\r\nContent-Length: 5\r\n").into_bytes();
+    in_header.extend_from_slice(b"hello");
+    let header_answer = raw_exchange(server.addr(), &in_header)
+        .await
+        .expect("an answer");
+    let mut in_trailer =
+        head("Transfer-Encoding: chunked\r\nTrailer: Upload-Checksum\r\n").into_bytes();
+    in_trailer.extend_from_slice(&support::http::chunked(
+        &[b"hello"],
+        "Upload-Checksum: whirlpool AAAA\r\n",
+    ));
+    let trailer_answer = raw_exchange(server.addr(), &in_trailer)
+        .await
+        .expect("an answer");
+    assert_problem(&header_answer, 400);
+    assert_problem(&trailer_answer, 400);
+    let offset = request(Method::HEAD, &server.url(&path), &[TUS], vec![]).await;
+    assert_eq!(
+        offset.header("upload-offset"),
+        Some("0"),
+        "{}",
+        offset.describe()
+    );
+}

@@ -46,7 +46,9 @@ mod hash;
 mod http;
 mod journal;
 mod net;
+mod parts;
 mod retry;
+mod seconds;
 mod target;
 mod uploader;
 

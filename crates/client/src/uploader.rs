@@ -366,13 +366,8 @@ pub struct UploadReport {
     /// Failed attempts that were retried.
     pub retries: u32,
     /// Wall-clock time of the upload (serialised as fractional seconds).
-    #[serde(serialize_with = "as_seconds")]
+    #[serde(serialize_with = "crate::seconds::serialize")]
     pub elapsed: Duration,
-}
-
-/// Serialises a duration as fractional seconds.
-fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
 }
 
 /// The final `200` JSON (only the fields the client checks).
@@ -408,19 +403,6 @@ fn pieces(item: io::Result<Bytes>, piece: usize) -> Vec<io::Result<Bytes>> {
         }
         Err(e) => vec![Err(e)],
     }
-}
-
-/// Where part `index` of `parts` contiguous parts of `size` bytes starts
-/// (`index == parts` gives `size`).
-fn split(size: u64, parts: usize, index: usize) -> u64 {
-    let (Ok(parts), Ok(index)) = (u128::try_from(parts), u128::try_from(index)) else {
-        return size;
-    };
-    if parts == 0 {
-        return size;
-    }
-    // `index <= parts`, so the quotient is at most `size`.
-    u64::try_from(u128::from(size) * index.min(parts) / parts).unwrap_or(size)
 }
 
 /// What every lane (part) of one upload shares.
@@ -535,8 +517,8 @@ impl Shared<'_> {
         } else {
             let mut lanes: Vec<Lane<'_, '_>> = (0..parts)
                 .map(|i| {
-                    let start = split(self.size, parts, i);
-                    let end = split(self.size, parts, i + 1);
+                    let start = crate::parts::split(self.size, parts, i);
+                    let end = crate::parts::split(self.size, parts, i + 1);
                     Lane::new(self, Some(i), Kind::Part, start, end - start)
                 })
                 .collect();
@@ -1229,15 +1211,5 @@ mod tests {
         assert_eq!(cut.concat(), block.to_vec());
         assert_eq!(pieces(Ok(block), READ_CAPACITY).len(), 1);
         assert!(pieces(Err(io::Error::other("x")), READ_CAPACITY)[0].is_err());
-    }
-
-    #[test]
-    fn parts_are_contiguous_and_cover_the_file() {
-        for (size, parts) in [(10u64, 3usize), (2, 2), (u64::MAX, 7), (64 << 20, 3)] {
-            let bounds: Vec<u64> = (0..=parts).map(|i| split(size, parts, i)).collect();
-            assert_eq!(bounds[0], 0);
-            assert_eq!(bounds[parts], size);
-            assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
-        }
     }
 }

@@ -33,3 +33,7 @@ pub use quota::{Quota, QuotaExceeded, Usage};
 pub use record::{Concat, FileKey, FinalInfo, MAX_METADATA_SIZE, NewUpload, Status, UploadRecord};
 pub use storage::{Storage, StorageError};
 pub use tenax_protocol::{FileName, Namespace, UploadId};
+
+/// How often the expiry collector ([`Engine::spawn_collector`]) looks for
+/// expired uploads unless told otherwise.
+pub const DEFAULT_EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);

@@ -16,6 +16,7 @@
 //!   (§4).
 //! * [`forwarded`]: `Forwarded` and `X-Forwarded-*`, read behind a proxy.
 //! * [`host`]: the request's own `Host`, checked on every request.
+//! * [`repr_digest`]: `Repr-Digest` / `Content-Digest` SHA-256 members.
 
 pub mod content_range;
 pub mod forwarded;
@@ -23,6 +24,7 @@ pub mod host;
 pub mod name;
 pub mod number;
 pub mod range;
+pub mod repr_digest;
 pub mod rufh;
 pub mod seed;
 pub mod signed;

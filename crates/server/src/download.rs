@@ -14,8 +14,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use tenax_core::{FinalInfo, Snapshot, Storage, UploadRecord};
@@ -23,6 +21,7 @@ use tenax_protocol::range::{
     ByteRange, Conditions, Decision, RangeOutcome, Representation, available_ranges, decide,
     format_date,
 };
+use tenax_protocol::repr_digest::Sha256Digest;
 
 use crate::common::no_store;
 use crate::problem::Problem;
@@ -397,18 +396,7 @@ fn content_type(record: &UploadRecord) -> HeaderValue {
 
 /// `sha-256=:BASE64:` from the hex digest (`None` if it is not 32 bytes of hex).
 fn repr_digest(sha256_hex: &str) -> Option<String> {
-    let bytes = sha256_hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let digest = bytes
-        .chunks(2)
-        .map(|pair| {
-            let text = std::str::from_utf8(pair).ok()?;
-            u8::from_str_radix(text, 16).ok()
-        })
-        .collect::<Option<Vec<u8>>>()?;
-    Some(format!("sha-256=:{}:", BASE64.encode(digest)))
+    Sha256Digest::from_hex(sha256_hex).map(|digest| digest.to_field())
 }
 
 /// `attachment; filename="…"; filename*=UTF-8''…` (RFC 6266, RFC 8187).

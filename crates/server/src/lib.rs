@@ -99,6 +99,16 @@ pub struct MinTransferRate {
     pub window: Duration,
 }
 
+impl Default for MinTransferRate {
+    /// 1 KiB a second, averaged over 30 s.
+    fn default() -> Self {
+        MinTransferRate {
+            bytes_per_second: 1024,
+            window: Duration::from_secs(30),
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -114,10 +124,7 @@ impl Default for ServerConfig {
             trust_forwarded: TrustForwarded::Nobody,
             max_connections: 4096,
             max_header_size: 64 * 1024,
-            min_transfer_rate: Some(MinTransferRate {
-                bytes_per_second: 1024,
-                window: Duration::from_secs(30),
-            }),
+            min_transfer_rate: Some(MinTransferRate::default()),
         }
     }
 }

@@ -181,10 +181,10 @@ impl Credentials {
 }
 
 /// A TOML error in a file that holds secrets (the tokens file, or a config
-/// file with `[[tokens]]`): the file, line and column, and toml's message
-/// with every quoted piece longer than one character left out. toml's own
-/// rendering quotes the line, and its messages quote keys and values;
-/// either may be a token.
+/// file with `[[tokens]]`): the file, line and column, the key of that line,
+/// and toml's message with its quoted pieces left out unless they are
+/// plain key names. toml's own rendering quotes the line, and its messages
+/// quote values; either may be a token.
 pub(crate) fn secret_file_error(
     what: &str,
     path: &Path,
@@ -196,19 +196,33 @@ pub(crate) fn secret_file_error(
             let before = &text.as_bytes()[..span.start.min(text.len())];
             let line = before.iter().filter(|b| **b == b'\n').count() + 1;
             let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
-            format!(", line {line}, column {column}")
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|line| line.split_once('='))
+                .map(|(key, _)| key.trim())
+                .filter(|key| is_key_name(key))
+                .map_or_else(String::new, |key| format!(" (key {key})"));
+            format!(", line {line}, column {column}{key}")
         }
         None => String::new(),
     };
     anyhow!(
-        "{what} {}{place}: {} (quoted text left out: the file holds secrets)",
+        "{what} {}{place}: {} (values left out: the file holds secrets)",
         path.display(),
         redact_quotes(error.message().trim_end())
     )
 }
 
+/// Whether `text` is shaped like one of our keys (lowercase letters and
+/// `_`), which a token, random and with digits, is not.
+fn is_key_name(text: &str) -> bool {
+    (2..=40).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
 /// `message` with the text between backticks or double quotes replaced by
-/// `…`, unless it is a single character (`#`, `=`: grammar, not content).
+/// `…`, unless it is a key name or a single character (`#`, `=`: grammar,
+/// not content).
 fn redact_quotes(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
@@ -222,7 +236,7 @@ fn redact_quotes(message: &str) -> String {
             return out;
         };
         let inside = &after[..close];
-        out.push_str(if inside.chars().count() <= 1 {
+        out.push_str(if inside.chars().count() <= 1 || is_key_name(inside) {
             inside
         } else {
             "…"
@@ -340,8 +354,12 @@ mod tests {
             }
         }
         assert_eq!(
-            redact_quotes("expected `=`, found `abc` or \"xy\" and `open"),
-            "expected `=`, found `…` or \"…\" and `…"
+            redact_quotes("expected `=`, `max_size`, found `a1c` or \"xy-z\" and `open"),
+            "expected `=`, `max_size`, found `…` or \"…\" and `…"
         );
+        let text = "[[tokens]]\nmax_upload_size = true\n";
+        let error = toml::from_str::<Tables>(text).expect_err("invalid");
+        let message = secret_file_error("tokens file", path, text, &error).to_string();
+        assert!(message.contains("(key max_upload_size)"), "{message}");
     }
 }

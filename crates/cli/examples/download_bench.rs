@@ -18,6 +18,9 @@
 //! server's peak RSS (`VmHWM`, reset before every run) and CPU, and a final
 //! JSON line. See `bench/README.md`; `bench/download` installs the peers,
 //! builds and runs it.
+//!
+//! One file on purpose: a benchmark is a script that a reader should follow
+//! from top to bottom; its shared pieces live in `bench_common/`.
 
 #[path = "bench_common/mod.rs"]
 mod bench_common;

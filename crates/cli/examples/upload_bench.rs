@@ -28,6 +28,9 @@
 //! the ratios tenax tus / `@tus/server` with theirs (≥ 2× the MB/s at 8 MiB,
 //! ≥ 3× below, ≤ 1/3 of the peak RSS), and a final JSON line. See `bench/README.md`; `bench/run` builds
 //! and runs it.
+//!
+//! One file on purpose: a benchmark is a script that a reader should follow
+//! from top to bottom; its shared pieces live in `bench_common/`.
 
 #[path = "bench_common/mod.rs"]
 mod bench_common;

@@ -3,6 +3,9 @@
 //! expired credential and hides other namespaces' uploads; signed URLs grant
 //! exactly their scope; a revoked token cannot finalise; quotas hold; and
 //! no secret reaches the logs.
+//!
+//! Long on purpose: every credential rule against every route in one test
+//! binary, which builds faster than several.
 
 mod support;
 

@@ -10,6 +10,9 @@
 //! only outside `scripts/test` when either server is missing. Sizes are a
 //! few MiB (the S3 part is 8 MiB, so some uploads cross a part boundary on
 //! another node than the one that began it); every loop is bounded.
+//!
+//! Long on purpose: the cluster's PostgreSQL and S3 peers are set up once for
+//! one test binary.
 
 mod support;
 

@@ -1,11 +1,15 @@
-//! Conformance of range downloads (PROTOCOLS.md §4) against the real
+//! Conformance of range downloads (docs/protocol.md §4) against the real
 //! `tenax serve` binary, over real sockets on loopback: cases 72–85 of
-//! PROTOCOLS.md §5 and the download parts of 86–87, then real clients
+//! docs/protocol.md §5 and the download parts of 86–87, then real clients
 //! resuming (`curl -C -`, `wget -c`, `aria2c -c`, `aria2c -x4`).
 //!
 //! wget and aria2c are installed by `scripts/test`; a missing one fails
 //! the test that needs it (never a silent pass). Every test starts its own
 //! server; sizes stay small, every wait is bounded.
+//!
+//! One file on purpose: one test per conformance case, in case order, so that
+//! the file reads as the checklist of docs/protocol.md §5 (and one test binary
+//! builds faster than several).
 
 mod support;
 
@@ -490,7 +494,7 @@ async fn c80_if_range_date() {
         .to_owned();
     let modified = httpdate_secs(&last_modified);
     // Last-Modified is strong only once its second is over and a full
-    // second has passed (PROTOCOLS §4): wait until then.
+    // second has passed (docs/protocol.md §4): wait until then.
     loop {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

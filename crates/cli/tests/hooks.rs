@@ -4,6 +4,9 @@
 //! receiver that is down; the command hook; the pre-create hook refuses
 //! (its message reaches tus, seed and RUFH clients), renames, and fails
 //! closed or open; the completion hook's answer reaches the final response.
+//!
+//! Long on purpose: one test binary with one receiver helper for every hook
+//! rule.
 
 mod support;
 

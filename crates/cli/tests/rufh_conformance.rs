@@ -1,9 +1,13 @@
 //! Conformance of the IETF "Resumable Uploads for HTTP" dialect
-//! (PROTOCOLS.md §3) against the real `tenax serve` binary: cases 56–71 of
-//! PROTOCOLS.md §5, and an upload that switches between RUFH and tus.
+//! (docs/protocol.md §3) against the real `tenax serve` binary: cases 56–71 of
+//! docs/protocol.md §5, and an upload that switches between RUFH and tus.
 //!
 //! Every test starts its own server; sizes are small and every loop is
 //! bounded in count and time.
+//!
+//! One file on purpose: one test per conformance case, in case order, so that
+//! the file reads as the checklist of docs/protocol.md §5 (and one test binary
+//! builds faster than several).
 
 mod support;
 

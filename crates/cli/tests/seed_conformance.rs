@@ -1,9 +1,13 @@
 //! Conformance of the seed dialect (Google-style "308 Resume Incomplete",
-//! PROTOCOLS.md §1) against the real `tenax serve` binary, over real sockets
-//! on loopback: cases 1–28 and 86–91 of PROTOCOLS.md §5.
+//! docs/protocol.md §1) against the real `tenax serve` binary, over real sockets
+//! on loopback: cases 1–28 and 86–91 of docs/protocol.md §5.
 //!
 //! Every test starts its own server. Sizes stay small so that the whole file
 //! runs quickly in a debug build; every loop is bounded in count and time.
+//!
+//! One file on purpose: one test per conformance case, in case order, so that
+//! the file reads as the checklist of docs/protocol.md §5 (and one test binary
+//! builds faster than several).
 
 mod support;
 
@@ -1486,7 +1490,7 @@ async fn case88_ambiguous_framing_is_400_and_close() {
     );
 }
 
-/// Case 88, Content-Length with Transfer-Encoding. PROTOCOLS asks for 400;
+/// Case 88, Content-Length with Transfer-Encoding. A strict reading asks for 400;
 /// hyper (1.12) instead applies RFC 9112 §6.3: the message is framed by
 /// `Transfer-Encoding`, `Content-Length` is dropped before the application
 /// sees the request, and the connection is closed after the answer. What

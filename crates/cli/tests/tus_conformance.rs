@@ -1,10 +1,14 @@
-//! Conformance of the tus 1.0.0 dialect (PROTOCOLS.md §2) against the real
-//! `tenax serve` binary: cases 29–54 of PROTOCOLS.md §5, checksums,
+//! Conformance of the tus 1.0.0 dialect (docs/protocol.md §2) against the real
+//! `tenax serve` binary: cases 29–54 of docs/protocol.md §5, checksums,
 //! termination during a PATCH, kill -9, and uploads that switch between
 //! tus and the seed dialect.
 //!
 //! Every test starts its own server; sizes are small and every loop is
 //! bounded in count and time.
+//!
+//! One file on purpose: one test per conformance case, in case order, so that
+//! the file reads as the checklist of docs/protocol.md §5 (and one test binary
+//! builds faster than several).
 
 mod support;
 

@@ -41,7 +41,7 @@ const INTEROP_VERSION: &str = "9";
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Protocol {
-    /// Google-style "308 Resume Incomplete" (`PROTOCOLS.md` §1), the default.
+    /// Google-style "308 Resume Incomplete" (`docs/protocol.md` §1), the default.
     #[default]
     Seed,
     /// tus 1.0.0 (§2) at `{base}/uploads`.

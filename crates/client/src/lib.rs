@@ -3,7 +3,7 @@
 //! [`Uploader`] speaks three dialects ([`Protocol`]), chosen by the caller or
 //! asked of the server ([`Protocol::Auto`]):
 //!
-//! * seed (Google-style "308 Resume Incomplete", `PROTOCOLS.md` §1, the
+//! * seed (Google-style "308 Resume Incomplete", `docs/protocol.md` §1, the
 //!   default): a session from `POST`, chunks with `PUT` + `Content-Range`,
 //!   progress from `Content-Range: bytes */SIZE` queries;
 //! * tus 1.0.0 (§2): `POST /uploads`, `PATCH` + `Upload-Offset`, `HEAD`; with
@@ -31,7 +31,7 @@
 //!   ([`Uploader::unsent_limit`]) and, once a connection has dropped, the
 //!   body goes in 16 KiB pieces through an HTTP stack buffering no more.
 //!
-//! [`Downloader`] fetches files with RFC 9110 range requests (`PROTOCOLS.md`
+//! [`Downloader`] fetches files with RFC 9110 range requests (`docs/protocol.md`
 //! §4): resumed with `If-Range` across dropped connections and runs (a state
 //! file beside the partial file), optionally over several connections, or
 //! following an upload still in progress; verified against `Repr-Digest`.

@@ -1,4 +1,7 @@
 //! The upload engine over the local-disk backend.
+//!
+//! Long on purpose: one test binary for the whole engine builds once; its tests
+//! are grouped by the engine module they exercise.
 
 use std::sync::Arc;
 use std::time::Duration;

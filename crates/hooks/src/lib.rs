@@ -9,6 +9,9 @@
 //! leaves at most pending events, which [`Outbox`]'s recovery releases or
 //! drops by looking at the upload records. Delivery is at-least-once: a
 //! receiver deduplicates by the event id, which is stable.
+//!
+//! Just over 800 lines with its in-file tests; the code itself is about 670
+//! lines.
 
 mod call;
 

@@ -1,4 +1,4 @@
-//! `Content-Range` as sent by seed-protocol clients (PROTOCOLS §1.2).
+//! `Content-Range` as sent by seed-protocol clients (docs/protocol.md §1.2).
 //!
 //! Written by hand because the crates that parse this header follow
 //! RFC 9110 §14.4 leniently in the wrong places: `headers::ContentRange`

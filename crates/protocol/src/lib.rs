@@ -3,7 +3,7 @@
 //! Everything here is a function from header text (and upload state) to a
 //! typed value or decision. There is no I/O, no clock and no async: the
 //! server's dialect adapters call into this crate and then act on the result,
-//! which keeps every rule of `PROTOCOLS.md` testable (and fuzzable) on its
+//! which keeps every rule of `docs/protocol.md` testable (and fuzzable) on its
 //! own.
 //!
 //! * [`number`]: the strict integer grammar shared by every dialect (§0).

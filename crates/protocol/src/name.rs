@@ -1,4 +1,4 @@
-//! Upload ids and file names (PROTOCOLS §0, cases 86 and 87).
+//! Upload ids and file names (docs/protocol.md §0, cases 86 and 87).
 //!
 //! Ids are made by the server and matched strictly; names are opaque
 //! metadata chosen by clients and validated so that, used as a file name in

@@ -1,4 +1,4 @@
-//! Integers on the wire (PROTOCOLS §0).
+//! Integers on the wire (docs/protocol.md §0).
 //!
 //! Only ASCII digits are accepted, parsed into a `u64`. `str::parse::<u64>`
 //! alone is not enough: it accepts a leading `+`.

@@ -1,4 +1,4 @@
-//! Range downloads (PROTOCOLS §4; RFC 9110 §13.1, §13.2.2, §14): the
+//! Range downloads (docs/protocol.md §4; RFC 9110 §13.1, §13.2.2, §14): the
 //! `Range` header, the preconditions and `If-Range`, as pure functions.
 //!
 //! [`decide`] takes the request's header texts, the representation's
@@ -8,20 +8,23 @@
 //! unknown.
 //!
 //! The `Range` parser is our own rather than `http-range-header` 1.0's: that
-//! crate rejects what PROTOCOLS §4 requires us to accept or resolve, namely
+//! crate rejects what docs/protocol.md §4 requires us to accept or resolve, namely
 //! numerals that overflow `u64` (an overflowing last-pos means "to the end",
 //! an overflowing first-pos is merely unsatisfiable, not malformed),
 //! overlapping ranges (RFC 9110 allows up to two; it rejects any), leading
 //! zeros, optional white space and empty list elements (RFC 9110 §5.6.1), and
 //! a case-insensitive unit. Its error type also does not tell an unknown unit
 //! (ignored) from a malformed header (ignored too, but for another reason).
+//!
+//! Over 800 lines only with its unit and property tests below; the code itself
+//! is about 540 lines.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
 /// The most ranges one request may ask for; more and the whole body is sent
-/// (PROTOCOLS §4, DoS rule).
+/// (docs/protocol.md §4, DoS rule).
 pub const MAX_RANGES: usize = 16;
 
 /// The most satisfiable ranges that may overlap another; more and the
@@ -70,6 +73,11 @@ impl ByteRange {
             None => format!("bytes {}-{}/*", self.first, self.last),
         }
     }
+}
+
+/// `bytes */LEN`: the `Content-Range` of a 416, naming the complete length.
+pub fn unsatisfied_content_range(complete_len: u64) -> String {
+    format!("bytes */{complete_len}")
 }
 
 /// A decimal numeral of a range spec: its value, or "too large for `u64`"
@@ -203,7 +211,7 @@ fn is_tchar(b: u8) -> bool {
 pub enum RangeOutcome {
     /// The header is absent or ignored: answer as if there were none.
     Ignored(Option<RangeError>),
-    /// The abuse rule (PROTOCOLS §4): too many overlapping ranges, or many
+    /// The abuse rule (docs/protocol.md §4): too many overlapping ranges, or many
     /// small unordered ones; send the whole body.
     Abusive,
     /// These ranges, in request order, each within `available`.
@@ -454,7 +462,7 @@ fn preconditions(
 /// `If-Range`: an entity tag matches only by strong comparison (so a `W/`
 /// tag never does); a date must equal Last-Modified exactly, and
 /// Last-Modified counts as a strong validator only once the second it
-/// names is over and a full second has passed since (PROTOCOLS §4: the
+/// names is over and a full second has passed since (docs/protocol.md §4: the
 /// object is immutable and completed at least 1 s ago; completion times
 /// are truncated to the second, so that is `now >= last_modified + 2`).
 fn if_range_holds(value: &str, repr: &Representation<'_>, now: u64) -> bool {
@@ -852,6 +860,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn unsatisfied_content_range_reads_back_as_the_length(len in any::<u64>()) {
+            let text = unsatisfied_content_range(len);
+            prop_assert_eq!(
+                crate::ContentRange::parse(&text),
+                Ok(crate::ContentRange::Query { total: crate::Total::Known(len) })
+            );
+        }
+
         /// Every resolved range lies within the representation, in request
         /// order, and each corresponds to a spec that is satisfiable.
         #[test]

@@ -1,4 +1,4 @@
-//! Fields of the IETF "Resumable Uploads for HTTP" draft (PROTOCOLS §3).
+//! Fields of the IETF "Resumable Uploads for HTTP" draft (docs/protocol.md §3).
 //!
 //! Every field is a Structured Field (RFC 9651), read with the `sfv` parser:
 //! an invalid value counts as absent (§3.2), so `?1;a=b` is a true boolean

@@ -1,4 +1,4 @@
-//! The seed dialect (Google's "308 Resume Incomplete", PROTOCOLS §1).
+//! The seed dialect (Google's "308 Resume Incomplete", docs/protocol.md §1).
 //!
 //! [`decide`] is the decision table of §1.3 as a pure function of the
 //! request's framing and the upload's state. The server's adapter reads the
@@ -109,7 +109,7 @@ pub enum SeedError {
 }
 
 impl SeedError {
-    /// The HTTP status code PROTOCOLS §1 gives this error.
+    /// The HTTP status code docs/protocol.md §1 gives this error.
     pub fn status(&self) -> u16 {
         match self {
             SeedError::LengthRequired => 411,
@@ -176,7 +176,7 @@ impl SeedRequest {
     }
 }
 
-/// What the upload core has to do for a request (PROTOCOLS §1.3).
+/// What the upload core has to do for a request (docs/protocol.md §1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeedAction {
     /// The upload is final: answer 200 with the stored final response.
@@ -210,7 +210,7 @@ pub enum SeedAction {
     },
 }
 
-/// Applies the decision table of PROTOCOLS §1.3 (rules 2 to 9; rule 1,
+/// Applies the decision table of docs/protocol.md §1.3 (rules 2 to 9; rule 1,
 /// unknown or cancelled uploads, is the lookup's business).
 pub fn decide(state: UploadState, request: SeedRequest) -> Result<SeedAction, SeedError> {
     if state.phase == Phase::Complete {

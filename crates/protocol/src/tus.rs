@@ -1,4 +1,4 @@
-//! tus 1.0.0 headers (PROTOCOLS §2).
+//! tus 1.0.0 headers (docs/protocol.md §2).
 //!
 //! Parsers for the tus request headers whose grammar is more than a number:
 //! `Upload-Metadata`, `Upload-Checksum`, `Upload-Concat` and
@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use thiserror::Error;
+
+use crate::FileName;
 
 /// The protocol version this server speaks.
 pub const VERSION: &str = "1.0.0";
@@ -72,6 +74,23 @@ pub fn parse_metadata(value: &str) -> Result<Metadata, TusError> {
         }
     }
     Ok(metadata)
+}
+
+/// The file name an upload's metadata gives (`filename`), if it is a valid
+/// [`FileName`]; otherwise the upload simply has no published name.
+/// tus-js-client sends this metadata in its draft (RUFH) modes too.
+pub fn metadata_name(metadata: &Metadata) -> Option<FileName> {
+    let name = metadata.get("filename")?.as_ref()?;
+    FileName::new(std::str::from_utf8(name).ok()?).ok()
+}
+
+/// The media type an upload's metadata gives: the first UTF-8 value of
+/// `filetype` (tus-js-client, Uppy), `contentType` or `type`.
+pub fn metadata_content_type(metadata: &Metadata) -> Option<String> {
+    ["filetype", "contentType", "type"]
+        .iter()
+        .find_map(|key| metadata.get(*key).and_then(Option::as_ref))
+        .and_then(|bytes| String::from_utf8(bytes.clone()).ok())
 }
 
 /// Writes metadata back in the header's form (for `HEAD`).
@@ -197,6 +216,37 @@ pub fn parse_defer_length(value: &str) -> Result<(), TusError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn metadata_name_takes_a_valid_filename_only() {
+        let name = |header: &str| {
+            metadata_name(&parse_metadata(header).expect("valid metadata"))
+                .map(|name| name.as_str().to_owned())
+        };
+        // "report.pdf", "a/b" and "\xff" in base64.
+        assert_eq!(
+            name("filename cmVwb3J0LnBkZg=="),
+            Some("report.pdf".to_owned())
+        );
+        assert_eq!(name("filename YS9i"), None, "a path is not a file name");
+        assert_eq!(name("filename /w=="), None, "not UTF-8");
+        assert_eq!(name("filename"), None, "no value");
+        assert_eq!(name("name cmVwb3J0LnBkZg=="), None, "another key");
+    }
+
+    #[test]
+    fn metadata_content_type_prefers_filetype() {
+        // "a/b" and "c/d".
+        let of = |header: &str| metadata_content_type(&parse_metadata(header).expect("valid"));
+        assert_eq!(of("type Yy9k,filetype YS9i"), Some("a/b".to_owned()));
+        assert_eq!(of("contentType Yy9k"), Some("c/d".to_owned()));
+        assert_eq!(
+            of("filetype /w==,type Yy9k"),
+            None,
+            "the first present key decides"
+        );
+        assert_eq!(of("filename Yy9k"), None);
+    }
 
     #[test]
     fn metadata_forms_clients_send() {

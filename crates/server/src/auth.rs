@@ -19,11 +19,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
+use tenax_core::Engine;
 use tenax_protocol::signed::{Grant, Scope, SignedUrlError, SigningKey, file_param};
 use tenax_protocol::{FileName, Namespace, UploadId};
 
-use crate::AppState;
-use crate::hooks::HookAnswer;
 use crate::problem::Problem;
 
 /// What a bearer token grants.
@@ -143,7 +142,6 @@ impl Auth {
                 scope: None,
                 max_upload_size: grant.max_upload_size,
                 credential: Credential::Token(digest),
-                hook_answer: HookAnswer::default(),
             });
         }
         let signed = match (&self.signing_key, query) {
@@ -158,7 +156,6 @@ impl Auth {
                 credential: Credential::Signed {
                     expires: grant.expires,
                 },
-                hook_answer: HookAnswer::default(),
             }),
             Some(Err(error)) => Err(unauthorized(
                 match error {
@@ -242,8 +239,6 @@ pub(crate) struct Access {
     /// The token's own upload size limit.
     pub(crate) max_upload_size: Option<u64>,
     credential: Credential,
-    /// The completion hook's answer, when this request completes an upload.
-    pub(crate) hook_answer: HookAnswer,
 }
 
 #[derive(Debug, Clone)]
@@ -260,7 +255,6 @@ impl Access {
             scope: None,
             max_upload_size: None,
             credential: Credential::Open,
-            hook_answer: HookAnswer::default(),
         }
     }
 
@@ -342,9 +336,19 @@ impl Target {
     }
 }
 
+/// What the middleware needs: the credentials, and the engine to tell
+/// whose an upload is.
+#[derive(Debug, Clone)]
+pub(crate) struct Gate {
+    /// The server's credentials.
+    pub(crate) auth: Arc<Auth>,
+    /// The upload engine.
+    pub(crate) engine: Engine,
+}
+
 /// The middleware: see the module documentation.
 pub(crate) async fn authenticate(
-    State(state): State<AppState>,
+    State(state): State<Gate>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -356,7 +360,7 @@ pub(crate) async fn authenticate(
     if matches!(target, Target::Public) {
         return next.run(request).await;
     }
-    let auth = &state.config.auth;
+    let auth = &state.auth;
     let access = match auth.access(request.headers(), request.uri().query()) {
         Ok(access) => access,
         Err(problem) => return problem.into_response(),
@@ -382,10 +386,8 @@ pub(crate) async fn authenticate(
         }
         _ => None,
     };
-    let hook_answer = access.hook_answer.clone();
     request.extensions_mut().insert(access);
     let mut response = next.run(request).await;
-    hook_answer.attach(&mut response);
     if let Some((key, namespace, expires)) = resign {
         sign_location(&mut response, &key, namespace, expires);
     }

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 use http_body_util::BodyExt as _;
 
+use crate::config::{MinTransferRate, ServerConfig};
 use crate::problem::Problem;
-use crate::{MinTransferRate, ServerConfig};
 
 /// Runs `work` in its own task and waits for it. If the handler future is
 /// dropped (HTTP/2 drops it when the client resets the stream), the task

@@ -1,4 +1,4 @@
-//! tus checksums (PROTOCOLS §2.3, checksum and checksum-trailer) as
+//! tus checksums (docs/protocol.md §2.3, checksum and checksum-trailer) as
 //! [`ChunkCheck`]s for the engine's staged appends.
 
 use md5::Md5;

@@ -15,6 +15,10 @@ pub(crate) fn upload_id(text: &str) -> Result<UploadId, Problem> {
     UploadId::parse(text).map_err(|_| Problem::not_found("no such upload"))
 }
 
+/// A header's text, the one way every dialect reads a header: `Err` (400)
+/// when it is not visible ASCII. tus and seed answer that 400; RUFH counts
+/// such a field as absent (`.ok().flatten()`), as RFC 9651 has it for an
+/// invalid structured field.
 pub(crate) fn header_str<'h>(
     headers: &'h HeaderMap,
     name: &str,

@@ -1,4 +1,4 @@
-//! CORS for browser clients (PROTOCOLS §0): every protocol header may be
+//! CORS for browser clients (docs/protocol.md §0): every protocol header may be
 //! sent and read. `Range` and `Upload-Offset` are not safelisted, so without
 //! this a script could not read a 308's progress.
 

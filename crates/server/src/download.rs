@@ -1,4 +1,4 @@
-//! Range downloads (PROTOCOLS §4): the answers to GET and HEAD on a
+//! Range downloads (docs/protocol.md §4): the answers to GET and HEAD on a
 //! completed upload, and to a ranged GET on an upload still in progress.
 //!
 //! Every decision comes from `tenax_protocol::range`; this module only
@@ -19,7 +19,7 @@ use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use tenax_core::{FinalInfo, Snapshot, Storage, UploadRecord};
 use tenax_protocol::range::{
     ByteRange, Conditions, Decision, RangeOutcome, Representation, available_ranges, decide,
-    format_date,
+    format_date, unsatisfied_content_range,
 };
 use tenax_protocol::repr_digest::Sha256Digest;
 
@@ -88,7 +88,11 @@ pub(crate) async fn serve_complete(
             .into_response();
             let headers = response.headers_mut();
             headers.extend(validators);
-            insert(headers, header::CONTENT_RANGE, &format!("bytes */{len}"));
+            insert(
+                headers,
+                header::CONTENT_RANGE,
+                &unsatisfied_content_range(len),
+            );
             return Ok(response);
         }
         Decision::Full => {
@@ -116,7 +120,7 @@ pub(crate) async fn serve_complete(
     Ok(response)
 }
 
-/// Answers a GET on an upload still in progress (PROTOCOLS case 85): with
+/// Answers a GET on an upload still in progress (docs/protocol.md case 85): with
 /// a `Range`, 206 for bytes below the offset held (`Content-Range:
 /// bytes A-B/*`, or `/LEN` once the length is known) or 416 past it;
 /// without one (or with one that is ignored), 409 naming the offset, since
@@ -166,7 +170,7 @@ pub(crate) async fn serve_in_progress(
             .with("offset", held)
             .with_header(header::CACHE_CONTROL, no_store());
             if let Some(total) = total
-                && let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}"))
+                && let Ok(value) = HeaderValue::from_str(&unsatisfied_content_range(total))
             {
                 problem = problem.with_header(header::CONTENT_RANGE, value);
             }

@@ -9,11 +9,11 @@ use axum::response::Response;
 use tenax_core::{FileKey, Status};
 use tenax_protocol::FileName;
 
-use crate::AppState;
 use crate::auth::Access;
 use crate::common::upload_id;
 use crate::download::{serve_complete, serve_in_progress};
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// Serves a published file: the bytes of the upload last completed under
 /// that name.
@@ -50,7 +50,7 @@ pub(crate) async fn get_file(
 }
 
 /// Serves an upload by id, whatever its dialect or name. An upload still
-/// in progress is never served as if it were complete (PROTOCOLS case 85):
+/// in progress is never served as if it were complete (docs/protocol.md case 85):
 /// only ranges below the offset held, else 409 naming it.
 pub(crate) async fn get_upload(
     State(state): State<AppState>,

@@ -3,10 +3,17 @@
 //! and passes the receiver's answer on, as a `Tenax-Hook-Response` header
 //! (compact JSON, non-ASCII escaped) in every dialect, and in seed's final
 //! JSON as `hookResponse` too.
+//!
+//! The answer has a place of its own: [`carry_answer`] gives every request
+//! an empty [`HookAnswer`] (a request extension), the finalisation
+//! (`finalize` in `append.rs`) fills it in, and [`carry_answer`] moves it
+//! into the response's header.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use axum::extract::Request;
 use axum::http::HeaderValue;
+use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::Value;
 
@@ -48,6 +55,16 @@ impl HookAnswer {
             response.headers_mut().insert(HEADER, value);
         }
     }
+}
+
+/// The middleware: a fresh [`HookAnswer`] for the request, and its answer,
+/// if the request completed an upload, in the response's header.
+pub(crate) async fn carry_answer(mut request: Request, next: Next) -> Response {
+    let answer = HookAnswer::default();
+    request.extensions_mut().insert(answer.clone());
+    let mut response = next.run(request).await;
+    answer.attach(&mut response);
+    response
 }
 
 /// Compact JSON with every non-ASCII character escaped (`\uXXXX`), so that

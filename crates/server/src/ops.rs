@@ -11,8 +11,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 
-use crate::AppState;
-use crate::uploads::Dialect;
+use tenax_core::Engine;
+
+use crate::dialect::Dialect;
 
 /// Names of the front-end's metrics.
 pub mod metric {
@@ -48,6 +49,17 @@ impl std::fmt::Debug for MetricsRender {
     }
 }
 
+/// What `/readyz` and `/metrics` need.
+#[derive(Debug, Clone)]
+pub(crate) struct OpsState {
+    /// The engine whose storage is probed.
+    pub(crate) engine: Engine,
+    /// The last readiness answer.
+    pub(crate) ready: Arc<ReadyCache>,
+    /// The metrics render, if enabled.
+    pub(crate) metrics: Option<MetricsRender>,
+}
+
 /// The last readiness answer and when it was found.
 #[derive(Debug, Default)]
 pub(crate) struct ReadyCache(Mutex<Option<(Instant, Result<(), String>)>>);
@@ -58,7 +70,7 @@ pub(crate) async fn healthz() -> Response {
 }
 
 /// `GET /readyz`: the storage accepts writes (checked at most once a second).
-pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz(State(state): State<OpsState>) -> Response {
     let cached = state
         .ready
         .0
@@ -97,8 +109,8 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: the Prometheus text exposition (404 when not enabled).
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    match &state.config.metrics {
+pub(crate) async fn metrics(State(state): State<OpsState>) -> Response {
+    match &state.metrics {
         Some(render) => (
             [(
                 header::CONTENT_TYPE,
@@ -107,7 +119,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
             (render.0)(),
         )
             .into_response(),
-        None => crate::Problem::not_found("metrics are not enabled").into_response(),
+        None => crate::problem::Problem::not_found("metrics are not enabled").into_response(),
     }
 }
 
@@ -123,13 +135,7 @@ fn classify(method: &Method, path: &str, headers: &HeaderMap) -> (&'static str, 
         if download {
             return ("download", true);
         }
-        match Dialect::of(headers) {
-            Dialect::Tus => ("tus", false),
-            Dialect::Rufh => ("ietf", false),
-            Dialect::Seed if *method == Method::PATCH || *method == Method::HEAD => ("ietf", false),
-            Dialect::Seed if *method == Method::OPTIONS => ("other", false),
-            Dialect::Seed => ("seed", false),
-        }
+        (Dialect::of(headers).label(method), false)
     } else {
         ("other", false)
     }

@@ -16,7 +16,8 @@ use sha2::{Digest as _, Sha256};
 use tenax_core::Status;
 
 use crate::auth::Access;
-use crate::{AppState, Problem};
+use crate::problem::Problem;
+use crate::state::AppState;
 
 /// One embedded file: its bytes, media type and validator.
 struct Asset {

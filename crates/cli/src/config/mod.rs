@@ -6,7 +6,7 @@
 //!
 //! * this module: the options themselves ([`ServeArgs`], one field per
 //!   flag, environment variable and file key) and their merging;
-//! * [`file`]: reading the TOML file into a [`ServeArgs`];
+//! * [`file`](mod@file): reading the TOML file into a [`ServeArgs`];
 //! * [`validate`]: the typed [`ServeConfig`], its defaults (the libraries'
 //!   own) and the checks, each error naming its key.
 

@@ -30,9 +30,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
-use crate::ServerConfig;
-use crate::interim::{self, Interim};
-use crate::origin::Peer;
+use crate::config::ServerConfig;
+use crate::conn::interim::{self, Interim};
+use crate::conn::origin::Peer;
 
 /// What every connection of one server shares.
 struct Settings {
@@ -61,7 +61,10 @@ pub async fn serve(
 ) {
     let settings = Arc::new(Settings {
         app,
-        tls: config.tls.as_ref().map(crate::TlsConfig::acceptor),
+        tls: config
+            .tls
+            .as_ref()
+            .map(crate::conn::tls::TlsConfig::acceptor),
         h2c: config.h2c,
         header_read_timeout: config.header_read_timeout,
         max_header_size: config.max_header_size,

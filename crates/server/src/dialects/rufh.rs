@@ -1,4 +1,4 @@
-//! The IETF "Resumable Uploads for HTTP" draft (PROTOCOLS §3), interop
+//! The IETF "Resumable Uploads for HTTP" draft (docs/protocol.md §3), interop
 //! versions 5 to 9, as a thin adapter over the engine.
 
 use std::time::Duration;
@@ -11,14 +11,15 @@ use tenax_protocol::FileName;
 use tenax_protocol::rufh::{
     self, UploadLimit, parse_boolean, parse_integer, parse_interop_version,
 };
+use tenax_protocol::tus::{metadata_name, parse_metadata};
 
-use crate::AppState;
-use crate::auth::Access;
-use crate::body::{data_stream, detached};
-use crate::common::{has_body, no_store};
-use crate::interim::Interim;
-use crate::origin::Origin;
+use crate::append::{self, Append, Caller, Finish, Progress};
+use crate::body::detached;
+use crate::common::{has_body, header_str, no_store};
+use crate::conn::interim::Interim;
+use crate::conn::origin::Origin;
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// What a request says about itself.
 struct Fields {
@@ -35,8 +36,10 @@ struct Fields {
 }
 
 impl Fields {
+    /// Reads the fields. A field that is not text, or not valid, counts as
+    /// absent (§3.2, RFC 9651): unlike tus, no 400 for the field itself.
     fn read(headers: &HeaderMap) -> Fields {
-        let field = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+        let field = |name: &str| header_str(headers, name).ok().flatten();
         Fields {
             version: field("upload-draft-interop-version").and_then(parse_interop_version),
             complete: field("upload-complete").and_then(parse_boolean),
@@ -160,27 +163,25 @@ impl Interims {
 
 /// The `filename` of tus-style `Upload-Metadata`, which tus-js-client
 /// sends in its draft modes too.
-fn metadata_name(headers: &HeaderMap) -> Option<FileName> {
-    let metadata =
-        tenax_protocol::tus::parse_metadata(headers.get("upload-metadata")?.to_str().ok()?).ok()?;
-    crate::tus::metadata_name(&metadata)
+fn upload_metadata_name(headers: &HeaderMap) -> Option<FileName> {
+    metadata_name(&parse_metadata(header_str(headers, "upload-metadata").ok()??).ok()?)
 }
 
 /// Creation (§3.3): a request with `Upload-Complete` to the collection.
 pub(crate) async fn create(
     state: AppState,
-    access: Access,
+    caller: Caller,
     origin: Origin,
     headers: HeaderMap,
     interim: Option<Interim>,
     body: Body,
 ) -> Response {
-    detached(create_inner(state, access, origin, headers, interim, body)).await
+    detached(create_inner(state, caller, origin, headers, interim, body)).await
 }
 
 async fn create_inner(
     state: AppState,
-    access: Access,
+    caller: Caller,
     origin: Origin,
     headers: HeaderMap,
     interim: Option<Interim>,
@@ -213,14 +214,14 @@ async fn create_inner(
         }
         length = Some(content_length);
     }
-    state.check_size(&access, length)?;
+    state.check_size(&caller.access, length)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     let new = NewUpload {
-        namespace: access.namespace.clone(),
-        name: disposition_name(headers).or_else(|| metadata_name(headers)),
+        namespace: caller.access.namespace.clone(),
+        name: disposition_name(headers).or_else(|| upload_metadata_name(headers)),
         total: length,
         content_type,
         ..NewUpload::default()
@@ -235,9 +236,9 @@ async fn create_inner(
         interims.send(resumption);
     }
     let mut lease = state.engine.lease(id).await?;
-    let result = append(
+    let result = write(
         &state,
-        &access,
+        &caller,
         &mut lease,
         complete,
         body,
@@ -253,51 +254,41 @@ async fn create_inner(
 
 /// Appends a body at the held offset; completes the upload when the client
 /// said the request completes it and every byte arrived.
-async fn append(
+async fn write(
     state: &AppState,
-    access: &Access,
+    caller: &Caller,
     lease: &mut Lease,
     complete: bool,
     body: Body,
     interims: Option<&Interims>,
 ) -> Result<(), Problem> {
-    let limit = lease
-        .record()
-        .total
-        .map_or(u64::MAX, |total| total - lease.held());
-    let body = data_stream(body, &state.config, None);
-    let outcome = match interims {
-        Some(interims) => {
-            let mut report = |held: u64| {
-                let mut progress = HeaderMap::new();
-                progress.insert("upload-offset", HeaderValue::from(held));
-                interims.send(progress);
-            };
-            lease
-                .append(
-                    body,
-                    tenax_core::AppendOptions::up_to(limit).progress(PROGRESS_EVERY, &mut report),
-                )
-                .await?
-        }
-        None => {
-            lease
-                .append(body, tenax_core::AppendOptions::up_to(limit))
-                .await?
+    let mut report = |held: u64| {
+        if let Some(interims) = interims {
+            let mut progress = HeaderMap::new();
+            progress.insert("upload-offset", HeaderValue::from(held));
+            interims.send(progress);
         }
     };
-    match outcome.interruption {
-        None if complete => {
-            let held = lease.held();
-            if lease.record().total.is_some_and(|total| total != held) {
-                return Err(inconsistent(format!(
-                    "the upload completed at {held} bytes, short of its length"
-                )));
-            }
-            lease.set_total(held).await?;
-            state.finalize(access, lease).await?;
-            Ok(())
-        }
+    let request = Append {
+        progress: interims.map(|_| Progress {
+            every: PROGRESS_EVERY,
+            report: &mut report,
+        }),
+        finish: if complete {
+            Finish::Declared
+        } else {
+            Finish::Never
+        },
+        ..Append::default()
+    };
+    let appended = append::append(state, caller, lease, body, request).await?;
+    if appended.short_of_length.is_some() {
+        return Err(inconsistent(format!(
+            "the upload completed at {} bytes, short of its length",
+            lease.held()
+        )));
+    }
+    match appended.interruption {
         None | Some(Interruption::Body(_) | Interruption::Superseded) => Ok(()),
         Some(Interruption::Overrun) => {
             // Past a known length the upload can never become valid (§3.3).
@@ -327,7 +318,7 @@ pub(crate) async fn head(state: AppState, id: UploadId, headers: HeaderMap) -> R
 /// Append (§3.3): `PATCH` with `application/partial-upload`.
 pub(crate) async fn patch(
     state: AppState,
-    access: Access,
+    caller: Caller,
     id: UploadId,
     headers: HeaderMap,
     interim: Option<Interim>,
@@ -378,15 +369,8 @@ pub(crate) async fn patch(
                     StatusCode::OK.into_response(),
                 ));
             }
-            if offset != lease.held() {
-                let problem = draft_problem(
-                    StatusCode::CONFLICT,
-                    MISMATCHING_OFFSET,
-                    "Mismatching upload offset",
-                    format!("the upload holds {} bytes", lease.held()),
-                )
-                .with("expected-offset", lease.held())
-                .with("provided-offset", offset);
+            if let Err(mismatch) = append::check_offset(&lease, offset) {
+                let problem = mismatch.problem(MISMATCHING_OFFSET, "Mismatching upload offset");
                 return Ok(progress(
                     &state,
                     &lease,
@@ -423,11 +407,11 @@ pub(crate) async fn patch(
                 ));
             }
             if let Some(length) = length {
-                state.check_size(&access, Some(length))?;
+                state.check_size(&caller.access, Some(length))?;
                 lease.set_total(length).await?;
             }
             let interims = Interims::new(interim, fields.version);
-            let result = append(&state, &access, &mut lease, complete, body, interims.as_ref()).await;
+            let result = write(&state, &caller, &mut lease, complete, body, interims.as_ref()).await;
             let status = if matches!(lease.record().status, Status::Complete(_)) {
                 StatusCode::OK
             } else {

@@ -1,8 +1,7 @@
-//! tus 1.0.0 with its extensions (PROTOCOLS §2) as a thin adapter over the
+//! tus 1.0.0 with its extensions (docs/protocol.md §2) as a thin adapter over the
 //! engine: creation (with upload, deferred length), expiration, checksum
 //! (and trailer), termination, concatenation.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -10,25 +9,25 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use tenax_core::{Concat, Error as EngineError, Lease, NewUpload, Status, UploadId, UploadRecord};
-use tenax_protocol::tus::{
-    self, ChecksumAlgorithm, parse_checksum, parse_concat, parse_defer_length, parse_metadata,
+use tenax_core::{
+    Concat, Error as EngineError, Interruption, Lease, NewUpload, Status, UploadId, UploadRecord,
 };
-use tenax_protocol::{FileName, parse_u64};
+use tenax_protocol::parse_u64;
+use tenax_protocol::tus::{
+    self, ChecksumAlgorithm, metadata_content_type, metadata_name, parse_checksum, parse_concat,
+    parse_defer_length, parse_metadata,
+};
 
-use crate::AppState;
-use crate::auth::Access;
-use crate::body::{data_stream, detached};
-use crate::checksum::{HeaderChecksum, TrailerChecksum};
+use crate::append::{self, Append, Caller, Verify};
+use crate::body::detached;
 use crate::common::{has_body, header_str, no_store};
-use crate::origin::Origin;
+use crate::conn::origin::Origin;
+use crate::dialect::{OFFSET_STREAM, has_offset_stream};
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// The extensions offered in `Tus-Extension`.
 pub(crate) const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
-
-/// The media type of tus chunks.
-const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
 /// Adds `Tus-Resumable` to an answer (§2.1: every response but OPTIONS').
 pub(crate) fn resumable(mut response: Response) -> Response {
@@ -67,24 +66,12 @@ fn tus_problem(error: tus::TusError) -> Problem {
     Problem::bad_request(error.to_string())
 }
 
-/// Whether the request carries an offset stream (creation-with-upload, PATCH).
-pub(crate) fn has_offset_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(';')
-                .next()
-                .is_some_and(|media| media.trim().eq_ignore_ascii_case(OFFSET_STREAM))
-        })
-}
-
 /// Leases an existing upload for a tus request. An expired upload whose
 /// record is still kept is "still tracked", so tus answers 410 (expiration
 /// extension); once the collector forgot it, 404. The seed dialect and
 /// RUFH answer 404 for both (see `Problem`'s conversion).
-/// Takes the upload for a tus request. In tus an upload is complete when
+///
+/// In tus an upload is complete when
 /// it holds its length; one that holds it without being complete was cut
 /// short by a crash between its last append and the finalisation (found by
 /// the crash torture test), and is completed here, before anything reports
@@ -117,24 +104,17 @@ fn expires(state: &AppState, record: &UploadRecord) -> Option<HeaderValue> {
     HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
 }
 
-/// The file name in `Upload-Metadata` (`filename`), if it is a valid one;
-/// otherwise the upload simply has no published name.
-pub(crate) fn metadata_name(metadata: &tus::Metadata) -> Option<FileName> {
-    let name = metadata.get("filename")?.as_ref()?;
-    FileName::new(std::str::from_utf8(name).ok()?).ok()
-}
-
 /// `POST /uploads` with `Tus-Resumable`: creation (§2.3).
 pub(crate) async fn create(
     state: AppState,
-    access: Access,
+    caller: Caller,
     origin: Origin,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     detached(async move {
         resumable(
-            create_inner(&state, &access, &origin, &headers, body)
+            create_inner(&state, &caller, &origin, &headers, body)
                 .await
                 .unwrap_or_else(IntoResponse::into_response),
         )
@@ -144,7 +124,7 @@ pub(crate) async fn create(
 
 async fn create_inner(
     state: &AppState,
-    access: &Access,
+    caller: &Caller,
     origin: &Origin,
     headers: &HeaderMap,
     body: Body,
@@ -166,12 +146,9 @@ async fn create_inner(
         .map_err(tus_problem)?
         .unwrap_or_default();
     let name = metadata_name(&metadata);
-    let content_type = ["filetype", "contentType", "type"]
-        .iter()
-        .find_map(|key| metadata.get(*key).and_then(Option::as_ref))
-        .and_then(|bytes| String::from_utf8(bytes.clone()).ok());
+    let content_type = metadata_content_type(&metadata);
     let new = NewUpload {
-        namespace: access.namespace.clone(),
+        namespace: caller.access.namespace.clone(),
         name,
         total: length,
         content_type,
@@ -210,7 +187,7 @@ async fn create_inner(
             "send exactly one of Upload-Length and Upload-Defer-Length: 1",
         ));
     }
-    state.check_size(access, length)?;
+    state.check_size(&caller.access, length)?;
     let new = NewUpload {
         concat: concat.map(|_| Concat::Partial),
         ..new
@@ -219,10 +196,10 @@ async fn create_inner(
     let location = origin.url(&format!("/uploads/{id}"))?;
     let mut lease = state.engine.lease(id).await?;
     if length == Some(0) {
-        state.finalize(access, &mut lease).await?;
+        append::finalize(state, caller, &mut lease).await?;
     } else if has_offset_stream(headers) && has_body(headers, &body) {
         // creation-with-upload: the body is the first chunk, at offset 0.
-        if let Err(problem) = append(state, access, &mut lease, headers, body).await {
+        if let Err(problem) = write(state, caller, &mut lease, headers, body).await {
             // The upload exists; tell the client where, with the problem.
             return Ok(with_offset(state, &lease, problem.into_response()));
         }
@@ -260,26 +237,18 @@ fn with_offset(state: &AppState, lease: &Lease, mut response: Response) -> Respo
 
 /// Appends the request body at the upload's offset, checking a checksum if
 /// one was given, and finalises when the length is reached.
-async fn append(
+async fn write(
     state: &AppState,
-    access: &Access,
+    caller: &Caller,
     lease: &mut Lease,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), Problem> {
-    let limit = lease
-        .record()
-        .total
-        .map_or(u64::MAX, |total| total - lease.held());
+    let limit = append::remaining(lease);
     if let Some(length) = number(headers, header::CONTENT_LENGTH.as_str())?
         && length > limit
     {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "urn:tenax:problem:past-length",
-            "Chunk past the upload's length",
-            format!("the upload takes {limit} more bytes"),
-        ));
+        return Err(past_length(format!("the upload takes {limit} more bytes")));
     }
     let checksum = header_str(headers, "upload-checksum")?
         .map(parse_checksum)
@@ -294,51 +263,39 @@ async fn append(
                 .split(',')
                 .any(|name| name.trim().eq_ignore_ascii_case("upload-checksum"))
         });
-    let config = &state.config;
-    let outcome = if let Some(checksum) = checksum {
-        let check = Box::new(HeaderChecksum::new(checksum.algorithm, checksum.digest));
-        lease
-            .append(
-                data_stream(body, config, None),
-                tenax_core::AppendOptions::up_to(limit).check(check),
-            )
-            .await?
-    } else if trailer_announced {
-        let trailers = Arc::new(Mutex::new(None));
-        let check = Box::new(TrailerChecksum::new(Arc::clone(&trailers)));
-        lease
-            .append(
-                data_stream(body, config, Some(trailers)),
-                tenax_core::AppendOptions::up_to(limit).check(check),
-            )
-            .await?
-    } else {
-        lease
-            .append(
-                data_stream(body, config, None),
-                tenax_core::AppendOptions::up_to(limit),
-            )
-            .await?
+    let verify = match checksum {
+        Some(checksum) => Verify::Checksum(checksum),
+        None if trailer_announced => Verify::TrailerChecksum,
+        None => Verify::Nothing,
     };
-    if lease.record().total == Some(lease.held()) {
-        state.finalize(access, lease).await?;
-    }
-    match outcome.interruption {
-        Some(tenax_core::Interruption::Overrun) => Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "urn:tenax:problem:past-length",
-            "Chunk past the upload's length",
+    let request = Append {
+        verify,
+        ..Append::default()
+    };
+    let appended = append::append(state, caller, lease, body, request).await?;
+    match appended.interruption {
+        Some(Interruption::Overrun) => Err(past_length(
             "the body ran past the upload's length; the bytes up to it were kept",
         )),
-        Some(tenax_core::Interruption::ShuttingDown) => Err(EngineError::ShuttingDown.into()),
+        Some(Interruption::ShuttingDown) => Err(EngineError::ShuttingDown.into()),
         _ => Ok(()),
     }
+}
+
+/// 413: a chunk that runs past the upload's length.
+fn past_length(detail: impl Into<String>) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "urn:tenax:problem:past-length",
+        "Chunk past the upload's length",
+        detail,
+    )
 }
 
 /// `PATCH /uploads/{id}` with `Tus-Resumable` (§2.2).
 pub(crate) async fn patch(
     state: AppState,
-    access: Access,
+    caller: Caller,
     id: UploadId,
     headers: HeaderMap,
     body: Body,
@@ -363,7 +320,7 @@ pub(crate) async fn patch(
             }
             let mut lease = lease(&state, id).await?;
             let answer =
-                patch_upload(&state, &access, &mut lease, offset, length, &headers, body).await;
+                patch_upload(&state, &caller, &mut lease, offset, length, &headers, body).await;
             // Every PATCH answer carries the offset and expiry, errors too.
             Ok(with_offset(
                 &state,
@@ -379,7 +336,7 @@ pub(crate) async fn patch(
 /// The part of a PATCH that runs on the leased upload.
 async fn patch_upload(
     state: &AppState,
-    access: &Access,
+    caller: &Caller,
     lease: &mut Lease,
     offset: u64,
     length: Option<u64>,
@@ -394,16 +351,12 @@ async fn patch_upload(
             "a final upload cannot be patched",
         ));
     }
-    if offset != lease.held() {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
+    append::check_offset(lease, offset).map_err(|mismatch| {
+        mismatch.problem(
             "urn:tenax:problem:offset-mismatch",
             "Upload-Offset mismatch",
-            format!("the upload holds {} bytes; send from there", lease.held()),
         )
-        .with("expected-offset", lease.held())
-        .with("provided-offset", offset));
-    }
+    })?;
     if let Status::Complete(_) = lease.record().status {
         return if has_body(headers, &body) {
             Err(Problem::new(
@@ -431,12 +384,12 @@ async fn patch_upload(
                 )));
             }
             None => {
-                state.check_size(access, Some(length))?;
+                state.check_size(&caller.access, Some(length))?;
                 lease.set_total(length).await?;
             }
         }
     }
-    append(state, access, lease, headers, body).await?;
+    write(state, caller, lease, headers, body).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

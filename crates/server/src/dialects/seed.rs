@@ -1,4 +1,4 @@
-//! The seed dialect (Google's resumable upload, PROTOCOLS §1) as a thin
+//! The seed dialect (Google's resumable upload, docs/protocol.md §1) as a thin
 //! adapter: headers in, [`tenax_protocol::seed::decide`], engine calls, answer out.
 
 use axum::Extension;
@@ -8,16 +8,19 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use tenax_core::{Error as EngineError, FileKey, FinalInfo, Lease, NewUpload, Snapshot, Status};
+use tenax_core::{
+    DigestSet, Error as EngineError, FileKey, FinalInfo, Lease, NewUpload, Snapshot, Status,
+};
 use tenax_protocol::seed::{self, Phase, SeedAction, SeedRequest, UploadState};
 use tenax_protocol::{FileName, parse_u64};
 
-use crate::AppState;
+use crate::append::{self, Append, Caller, Finish};
 use crate::auth::Access;
-use crate::body::{control_body, data_stream, detached};
+use crate::body::{control_body, detached};
 use crate::common::{content_type, file_name, header_str, no_store, upload_id};
-use crate::origin::Origin;
+use crate::conn::origin::Origin;
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// The `?file=NAME` query of `/api/upload`.
 #[derive(Debug, Deserialize)]
@@ -81,7 +84,7 @@ pub(crate) async fn initiate(
             name,
             total,
             content_type,
-            digests: tenax_core::DigestSet::MD5,
+            digests: DigestSet::MD5,
             ..NewUpload::default()
         })
         .await?;
@@ -100,25 +103,25 @@ pub(crate) async fn initiate(
 /// in progress of that name, or starts one.
 pub(crate) async fn put_by_name(
     State(state): State<AppState>,
-    Extension(access): Extension<Access>,
+    caller: Caller,
     Query(query): Query<NameQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     detached(async move {
-        let file = query.file_key(&access)?;
+        let file = query.file_key(&caller.access)?;
         let request = classify(&headers)?;
-        state.check_size(&access, Some(request.implied_size()))?;
+        state.check_size(&caller.access, Some(request.implied_size()))?;
         let new = || NewUpload {
             content_type: content_type(&headers),
-            digests: tenax_core::DigestSet::MD5,
+            digests: DigestSet::MD5,
             ..NewUpload::default()
         };
         let lease = state
             .engine
             .lease_name(&file, new, |current| starts_over(current, request))
             .await?;
-        Ok::<_, Problem>(respond(&state, &access, lease, request, &headers, body).await)
+        Ok::<_, Problem>(respond(&state, &caller, lease, request, &headers, body).await)
     })
     .await
 }
@@ -126,7 +129,7 @@ pub(crate) async fn put_by_name(
 /// `PUT` or `POST /uploads/{id}`: a chunk or a status query on a session.
 pub(crate) async fn put_by_id(
     State(state): State<AppState>,
-    Extension(access): Extension<Access>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -134,9 +137,9 @@ pub(crate) async fn put_by_id(
     detached(async move {
         let id = upload_id(&id)?;
         let request = classify(&headers)?;
-        state.check_size(&access, Some(request.implied_size()))?;
+        state.check_size(&caller.access, Some(request.implied_size()))?;
         let lease = state.engine.lease(id).await?;
-        Ok::<_, Problem>(respond(&state, &access, lease, request, &headers, body).await)
+        Ok::<_, Problem>(respond(&state, &caller, lease, request, &headers, body).await)
     })
     .await
 }
@@ -194,7 +197,7 @@ fn starts_over(current: &Snapshot, request: SeedRequest) -> bool {
 /// Decides (§1.3), acts, and answers.
 async fn respond(
     state: &AppState,
-    access: &Access,
+    caller: &Caller,
     mut lease: Lease,
     request: SeedRequest,
     headers: &HeaderMap,
@@ -232,7 +235,7 @@ async fn respond(
             }
             SeedAction::Finalize { total } => {
                 lease.set_total(total).await?;
-                state.finalize(access, &mut lease).await?;
+                append::finalize(state, caller, &mut lease).await?;
                 Ok(None)
             }
             SeedAction::Gap => Err(Problem::new(
@@ -254,14 +257,18 @@ async fn respond(
                 if let Some(total) = total {
                     lease.set_total(total).await?;
                 }
-                let body = data_stream(body, &state.config, None);
-                let outcome = lease
-                    .append(body, tenax_core::AppendOptions::up_to(write).skip(skip))
-                    .await?;
-                if completes && lease.record().total == Some(lease.held()) {
-                    state.finalize(access, &mut lease).await?;
-                }
-                Ok(outcome.interruption)
+                let request = Append {
+                    skip,
+                    limit: Some(write),
+                    finish: if completes {
+                        Finish::AtLength
+                    } else {
+                        Finish::Never
+                    },
+                    ..Append::default()
+                };
+                let appended = append::append(state, caller, &mut lease, body, request).await?;
+                Ok(appended.interruption)
             }
         }
     }
@@ -276,7 +283,7 @@ async fn respond(
             .into_response(),
         Err(problem) => problem.into_response(),
         Ok(_) if let Status::Complete(info) = &lease.record().status => {
-            final_response(lease.record(), info, access.hook_answer.get())
+            final_response(lease.record(), info, caller.answer.get())
         }
         Ok(Some(tenax_core::Interruption::Overrun)) => Problem::bad_request(
             "the body is longer than its Content-Range; the announced bytes were kept",

@@ -1,18 +1,17 @@
 //! Where the client reached us: the base of the absolute URLs the server
-//! hands out (`Location`, PROTOCOLS §1.1). From the connection (TLS or
+//! hands out (`Location`, docs/protocol.md §1.1). From the connection (TLS or
 //! not) and the `Host` the client sent; in behind-proxy mode, from the
 //! proxy's `Forwarded` / `X-Forwarded-*` headers instead, and only then: a
 //! client that could set them would send uploads wherever it likes.
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use ipnet::IpNet;
 use tenax_protocol::forwarded::{Scheme, public_origin};
 
-use crate::AppState;
 use crate::problem::Problem;
 
 /// What the accept loop knows about a request's connection (a request
@@ -77,16 +76,16 @@ impl Origin {
     }
 }
 
-impl FromRequestParts<AppState> for Origin {
+impl<S> FromRequestParts<S> for Origin
+where
+    TrustForwarded: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
         let peer = parts.extensions.get::<Peer>().copied();
-        let forwarded = if state
-            .config
-            .trust_forwarded
-            .trusts(peer.map(|peer| peer.addr.ip()))
-        {
+        let forwarded = if TrustForwarded::from_ref(state).trusts(peer.map(|peer| peer.addr.ip())) {
             let headers = &parts.headers;
             public_origin(
                 joined(headers, "forwarded")?.as_deref(),

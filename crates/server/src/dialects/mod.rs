@@ -1,6 +1,14 @@
-//! The upload resource, `/uploads` and `/uploads/{id}`, shared by every
-//! dialect: each request goes to the adapter its headers name
-//! (PROTOCOLS §0, "Routing").
+//! The dialect adapters, and the upload resource they share,
+//! `/uploads` and `/uploads/{id}`: each request goes to the adapter its
+//! headers name ([`crate::dialect`]).
+//!
+//! Each adapter only translates: its headers into a decision and an
+//! [`crate::append::Append`], and the outcome into its answer. The
+//! adapters import neither each other nor this dispatcher.
+
+pub(crate) mod rufh;
+pub(crate) mod seed;
+pub(crate) mod tus;
 
 use axum::Extension;
 use axum::body::Body;
@@ -8,63 +16,18 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::Access;
+use crate::append::Caller;
 use crate::common::upload_id;
-use crate::interim::Interim;
-use crate::origin::Origin;
+use crate::conn::interim::Interim;
+use crate::conn::origin::Origin;
+use crate::dialect::Dialect;
 use crate::problem::Problem;
-use crate::{AppState, rufh, seed, tus};
-
-/// The dialect of a request, told by its headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    /// `Tus-Resumable`.
-    Tus,
-    /// `Upload-Draft-Interop-Version`, `Upload-Complete` or `Upload-Incomplete`.
-    Rufh,
-    /// Everything else: Google's shape.
-    Seed,
-}
-
-impl Dialect {
-    pub(crate) fn of(headers: &HeaderMap) -> Dialect {
-        let has = |name: &str| headers.contains_key(name);
-        if has("tus-resumable") {
-            Dialect::Tus
-        } else if [
-            "upload-draft-interop-version",
-            "upload-complete",
-            "upload-incomplete",
-        ]
-        .into_iter()
-        .any(has)
-        {
-            Dialect::Rufh
-        } else if [
-            "upload-length",
-            "upload-offset",
-            "upload-defer-length",
-            "upload-metadata",
-            "upload-concat",
-            "upload-checksum",
-        ]
-        .into_iter()
-        .any(has)
-            || tus::has_offset_stream(headers)
-        {
-            // tus headers without `Tus-Resumable`: the tus adapter answers
-            // 412 (PROTOCOLS §2.1) rather than another dialect guessing.
-            Dialect::Tus
-        } else {
-            Dialect::Seed
-        }
-    }
-}
+use crate::state::AppState;
 
 /// `POST /uploads`: creation in any dialect.
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Extension(access): Extension<Access>,
+    caller: Caller,
     query: Query<seed::NameQuery>,
     origin: Origin,
     headers: HeaderMap,
@@ -72,11 +35,11 @@ pub(crate) async fn create(
     body: Body,
 ) -> Response {
     match Dialect::of(&headers) {
-        Dialect::Tus => tus::create(state, access, origin, headers, body).await,
+        Dialect::Tus => tus::create(state, caller, origin, headers, body).await,
         Dialect::Rufh => {
             rufh::create(
                 state,
-                access,
+                caller,
                 origin,
                 headers,
                 interim.map(|Extension(interim)| interim),
@@ -86,7 +49,7 @@ pub(crate) async fn create(
         }
         Dialect::Seed => seed::initiate(
             State(state),
-            Extension(access),
+            Extension(caller.access),
             query,
             origin,
             headers,
@@ -100,7 +63,7 @@ pub(crate) async fn create(
 /// `PATCH /uploads/{id}`: a tus or RUFH append.
 pub(crate) async fn patch(
     State(state): State<AppState>,
-    Extension(access): Extension<Access>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     interim: Option<Extension<Interim>>,
@@ -111,11 +74,11 @@ pub(crate) async fn patch(
         Err(problem) => return problem.into_response(),
     };
     match Dialect::of(&headers) {
-        Dialect::Tus => tus::patch(state, access, id, headers, body).await,
+        Dialect::Tus => tus::patch(state, caller, id, headers, body).await,
         Dialect::Rufh | Dialect::Seed => {
             rufh::patch(
                 state,
-                access,
+                caller,
                 id,
                 headers,
                 interim.map(|Extension(interim)| interim),

@@ -417,6 +417,15 @@ async fn two_writers_on_one_name_never_mix() {
     assert_eq!(json["type"], "urn:tenax:problem:overlap-mismatch", "{json}");
     drop(sender);
     let _ = first.await;
+    // A chunk the upload holds whole (rule 7) is compared too.
+    let inside = request(
+        Method::PUT,
+        &url,
+        &[("content-range", "bytes 0-49999/100000")],
+        vec![b'2'; 50_000],
+    )
+    .await;
+    assert_problem(&inside, 409);
     // What is held is the first writer's, and it completes.
     let status = request(
         Method::PUT,
@@ -493,4 +502,96 @@ async fn an_unknown_checksum_algorithm_is_one_answer() {
         "{}",
         offset.describe()
     );
+}
+/// Finding 4: metadata (tus `Upload-Metadata`, and the media type) has a
+/// cap, said in OPTIONS; over it, creation is a 400 and nothing is created.
+#[tokio::test]
+async fn metadata_is_capped() {
+    let server = TestServer::start(BIN);
+    let options = request(Method::OPTIONS, &server.url("/uploads"), &[TUS], vec![]).await;
+    let cap: usize = options
+        .header("tenax-max-metadata-size")
+        .unwrap_or_else(|| panic!("OPTIONS does not say the cap: {}", options.describe()))
+        .parse()
+        .expect("a number");
+    assert!((1024..=64 * 1024).contains(&cap), "{cap}");
+    let big = format!("note {}", b64(&"x".repeat(cap)));
+    let tus = request(
+        Method::POST,
+        &server.url("/uploads"),
+        &[TUS, ("upload-length", "1"), ("upload-metadata", &big)],
+        vec![],
+    )
+    .await;
+    assert_problem(&tus, 400);
+    // The media type counts too (a seed client's X-Upload-Content-Type).
+    let seed = request(
+        Method::POST,
+        &server.url("/uploads?uploadType=resumable"),
+        &[(
+            "x-upload-content-type",
+            &format!("text/plain; x={}", "y".repeat(cap)),
+        )],
+        vec![],
+    )
+    .await;
+    assert_problem(&seed, 400);
+    assert_eq!(support::files::held_on_disk(&server), 0);
+    let small = format!("note {}", b64("fine"));
+    let ok = request(
+        Method::POST,
+        &server.url("/uploads"),
+        &[TUS, ("upload-length", "1"), ("upload-metadata", &small)],
+        vec![],
+    )
+    .await;
+    assert_eq!(ok.status, 201, "{}", ok.describe());
+}
+/// Finding 1, adapters: a tus or RUFH name that fails validation is refused
+/// with 400, not dropped (an unnamed upload).
+#[tokio::test]
+async fn an_invalid_name_is_refused_not_dropped() {
+    let server = TestServer::start(BIN);
+    for name in ["../evil.html", ".hidden", "a/b"] {
+        let tus = request(
+            Method::POST,
+            &server.url("/uploads"),
+            &[
+                TUS,
+                ("upload-length", "1"),
+                ("upload-metadata", &format!("filename {}", b64(name))),
+            ],
+            vec![],
+        )
+        .await;
+        assert_problem(&tus, 400);
+        let ietf = request(
+            Method::POST,
+            &server.url("/uploads"),
+            &[
+                ("upload-draft-interop-version", "6"),
+                ("upload-complete", "?1"),
+                (
+                    "content-disposition",
+                    &format!("attachment; filename=\"{name}\""),
+                ),
+            ],
+            b"x".to_vec(),
+        )
+        .await;
+        assert_problem(&ietf, 400);
+    }
+    let not_utf8 = request(
+        Method::POST,
+        &server.url("/uploads"),
+        &[
+            TUS,
+            ("upload-length", "1"),
+            ("upload-metadata", "filename //4="),
+        ],
+        vec![],
+    )
+    .await;
+    assert_problem(&not_utf8, 400);
+    assert_eq!(support::files::held_on_disk(&server), 0);
 }

@@ -6,6 +6,7 @@
 //! durable length acknowledged).
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -410,7 +411,7 @@ impl Overlap {
     async fn open(
         storage: &dyn crate::storage::Storage,
         record: &crate::record::UploadRecord,
-        range: std::ops::Range<u64>,
+        range: Range<u64>,
     ) -> Result<Self, Error> {
         let (at, len) = (range.start, range.end - range.start);
         Ok(Overlap {
@@ -754,6 +755,35 @@ impl Lease {
             received,
             interruption,
         })
+    }
+
+    /// Compares the first bytes of `body` with the bytes held in `range`
+    /// (a client resending a chunk the upload holds whole), writing
+    /// nothing: [`Error::OverlapMismatch`] when they differ. A body that
+    /// ends or fails early is compared as far as it went.
+    pub async fn compare_held<S, E>(&mut self, mut body: S, range: Range<u64>) -> Result<(), Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: fmt::Display,
+    {
+        if range.end > self.loaded.held || range.start > range.end {
+            return Err(Error::OverlapMismatch {
+                at: range.start,
+                len: range.end.saturating_sub(range.start),
+            });
+        }
+        let mut left = range.end - range.start;
+        let storage = &self.engine.inner.storage;
+        let mut overlap = Overlap::open(storage.as_ref(), &self.loaded.record, range).await?;
+        while left > 0 {
+            let Some(Ok(mut bytes)) = body.next().await else {
+                break;
+            };
+            bytes.truncate(left.min(bytes.len() as u64) as usize);
+            left -= bytes.len() as u64;
+            overlap.compare(&bytes).await?;
+        }
+        Ok(())
     }
 
     /// Records a progress event: `held` bytes are durable.

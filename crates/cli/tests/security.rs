@@ -246,13 +246,10 @@ async fn the_host_header_is_checked() {
 #[tokio::test]
 async fn the_default_namespace_has_quotas() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let config = dir.path().join("tenax.toml");
-    std::fs::write(
-        &config,
-        "[namespaces.default]\nmax_concurrent_uploads = 1\nmax_bytes_in_progress = \"1KiB\"\n",
-    )
-    .expect("write the config");
-    let server = TestServer::start_with(BIN, &["--config", config.to_str().expect("UTF-8")]);
+    let server = quota_server(
+        dir.path(),
+        "max_concurrent_uploads = 1\nmax_bytes_in_progress = \"1KiB\"",
+    );
     let url = server.url("/uploads");
     let create = async |length: &str| {
         request(

@@ -374,7 +374,7 @@ fn held_range_round_trip(h: u64) {
 // names
 
 /// `UploadId::parse` round-trips; an accepted `FileName` is one plain path
-/// component.
+/// component, in NFC.
 pub(crate) fn names(data: &[u8]) {
     if let Ok(bytes) = <[u8; 16]>::try_from(data.get(..16).unwrap_or_default()) {
         let id = UploadId::from_bytes(bytes);
@@ -450,8 +450,11 @@ fn file_name(text: &str) {
     let Ok(name) = FileName::new(text) else {
         return;
     };
-    assert_eq!(name.as_str(), text);
-    assert_eq!(name.to_string(), text);
+    // A name is kept in NFC: the same name again, however it was spelled.
+    assert_eq!(FileName::new(name.as_str()).as_ref(), Ok(&name), "{text:?}");
+    assert_eq!(name.to_string(), name.as_str());
+    assert!(!name.as_str().contains('\u{FFFD}'), "{text:?}: U+FFFD");
+    let text = name.as_str();
     assert!((1..=255).contains(&text.len()), "{text:?}: length");
     assert!(!text.starts_with('.'), "{text:?}: leading dot");
     assert!(

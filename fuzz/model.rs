@@ -16,7 +16,8 @@
 //! The harness plays the part of a dialect adapter where the engine leaves
 //! a rule to it: an append claims an offset; beyond what is held it is
 //! refused, below it the held prefix is skipped (the seed dialect's
-//! resend), and a known total bounds it. Final uploads of a concatenation
+//! resend) once it matches the bytes held there, and a known total bounds
+//! it. Final uploads of a concatenation
 //! take no appends (as in tus).
 
 // The fuzz target and the test each use part of this file.
@@ -229,13 +230,16 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// The engine's outcome of feeding `frames` with `skip` and `limit`, by the
-/// contract of `Lease::append`.
+/// contract of `Lease::append`: `None` when the skipped bytes differ from
+/// `overlap`, the bytes held where they would go (nothing is written then).
 fn expected_append(
     frames: &[Result<Bytes, String>],
     skip: u64,
     limit: u64,
-) -> (Vec<u8>, AppendOutcome) {
+    overlap: &[u8],
+) -> Option<(Vec<u8>, AppendOutcome)> {
     let (mut to_skip, mut room) = (skip, limit);
+    let mut compared = 0usize;
     let mut kept = Vec::new();
     let mut received = 0u64;
     let mut interruption = None;
@@ -249,6 +253,11 @@ fn expected_append(
                 received += bytes.len() as u64;
                 let skipped = to_skip.min(bytes.len() as u64);
                 to_skip -= skipped;
+                let held = &overlap[compared..compared + skipped as usize];
+                if bytes[..skipped as usize] != *held {
+                    return None;
+                }
+                compared += skipped as usize;
                 let mut rest = &bytes[skipped as usize..];
                 let over = rest.len() as u64 > room;
                 if over {
@@ -268,7 +277,7 @@ fn expected_append(
         received,
         interruption,
     };
-    (kept, outcome)
+    Some((kept, outcome))
 }
 
 /// A chunk check with a fixed verdict that keeps what it was fed.
@@ -284,8 +293,12 @@ impl ChunkCheck for Check {
             .expect("check lock")
             .extend_from_slice(bytes);
     }
-    fn verify(self: Box<Self>) -> bool {
-        self.valid
+    fn verify(self: Box<Self>) -> Result<(), Error> {
+        if self.valid {
+            Ok(())
+        } else {
+            Err(Error::ChecksumMismatch)
+        }
     }
 }
 
@@ -379,11 +392,16 @@ impl Harness {
                         AppendOptions::up_to(limit).skip(skip),
                     )
                     .await;
+                let overlap = &upload.data[offset as usize..];
+                let expected = expected_append(&frames, skip, limit, overlap);
                 match (&upload.status, result) {
                     (MStatus::Active, Ok(outcome)) => {
-                        let (kept, expected) = expected_append(&frames, skip, limit);
+                        let (kept, expected) = expected.expect("a mismatched resend was taken");
                         assert_eq!(outcome, expected, "append outcome");
                         upload.data.extend_from_slice(&kept);
+                    }
+                    (MStatus::Active, Err(Error::OverlapMismatch { .. })) => {
+                        assert!(expected.is_none(), "a matching resend was refused");
                     }
                     (MStatus::Complete { .. }, Err(Error::Complete)) => {}
                     (status, result) => panic!("append on {status:?}: {result:?}"),
@@ -423,7 +441,8 @@ impl Harness {
                     .await;
                 match (&upload.status, result) {
                     (MStatus::Active, result) => {
-                        let (kept, expected) = expected_append(&frames, 0, limit);
+                        let (kept, expected) =
+                            expected_append(&frames, 0, limit, &[]).expect("nothing to compare");
                         assert_eq!(
                             *fed.lock().expect("check lock"),
                             kept,
@@ -475,7 +494,8 @@ impl Harness {
                     .map_or(u64::MAX, |total| total.saturating_sub(held));
                 let frames: Vec<Result<Bytes, String>> =
                     body.frames().into_iter().filter(Result::is_ok).collect();
-                let (kept, expected) = expected_append(&frames, 0, limit);
+                let (kept, expected) =
+                    expected_append(&frames, 0, limit, &[]).expect("nothing to compare");
                 let stream = stream::iter(frames).chain(stream::pending());
                 let result = tokio::time::timeout(
                     Duration::from_millis(5),
@@ -606,10 +626,18 @@ impl Harness {
                     .engine
                     .concatenate(ids, NewUpload::default(), *allow_unfinished)
                     .await;
-                // The model's verdict: the first part that does not fit decides.
+                // The model's verdict: a part named twice, else the first
+                // part that does not fit decides.
                 let mut expected = Ok(());
                 let mut total = Some(0u64);
-                for &part in &parts {
+                let repeated = parts
+                    .iter()
+                    .enumerate()
+                    .find(|(at, part)| parts[..*at].contains(part));
+                if let Some((_, &part)) = repeated {
+                    expected = Err(kind(&Error::RepeatedPart(self.model.uploads[part].id)));
+                }
+                for &part in parts.iter().filter(|_| expected.is_ok()) {
                     let upload = &self.model.uploads[part];
                     match (&upload.status, &upload.concat) {
                         (MStatus::Complete { size, .. }, Some(MConcat::Partial)) => {

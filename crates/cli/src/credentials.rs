@@ -8,11 +8,11 @@
 //! ```toml
 //! [[tokens]]
 //! token = "a long random secret"
-//! namespace = "team-a"        # absent: the default namespace
+//! namespace = "team-a"        # absent or "default": the default namespace
 //! name = "anna's laptop"      # for logs; the secret is never logged
 //! max_upload_size = "10GiB"
 //!
-//! [namespaces.team-a]
+//! [namespaces.team-a]            # [namespaces.default]: the default one
 //! max_concurrent_uploads = 20
 //! max_bytes_in_progress = "200GiB"
 //! max_bytes_stored = "2TiB"
@@ -74,13 +74,7 @@ impl Tables {
     pub(crate) fn read(path: &Path) -> anyhow::Result<Tables> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the tokens file {}", path.display()))?;
-        toml::from_str(&text).map_err(|error| {
-            anyhow!(
-                "tokens file {}: {}",
-                path.display(),
-                error.to_string().trim_end()
-            )
-        })
+        toml::from_str(&text).map_err(|error| secret_file_error("tokens file", path, &text, &error))
     }
 
     /// Both sets of tables checked together: a token may not appear twice.
@@ -141,9 +135,16 @@ impl Tables {
     }
 }
 
+/// A configured namespace: `default` (or none) is the default namespace,
+/// the one of requests on an open server and of tokens without a namespace.
 fn namespace(text: Option<&str>, key: &str) -> anyhow::Result<Namespace> {
     match text {
-        None => Ok(Namespace::default()),
+        None | Some(Namespace::DEFAULT_ALIAS) => Ok(Namespace::default()),
+        Some("") => bail!(
+            "config key {key:?}: the default namespace is written {:?} \
+             (e.g. [namespaces.{0}])",
+            Namespace::DEFAULT_ALIAS
+        ),
         Some(text) => Namespace::new(text).map_err(|error| anyhow!("config key {key:?}: {error}")),
     }
 }
@@ -168,7 +169,8 @@ impl Credentials {
         !self.inline.tokens.is_empty() || self.tokens_file.is_some() || self.signing_key.is_some()
     }
 
-    /// The tokens and quotas, read now.
+    /// The tokens and quotas, read now (an open server has quotas too:
+    /// `[namespaces.default]`).
     pub(crate) fn load(&self) -> anyhow::Result<Table> {
         let file = match &self.tokens_file {
             Some(path) => Tables::read(path)?,
@@ -176,6 +178,74 @@ impl Credentials {
         };
         self.inline.check(&file)
     }
+}
+
+/// A TOML error in a file that holds secrets (the tokens file, or a config
+/// file with `[[tokens]]`): the file, line and column, the key of that line,
+/// and toml's message with its quoted pieces left out unless they are
+/// plain key names. toml's own rendering quotes the line, and its messages
+/// quote values; either may be a token.
+pub(crate) fn secret_file_error(
+    what: &str,
+    path: &Path,
+    text: &str,
+    error: &toml::de::Error,
+) -> anyhow::Error {
+    let place = match error.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|line| line.split_once('='))
+                .map(|(key, _)| key.trim())
+                .filter(|key| is_key_name(key))
+                .map_or_else(String::new, |key| format!(" (key {key})"));
+            format!(", line {line}, column {column}{key}")
+        }
+        None => String::new(),
+    };
+    anyhow!(
+        "{what} {}{place}: {} (values left out: the file holds secrets)",
+        path.display(),
+        redact_quotes(error.message().trim_end())
+    )
+}
+
+/// Whether `text` is shaped like one of our keys (lowercase letters and
+/// `_`), which a token, random and with digits, is not.
+fn is_key_name(text: &str) -> bool {
+    (2..=40).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
+/// `message` with the text between backticks or double quotes replaced by
+/// `…`, unless it is a key name or a single character (`#`, `=`: grammar,
+/// not content).
+fn redact_quotes(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = rest[open..].chars().next().unwrap_or('`');
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(quote) else {
+            // An unclosed quote: everything after it is content.
+            out.push('…');
+            return out;
+        };
+        let inside = &after[..close];
+        out.push_str(if inside.chars().count() <= 1 || is_key_name(inside) {
+            inside
+        } else {
+            "…"
+        });
+        out.push(quote);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Reads a signing key: the file's content, without surrounding whitespace.
@@ -244,5 +314,52 @@ mod tests {
                 .contains("namespaces.x.max_bytes_stored")
         );
         assert!(toml::from_str::<Tables>("[[tokens]]\ntokn = \"x\"").is_err());
+        assert!(
+            error("[namespaces.\"\"]\nmax_concurrent_uploads = 1").contains("[namespaces.default]")
+        );
+    }
+
+    #[test]
+    fn default_names_the_default_namespace() {
+        let table = tables(
+            "[[tokens]]\ntoken = \"0123456789abcdef\"\nnamespace = \"default\"\n\
+             [namespaces.default]\nmax_concurrent_uploads = 1",
+        )
+        .check(&Tables::default())
+        .expect("valid");
+        assert!(table.tokens[0].1.namespace.is_default());
+        assert_eq!(
+            table.quotas[&Namespace::default()].max_concurrent_uploads,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn toml_errors_name_the_line_and_quote_nothing() {
+        let path = Path::new("/etc/tenax/tokens.toml");
+        for text in [
+            "[[tokens]]\ntoken = \"SECRET-0123456789\" namespace = \"n\"\n",
+            "[[tokens]]\nSECRET-0123456789 = \"x\"\n",
+            "[[tokens]]\ntoken = 'SECRET-0123456789\n",
+            "[[tokens]]\ntoken = 12345678901234567890123\n",
+        ] {
+            let error = toml::from_str::<Tables>(text).expect_err("invalid");
+            let message = secret_file_error("tokens file", path, text, &error).to_string();
+            assert!(
+                message.contains("/etc/tenax/tokens.toml, line 2,"),
+                "{message}"
+            );
+            for secret in ["SECRET", "0123456789"] {
+                assert!(!message.contains(secret), "{message}");
+            }
+        }
+        assert_eq!(
+            redact_quotes("expected `=`, `max_size`, found `a1c` or \"xy-z\" and `open"),
+            "expected `=`, `max_size`, found `…` or \"…\" and `…"
+        );
+        let text = "[[tokens]]\nmax_upload_size = true\n";
+        let error = toml::from_str::<Tables>(text).expect_err("invalid");
+        let message = secret_file_error("tokens file", path, text, &error).to_string();
+        assert!(message.contains("(key max_upload_size)"), "{message}");
     }
 }

@@ -159,9 +159,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot read the uploads in the data directory")?;
     // After the engine opened: recovery may have released events.
     let delivery = outbox.as_ref().map(Outbox::spawn_delivery);
+    // Quotas apply to an open server too (its default namespace).
+    let table = credentials.load()?;
+    engine.set_quotas(table.quotas);
     if credentials.any() {
-        let table = credentials.load()?;
-        engine.set_quotas(table.quotas);
         server.auth = Arc::new(Auth::required(
             table.tokens,
             credentials.signing_key.clone(),

@@ -5,13 +5,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow, bail};
 use tenax_core::{FileName, Namespace, UploadId};
-use tenax_protocol::signed::{Grant, Scope};
+use tenax_protocol::signed::{Grant, Scope, file_param};
 
 use crate::credentials::read_signing_key;
 use crate::units::parse_duration;
 
 /// Prints URL with a signature that lets anyone holding it create uploads
-/// (`…/uploads`, `…/api/upload?file=NAME`), continue one upload
+/// (`…/uploads`), upload under one name with the by-name form
+/// (`…/api/upload?file=NAME`, that name only), continue one upload
 /// (`…/uploads/ID`) or download one file (`…/files/NAME`), until it expires.
 /// An upload created through a signed URL answers with a `Location` signed
 /// for that upload, until the same time.
@@ -22,10 +23,11 @@ pub(crate) struct SignArgs {
     /// The file with the server's signing key (its `--signing-key-file`).
     #[arg(long, value_name = "FILE", env = "TENAX_SIGNING_KEY_FILE")]
     key_file: PathBuf,
-    /// The namespace the URL acts in. [default: the default namespace]
+    /// The namespace the URL acts in (`default`: the default namespace).
+    /// [default: the default namespace]
     #[arg(long, value_name = "NAME")]
     namespace: Option<String>,
-    /// What the URL allows: `create`, `upload:ID` or `file:NAME`.
+    /// What the URL allows: `create`, `name:NAME`, `upload:ID` or `file:NAME`.
     /// [default: from the URL's path]
     #[arg(long)]
     scope: Option<String>,
@@ -36,13 +38,14 @@ pub(crate) struct SignArgs {
 
 pub(crate) fn run(args: SignArgs) -> anyhow::Result<()> {
     let key = read_signing_key(&args.key_file)?;
-    let namespace = match &args.namespace {
-        None => Namespace::default(),
-        Some(name) => Namespace::new(name.as_str()).context("--namespace")?,
+    let namespace = match args.namespace.as_deref() {
+        None | Some(Namespace::DEFAULT_ALIAS) => Namespace::default(),
+        Some(name) => Namespace::new(name).context("--namespace")?,
     };
     let scope = match &args.scope {
-        Some(text) => Scope::parse(text)
-            .map_err(|_| anyhow!("--scope {text:?}: expected create, upload:ID or file:NAME"))?,
+        Some(text) => Scope::parse(text).map_err(|_| {
+            anyhow!("--scope {text:?}: expected create, name:NAME, upload:ID or file:NAME")
+        })?,
         None => scope_of(&args.url)?,
     };
     let lifetime =
@@ -64,9 +67,18 @@ pub(crate) fn run(args: SignArgs) -> anyhow::Result<()> {
 fn scope_of(url: &str) -> anyhow::Result<Scope> {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let path = rest.find('/').map_or("/", |slash| &rest[slash..]);
-    let path = path.split(['?', '#']).next().unwrap_or(path);
-    if path == "/uploads" || path == "/api/upload" {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let path = path.split('#').next().unwrap_or(path);
+    let query = query.split('#').next().unwrap_or(query);
+    if path == "/uploads" {
         return Ok(Scope::Create);
+    }
+    if path == "/api/upload" {
+        return match file_param(query) {
+            Some(Ok(name)) => Ok(Scope::Name(name)),
+            Some(Err(error)) => Err(anyhow!("{url}: {error}")),
+            None => Err(anyhow!("{url}: the by-name form needs ?file=NAME")),
+        };
     }
     if let Some(id) = path.strip_prefix("/uploads/") {
         return Ok(Scope::Upload(
@@ -92,9 +104,16 @@ mod tests {
     fn the_scope_follows_the_path() {
         assert_eq!(scope_of("http://h:1/uploads").ok(), Some(Scope::Create));
         assert_eq!(
-            scope_of("https://h/api/upload?file=abc.zip").ok(),
-            Some(Scope::Create)
+            scope_of("https://h/api/upload?file=abc.zip&x=1#f").ok(),
+            Some(Scope::Name(FileName::new("abc.zip").expect("valid")))
         );
+        for unnamed in [
+            "https://h/api/upload",
+            "https://h/api/upload?file=a&file=b",
+            "https://h/api/upload?file=%FF",
+        ] {
+            assert!(scope_of(unnamed).is_err(), "{unnamed}");
+        }
         let id = UploadId::from_bytes([0xab; 16]);
         assert_eq!(
             scope_of(&format!("http://h/uploads/{id}")).ok(),

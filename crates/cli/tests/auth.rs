@@ -954,3 +954,215 @@ fn the_cli_uploads_and_downloads_with_a_token_or_a_signed_url() {
         assert_eq!(std::fs::read(&target).expect("downloaded"), data);
     }
 }
+
+/// Issue 19, finding 2: a URL signed for `/api/upload?file=NAME` covers
+/// that name only. With its signature and another `file=`, nothing of
+/// another credential's is touched: no append to an upload in progress, no
+/// replacement of a published file, no cancel; and a create URL (signed for
+/// `/uploads`) does not reach the by-name form at all.
+#[tokio::test]
+async fn a_signed_url_reaches_only_the_name_it_was_signed_for() {
+    let secrets = Secrets::new(TWO_TEAMS);
+    let server = secrets.start(&[]);
+    let by_name = |name: &str| server.url(&format!("/api/upload?file={name}"));
+    // Team a's second token: an upload in progress, one to cancel, a file.
+    for (name, range, body) in [
+        ("victim3", "bytes 0-4/10", &b"VICTI"[..]),
+        ("victim2", "bytes 0-4/10", &b"VICTI"[..]),
+        ("secret-a.txt", "bytes 0-4/5", &b"TOPSE"[..]),
+    ] {
+        let resp = call(
+            Method::PUT,
+            &by_name(name),
+            Some(TOKEN_A2),
+            &[("content-range", range)],
+            body.to_vec(),
+        )
+        .await;
+        assert!(matches!(resp.status, 200 | 308), "{}", resp.describe());
+    }
+    let signed = secrets.sign(&by_name("only-this-name"), &["--namespace", "team-a"]);
+    let query = signed.split_once('?').expect("a query").1.to_owned();
+    let sig_only = query
+        .split('&')
+        .filter(|pair| !pair.starts_with("file="))
+        .collect::<Vec<_>>()
+        .join("&");
+    let create = secrets.sign(&server.url("/uploads"), &["--namespace", "team-a"]);
+    let create_sig = create.split_once('?').expect("a query").1.to_owned();
+    for sig in [&sig_only, &create_sig] {
+        let with = |name: &str| format!("{}&{sig}", by_name(name));
+        let append = call(
+            Method::PUT,
+            &with("victim3"),
+            None,
+            &[("content-range", "bytes 5-9/10")],
+            b"EVIL!".to_vec(),
+        )
+        .await;
+        assert_problem(&append, 403);
+        let replace = call(
+            Method::PUT,
+            &with("secret-a.txt"),
+            None,
+            &[("content-range", "bytes 0-4/5")],
+            b"PWNED".to_vec(),
+        )
+        .await;
+        assert_problem(&replace, 403);
+        let cancel = call(Method::DELETE, &with("victim2"), None, &[], vec![]).await;
+        assert_problem(&cancel, 403);
+    }
+    // What the others hold is as it was.
+    let file = call(
+        Method::GET,
+        &server.url("/files/secret-a.txt"),
+        Some(TOKEN_A),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(file.body, b"TOPSE", "{}", file.describe());
+    for name in ["victim3", "victim2"] {
+        let status = call(
+            Method::PUT,
+            &by_name(name),
+            Some(TOKEN_A),
+            &[("content-range", "bytes */10")],
+            vec![],
+        )
+        .await;
+        assert_eq!(status.status, 308, "{name}: {}", status.describe());
+        assert_eq!(status.header("range"), Some("bytes=0-4"), "{name}");
+    }
+    // The name it was signed for works, start to finish.
+    for (range, body, status) in [
+        ("bytes 0-4/10", &b"hello"[..], 308),
+        ("bytes 5-9/10", &b"world"[..], 200),
+    ] {
+        let resp = call(
+            Method::PUT,
+            &signed,
+            None,
+            &[("content-range", range)],
+            body.to_vec(),
+        )
+        .await;
+        assert_eq!(resp.status, status, "{}", resp.describe());
+    }
+    let file = call(
+        Method::GET,
+        &server.url("/files/only-this-name"),
+        Some(TOKEN_A),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(file.body, b"helloworld");
+}
+
+/// `tenax serve` with `secrets`' tokens file; its stdout and stderr lines
+/// arrive on the receiver, read by threads.
+fn serve_with_tokens(
+    secrets: &Secrets,
+    data: &Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .arg("--tokens-file")
+        .arg(secrets.tokens())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let (sender, lines) = std::sync::mpsc::channel();
+    let sender_clone = sender.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stdout_sender = sender_clone;
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = stdout_sender.send(line);
+        }
+    });
+    (child, lines)
+}
+
+/// Issue 19, finding 6: a tokens file with a syntax error on a token's
+/// line is reported by file and line, at start and on SIGHUP, and the
+/// report never quotes the line (a token).
+#[test]
+fn a_malformed_tokens_file_is_reported_by_line_not_by_content() {
+    const LEAKED: &str = "tokenAAAAAAAAAAAAAAAAAAAAAAA1";
+    let malformed =
+        format!("[[tokens]]\nname = \"a\"\ntoken = \"{LEAKED}\" namespace = \"team-a\"\n");
+    let assert_reported = |report: &str, secrets: &Secrets| {
+        assert!(!report.contains(LEAKED), "the token was logged: {report}");
+        assert!(!report.contains("team-a"), "the line was quoted: {report}");
+        assert!(
+            report.contains(path_str(&secrets.tokens())) && report.contains("line 3"),
+            "the file and line are not named: {report}"
+        );
+    };
+
+    // At start: the server refuses to start.
+    let secrets = Secrets::new(&malformed);
+    let data = tempfile::tempdir().expect("temporary directory");
+    let (mut child, lines) = serve_with_tokens(&secrets, data.path());
+    let status = {
+        let deadline = std::time::Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "the server started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert!(!status.success());
+    let report: Vec<String> = lines.iter().collect();
+    assert_reported(&report.join("\n"), &secrets);
+
+    // On SIGHUP: the old tokens stay.
+    let secrets = Secrets::new(TWO_TEAMS);
+    let (mut child, lines) = serve_with_tokens(&secrets, data.path());
+    let listening = lines
+        .iter()
+        .take(50)
+        .find(|line| line.starts_with("listening on"));
+    assert!(listening.is_some(), "the server did not start");
+    // The SIGHUP handler is installed by a task spawned before the bind.
+    std::thread::sleep(Duration::from_millis(300));
+    secrets.write_tokens(&malformed);
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let mut seen = Vec::new();
+    let report = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("not reloaded") => break line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no reload error within {IO_TIMEOUT:?}: {seen:?}"),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_reported(&report, &secrets);
+}

@@ -649,7 +649,9 @@ async fn case11_empty_object() {
 }
 
 /// Case 12: a resend of an already-held chunk (B < H) → 308 with the
-/// unchanged Range; no duplication (the bytes are not even compared).
+/// unchanged Range; no duplication. The resent bytes are compared with the
+/// held ones: different bytes → 409 overlap-mismatch, nothing written
+/// (issue 19).
 #[tokio::test]
 async fn case12_resend_of_held_chunk_changes_nothing() {
     let server = TestServer::start(BIN);
@@ -668,10 +670,20 @@ async fn case12_resend_of_held_chunk_changes_nothing() {
     session
         .chunk_incomplete(&data, 100_000, 200_000, Some(400_000), 200_000)
         .await;
-    // Different bytes for a held range are drained, not written.
+    // Different bytes for a held range are refused, not written.
     let garbage = vec![0xEE; 50_000];
     let resp = session.put(Some("bytes 50000-99999/400000"), garbage).await;
-    assert_incomplete(&resp, 200_000);
+    let problem = assert_problem(&resp, 409);
+    assert_eq!(
+        problem["type"], "urn:tenax:problem:overlap-mismatch",
+        "{problem}"
+    );
+    assert_eq!(
+        resp.header("range"),
+        Some("bytes=0-199999"),
+        "{}",
+        resp.describe()
+    );
     // Also with an unknown total.
     session
         .chunk_incomplete(&data, 0, 100_000, None, 200_000)

@@ -1281,7 +1281,8 @@ async fn partial(server: &TestServer, data: &[u8]) -> String {
 }
 
 /// Case 52: concatenation with absolute URLs → final length = sum; HEAD
-/// echoes `Upload-Concat`; parts may repeat.
+/// echoes `Upload-Concat`; a part named twice → 400 (issue 19: repeats
+/// multiplied the bytes written), and nothing is created.
 #[tokio::test]
 async fn case52_concatenation() {
     let server = TestServer::start(BIN);
@@ -1294,8 +1295,21 @@ async fn case52_concatenation() {
     for part in &parts {
         urls.push(partial(&server, part).await);
     }
-    let concat = format!("final;{} {} {} {}", urls[0], urls[1], urls[2], urls[0]);
     let meta = filename("c52.bin");
+    let repeated = format!("final;{} {} {}", urls[0], urls[1], urls[0]);
+    let before = upload_entries(&server);
+    let resp = post(
+        &server,
+        &[("upload-concat", &repeated), ("upload-metadata", &meta)],
+    )
+    .await;
+    assert_problem(&resp, 400);
+    assert_eq!(
+        upload_entries(&server),
+        before,
+        "a refused final was created"
+    );
+    let concat = format!("final;{} {} {}", urls[0], urls[1], urls[2]);
     let resp = post(
         &server,
         &[("upload-concat", &concat), ("upload-metadata", &meta)],
@@ -1303,7 +1317,7 @@ async fn case52_concatenation() {
     .await;
     let url = assert_created(&server, &resp);
     let mut expected = Vec::new();
-    for index in [0, 1, 2, 0] {
+    for index in [0, 1, 2] {
         expected.extend_from_slice(&parts[index]);
     }
     let resp = head(&url).await;
@@ -1320,7 +1334,7 @@ async fn case52_concatenation() {
         .filter(|url| !url.is_empty())
         .map(path_of)
         .collect();
-    let wanted: Vec<String> = [0, 1, 2, 0].iter().map(|i| path_of(&urls[*i])).collect();
+    let wanted: Vec<String> = [0, 1, 2].iter().map(|i| path_of(&urls[*i])).collect();
     assert_eq!(listed, wanted, "{}", resp.describe());
     assert_eq!(download(&server, "c52.bin").await, expected);
     // Relative URLs work as well.

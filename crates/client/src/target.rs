@@ -6,7 +6,8 @@
 //!   names the upload;
 //! * `http://host:port` (optionally with a path prefix and/or a trailing
 //!   `/`): the upload goes to `…/api/upload?file=NAME` where `NAME` is the
-//!   local file's base name.
+//!   local file's base name; a collection URL `…/uploads` (a URL signed
+//!   for creating uploads) opens seed sessions at `…/uploads?file=NAME`.
 //!
 //! The tus and IETF dialects create uploads at the collection `{base}/uploads`
 //! instead, where `{base}` is the URL without `/api/upload` and its query; the
@@ -65,10 +66,11 @@ pub(crate) fn interpret(url: &str, file: &Path) -> Result<Target, Error> {
             url: url.to_owned(),
             reason: format!("{} has no file name to upload under", file.display()),
         })?;
-    let path = parsed.path().trim_end_matches('/');
-    // A tus / IETF collection URL (a signed one, say) names the same server.
-    let path = path.strip_suffix("/uploads").unwrap_or(path).to_owned();
-    if !path.ends_with(&format!("/{COLLECTION}")) {
+    let path = parsed.path().trim_end_matches('/').to_owned();
+    // A collection URL (`…/uploads`, a signed one, say) stays: a seed
+    // session is opened there too, and a URL signed for creating uploads
+    // does not reach the by-name form.
+    if !path.ends_with(&format!("/{COLLECTION}")) && !path.ends_with("/uploads") {
         parsed.set_path(&format!("{path}/{COLLECTION}"));
     }
     let query = match parsed.query() {
@@ -88,7 +90,10 @@ pub(crate) fn interpret(url: &str, file: &Path) -> Result<Target, Error> {
 fn collection_of(endpoint: &Url) -> Url {
     let mut collection = endpoint.clone();
     let path = endpoint.path().trim_end_matches('/');
-    let base = path.strip_suffix(&format!("/{COLLECTION}")).unwrap_or(path);
+    let base = path
+        .strip_suffix(&format!("/{COLLECTION}"))
+        .or_else(|| path.strip_suffix("/uploads"))
+        .unwrap_or(path);
     collection.set_path(&format!("{base}/uploads"));
     // Everything but the name stays: a signed URL's signature is in its query.
     let kept: Vec<(String, String)> = endpoint
@@ -133,7 +138,7 @@ mod tests {
         );
         assert_eq!(
             t.endpoint.as_str(),
-            "http://h:8080/api/upload?ns=team&scope=create&exp=9&sig=AbC-_&file=r.bin"
+            "http://h:8080/uploads?ns=team&scope=create&exp=9&sig=AbC-_&file=r.bin"
         );
         assert_eq!(
             t.collection.as_str(),

@@ -33,9 +33,39 @@ pub enum Error {
     /// A chunk's checksum did not match; the chunk was discarded.
     #[error("the chunk's checksum does not match; it was discarded")]
     ChecksumMismatch,
+    /// A chunk's checksum cannot be checked (a malformed value, or an
+    /// algorithm the server does not offer); the chunk was discarded.
+    #[error("the chunk's checksum cannot be checked ({0}); it was discarded")]
+    ChecksumInvalid(String),
     /// A concatenation names an upload that is not a finished partial upload.
     #[error("upload {0} is not a finished partial upload")]
     NotConcatenable(UploadId),
+    /// A concatenation names the same part more than once.
+    #[error("upload {0} is named more than once in the concatenation")]
+    RepeatedPart(UploadId),
+    /// A concatenation names more parts than allowed.
+    #[error("a concatenation may name at most {limit} parts")]
+    TooManyParts {
+        /// The most parts one final upload may name.
+        limit: usize,
+    },
+    /// The upload's metadata (its media type included) is over the limit.
+    #[error("the upload's metadata takes {size} bytes, over the limit of {limit}")]
+    MetadataTooLarge {
+        /// Its size: keys, values and the media type, in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Bytes resent for a range the upload already holds differ from what it
+    /// holds (another client writing the same name, say); nothing changed.
+    #[error("the {len} bytes sent from offset {at} differ from the bytes held there")]
+    OverlapMismatch {
+        /// Where the compared range starts.
+        at: u64,
+        /// How long it is.
+        len: u64,
+    },
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,

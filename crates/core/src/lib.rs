@@ -25,12 +25,12 @@ pub use catalog::{Catalog, LocalCatalog};
 pub use digest::{DigestSet, Digests};
 pub use engine::{
     AppendOptions, AppendOutcome, ChunkCheck, CollectReport, Engine, EngineConfig, Interruption,
-    Lease, Progress, Snapshot,
+    Lease, MAX_CONCAT_PARTS, Progress, Snapshot,
 };
 pub use error::Error;
 pub use events::{CompletionAnswer, Event, EventKind, HookError, Hooks, NoHooks};
 pub use quota::{Quota, QuotaExceeded, Usage};
-pub use record::{Concat, FileKey, FinalInfo, NewUpload, Status, UploadRecord};
+pub use record::{Concat, FileKey, FinalInfo, MAX_METADATA_SIZE, NewUpload, Status, UploadRecord};
 pub use storage::{Storage, StorageError};
 pub use tenax_protocol::{FileName, Namespace, UploadId};
 

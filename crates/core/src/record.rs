@@ -28,6 +28,24 @@ pub struct NewUpload {
     pub digests: DigestSet,
 }
 
+/// The most bytes of metadata an upload may carry: its keys and (encoded)
+/// values and its media type. Metadata stays in memory while the upload is
+/// loaded, so this bounds what an idle upload costs.
+pub const MAX_METADATA_SIZE: usize = 8 * 1024;
+
+impl NewUpload {
+    /// The bytes of metadata this upload would carry (see
+    /// [`MAX_METADATA_SIZE`]).
+    pub fn metadata_size(&self) -> usize {
+        let pairs: usize = self
+            .metadata
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        pairs + self.content_type.as_ref().map_or(0, String::len)
+    }
+}
+
 /// Everything the server stores about an upload except its bytes.
 ///
 /// The number of bytes held is deliberately *not* part of the record: it is

@@ -323,8 +323,12 @@ impl tenax_core::ChunkCheck for ByteSum {
         self.sum += bytes.iter().map(|&b| u64::from(b)).sum::<u64>();
     }
 
-    fn verify(self: Box<Self>) -> bool {
-        self.sum == self.expected
+    fn verify(self: Box<Self>) -> Result<(), tenax_core::Error> {
+        if self.sum == self.expected {
+            Ok(())
+        } else {
+            Err(tenax_core::Error::ChecksumMismatch)
+        }
     }
 }
 

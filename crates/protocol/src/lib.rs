@@ -15,10 +15,12 @@
 //! * [`range`]: range downloads: `Range`, the preconditions and `If-Range`
 //!   (§4).
 //! * [`forwarded`]: `Forwarded` and `X-Forwarded-*`, read behind a proxy.
+//! * [`host`]: the request's own `Host`, checked on every request.
 //! * [`repr_digest`]: `Repr-Digest` / `Content-Digest` SHA-256 members.
 
 pub mod content_range;
 pub mod forwarded;
+pub mod host;
 pub mod name;
 pub mod number;
 pub mod range;

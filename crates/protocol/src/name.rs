@@ -3,10 +3,17 @@
 //! Ids are made by the server and matched strictly; names are opaque
 //! metadata chosen by clients and validated so that, used as a file name in
 //! the data directory, they can never name anything else.
+//!
+//! A name is Unicode text: kept in normalisation form C, so that `café`
+//! typed on one system and on another (composed or decomposed é) is one
+//! file; and never U+FFFD, the character that bytes which are not UTF-8
+//! turn into when decoded leniently, so that such bytes are refused
+//! wherever a name comes from, not stored as replacement characters.
 
 use std::fmt;
 
 use thiserror::Error;
+use unicode_normalization::UnicodeNormalization as _;
 
 /// Why an id or a name was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -20,13 +27,24 @@ pub enum NameError {
     /// A name may not contain `/`, `\`, NUL or other control characters.
     #[error("a file name may not contain '/', '\\' or control characters")]
     Character,
+    /// A name must be UTF-8; U+FFFD, what invalid UTF-8 decodes to, is
+    /// refused too.
+    #[error("a file name must be UTF-8 (U+FFFD included, which stands for bytes that are not)")]
+    NotUtf8,
+    /// A query string names the file twice.
+    #[error("the file name is given more than once")]
+    Repeated,
     /// A name may not start with `.` (this also rules out `.` and `..`, and
     /// keeps the server's own temporary files out of reach).
     #[error("a file name may not start with '.'")]
     LeadingDot,
     /// A namespace is 1 to 64 of `a-z`, `0-9`, `_` and `-`, starting with a
-    /// letter or digit.
-    #[error("a namespace is 1 to 64 of a-z, 0-9, '_' and '-', starting with a letter or digit")]
+    /// letter or digit, and not `default` (the default namespace's name in
+    /// configuration).
+    #[error(
+        "a namespace is 1 to 64 of a-z, 0-9, '_' and '-', starting with a letter or digit \
+         (and 'default' is the default namespace)"
+    )]
     BadNamespace,
 }
 
@@ -73,16 +91,25 @@ impl fmt::Display for UploadId {
 pub struct FileName(String);
 
 impl FileName {
-    /// Validates a client-chosen name.
+    /// Validates a client-chosen name, in normalisation form C.
     ///
     /// ```
     /// use tenax_protocol::FileName;
     /// assert!(FileName::new("abc.zip").is_ok());
     /// assert!(FileName::new("../../x").is_err());
     /// assert!(FileName::new("..").is_err());
+    /// assert_eq!(FileName::new("cafe\u{301}"), FileName::new("caf\u{e9}"));
     /// ```
     pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
-        let name = name.into();
+        let name: String = name.into();
+        if name.contains('\u{FFFD}') {
+            return Err(NameError::NotUtf8);
+        }
+        let name = if unicode_normalization::is_nfc(&name) {
+            name
+        } else {
+            name.nfc().collect()
+        };
         if name.is_empty() || name.len() > 255 {
             return Err(NameError::Length);
         }
@@ -130,6 +157,9 @@ impl Namespace {
     /// ```
     pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
         let name = name.into();
+        if name == Self::DEFAULT_ALIAS {
+            return Err(NameError::BadNamespace);
+        }
         let bytes = name.as_bytes();
         let allowed =
             |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-';
@@ -144,6 +174,10 @@ impl Namespace {
             _ => Err(NameError::BadNamespace),
         }
     }
+
+    /// The word configuration uses for the default namespace; reserved, so
+    /// that no other namespace can be called so.
+    pub const DEFAULT_ALIAS: &'static str = "default";
 
     /// Whether this is the default namespace.
     pub fn is_default(&self) -> bool {
@@ -212,8 +246,32 @@ mod tests {
     }
 
     #[test]
+    fn names_are_nfc_and_never_lossy() {
+        let composed = FileName::new("caf\u{e9}.txt").expect("valid");
+        let decomposed = FileName::new("cafe\u{301}.txt").expect("valid");
+        assert_eq!(composed, decomposed);
+        assert_eq!(decomposed.as_str(), "caf\u{e9}.txt");
+        let lossy = String::from_utf8_lossy(b"\xff\xfe.bin").into_owned();
+        assert_eq!(FileName::new(lossy), Err(NameError::NotUtf8));
+        // Composition may not turn an invalid name into a valid one: a
+        // combining mark on '.' composes with nothing, and the name keeps
+        // its leading dot.
+        assert!(FileName::new(".\u{301}x").is_err());
+    }
+
+    #[test]
     fn namespaces_are_plain_words() {
-        for bad in ["", "-x", "_x", "A", "a/b", "a.b", "..", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "-x",
+            "_x",
+            "A",
+            "a/b",
+            "a.b",
+            "..",
+            "default",
+            &"a".repeat(65),
+        ] {
             assert_eq!(Namespace::new(bad), Err(NameError::BadNamespace), "{bad:?}");
         }
         for good in ["a", "team-a", "0_x", &"z".repeat(64)] {
@@ -232,6 +290,15 @@ mod tests {
                 let mut components = std::path::Path::new(ns.as_str()).components();
                 prop_assert!(matches!(components.next(), Some(std::path::Component::Normal(_))));
                 prop_assert!(components.next().is_none());
+            }
+        }
+
+        #[test]
+        fn a_valid_name_is_nfc_and_stable(name in "\\PC{0,40}") {
+            if let Ok(valid) = FileName::new(name) {
+                prop_assert!(unicode_normalization::is_nfc(valid.as_str()));
+                prop_assert!(!valid.as_str().contains(char::REPLACEMENT_CHARACTER));
+                prop_assert_eq!(FileName::new(valid.as_str()), Ok(valid.clone()));
             }
         }
 

@@ -10,6 +10,10 @@
 //! The signature covers the namespace, the scope and the expiry; the scope
 //! names the resource, so the path needs no signing: a scope that does not
 //! match the request's resource is refused by the server.
+//!
+//! Scopes: `create` (new uploads at `/uploads`), `name:NAME` (the seed
+//! dialect's by-name form, `/api/upload?file=NAME`, for that one name),
+//! `upload:ID` (one upload) and `file:NAME` (reading one published file).
 
 use std::fmt;
 
@@ -18,7 +22,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit as _, Mac as _};
 use thiserror::Error;
 
-use crate::name::{FileName, Namespace, UploadId};
+use crate::name::{FileName, NameError, Namespace, UploadId};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -42,9 +46,13 @@ pub enum SignedUrlError {
 /// What a signed URL allows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
-    /// Creating uploads in the namespace (and continuing the uploads made
-    /// through the seed dialect's by-name form).
+    /// Creating new uploads in the namespace (`POST /uploads`); never a
+    /// request on an upload or a name that already exists.
     Create,
+    /// The seed dialect's by-name form for this one name
+    /// (`/api/upload?file=NAME`): creating, continuing, querying or
+    /// cancelling the upload of that name.
+    Name(FileName),
     /// Every request on one upload.
     Upload(UploadId),
     /// Reading one published file.
@@ -52,7 +60,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// Parses `create`, `upload:ID` or `file:NAME`.
+    /// Parses `create`, `name:NAME`, `upload:ID` or `file:NAME`.
     pub fn parse(text: &str) -> Result<Self, SignedUrlError> {
         match text.split_once(':') {
             None if text == "create" => Ok(Scope::Create),
@@ -61,6 +69,9 @@ impl Scope {
                 .map_err(|_| SignedUrlError::Malformed),
             Some(("file", name)) => FileName::new(name)
                 .map(Scope::File)
+                .map_err(|_| SignedUrlError::Malformed),
+            Some(("name", name)) => FileName::new(name)
+                .map(Scope::Name)
                 .map_err(|_| SignedUrlError::Malformed),
             _ => Err(SignedUrlError::Malformed),
         }
@@ -73,8 +84,31 @@ impl fmt::Display for Scope {
             Scope::Create => f.write_str("create"),
             Scope::Upload(id) => write!(f, "upload:{id}"),
             Scope::File(name) => write!(f, "file:{name}"),
+            Scope::Name(name) => write!(f, "name:{name}"),
         }
     }
+}
+
+/// The `file` parameter of a query string, as the seed dialect's by-name
+/// form reads it: `None` without one; an error when it is repeated or not
+/// a valid name (bytes that are not UTF-8 included).
+///
+/// ```
+/// use tenax_protocol::signed::file_param;
+/// assert_eq!(file_param("file=a%20b.txt&sig=x").map(|n| n.map(|n| n.to_string())), Some(Ok("a b.txt".into())));
+/// assert!(matches!(file_param("file=a&file=b"), Some(Err(_))));
+/// assert!(matches!(file_param("file=%FF"), Some(Err(_))));
+/// assert_eq!(file_param("sig=x"), None);
+/// ```
+pub fn file_param(query: &str) -> Option<Result<FileName, NameError>> {
+    let mut values = form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == "file")
+        .map(|(_, value)| value);
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(Err(NameError::Repeated));
+    }
+    Some(FileName::new(first))
 }
 
 /// What a valid signed URL grants.
@@ -243,6 +277,7 @@ mod tests {
             Scope::Create,
             Scope::Upload(UploadId::from_bytes([0x5a; 16])),
             Scope::File(FileName::new("report & data=1.pdf").expect("valid")),
+            Scope::Name(FileName::new("a:b & c=1.bin").expect("valid")),
         ];
         for scope in scopes {
             let grant = grant(scope);
@@ -270,6 +305,7 @@ mod tests {
         for (from, to) in [
             ("ns=team-a", "ns=team-b"),
             ("scope=create", "scope=file%3Ax"),
+            ("scope=create", "scope=name%3Ax"),
             ("exp=1800000000", "exp=1900000000"),
         ] {
             let altered = query.replace(from, to);

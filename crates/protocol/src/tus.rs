@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use thiserror::Error;
 
-use crate::FileName;
+use crate::{FileName, NameError};
 
 /// The protocol version this server speaks.
 pub const VERSION: &str = "1.0.0";
@@ -76,12 +76,20 @@ pub fn parse_metadata(value: &str) -> Result<Metadata, TusError> {
     Ok(metadata)
 }
 
-/// The file name an upload's metadata gives (`filename`), if it is a valid
-/// [`FileName`]; otherwise the upload simply has no published name.
-/// tus-js-client sends this metadata in its draft (RUFH) modes too.
-pub fn metadata_name(metadata: &Metadata) -> Option<FileName> {
-    let name = metadata.get("filename")?.as_ref()?;
-    FileName::new(std::str::from_utf8(name).ok()?).ok()
+/// The file name an upload's metadata gives (`filename`): `None` without
+/// one (or with an empty one), an error when it is not a valid
+/// [`FileName`] (bytes that are not UTF-8 included), so that an invalid name
+/// is refused rather than dropped. tus-js-client sends this metadata in its
+/// draft (RUFH) modes too.
+pub fn metadata_name(metadata: &Metadata) -> Result<Option<FileName>, NameError> {
+    let Some(Some(name)) = metadata.get("filename") else {
+        return Ok(None);
+    };
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let name = std::str::from_utf8(name).map_err(|_| NameError::NotUtf8)?;
+    FileName::new(name).map(Some)
 }
 
 /// The media type an upload's metadata gives: the first UTF-8 value of
@@ -221,17 +229,21 @@ mod tests {
     fn metadata_name_takes_a_valid_filename_only() {
         let name = |header: &str| {
             metadata_name(&parse_metadata(header).expect("valid metadata"))
-                .map(|name| name.as_str().to_owned())
+                .map(|name| name.map(|name| name.as_str().to_owned()))
         };
         // "report.pdf", "a/b" and "\xff" in base64.
         assert_eq!(
             name("filename cmVwb3J0LnBkZg=="),
-            Some("report.pdf".to_owned())
+            Ok(Some("report.pdf".to_owned()))
         );
-        assert_eq!(name("filename YS9i"), None, "a path is not a file name");
-        assert_eq!(name("filename /w=="), None, "not UTF-8");
-        assert_eq!(name("filename"), None, "no value");
-        assert_eq!(name("name cmVwb3J0LnBkZg=="), None, "another key");
+        assert_eq!(
+            name("filename YS9i"),
+            Err(NameError::Character),
+            "a path is not a file name"
+        );
+        assert_eq!(name("filename /w=="), Err(NameError::NotUtf8));
+        assert_eq!(name("filename"), Ok(None), "no value");
+        assert_eq!(name("name cmVwb3J0LnBkZg=="), Ok(None), "another key");
     }
 
     #[test]

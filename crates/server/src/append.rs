@@ -163,6 +163,18 @@ pub(crate) struct Appended {
     pub(crate) short_of_length: Option<u64>,
 }
 
+/// Compares `body` with the bytes the upload holds in `range`, writing
+/// nothing (a resent chunk the upload holds whole): 409 when they differ.
+pub(crate) async fn compare_held(
+    state: &AppState,
+    lease: &mut Lease,
+    body: Body,
+    range: std::ops::Range<u64>,
+) -> Result<(), Problem> {
+    let stream = data_stream(body, &state.config, None);
+    Ok(lease.compare_held(stream, range).await?)
+}
+
 /// Appends `body` at the upload's offset and finalises as `request.finish`
 /// says. Everything written is durable (and a finalisation done) before
 /// this returns, also when it returns an error or an interruption.

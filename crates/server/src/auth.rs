@@ -20,7 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
 use tenax_core::Engine;
-use tenax_protocol::signed::{Grant, Scope, SignedUrlError, SigningKey};
+use tenax_protocol::signed::{Grant, Scope, SignedUrlError, SigningKey, file_param};
 use tenax_protocol::{FileName, Namespace, UploadId};
 
 use crate::problem::Problem;
@@ -275,6 +275,7 @@ impl Access {
         match (&self.scope, target) {
             (None, _) => true,
             (Some(Scope::Create), Target::Create) => true,
+            (Some(Scope::Name(granted)), Target::Name(name)) => granted == name,
             (Some(Scope::Upload(granted)), Target::Upload(id)) => granted == id,
             (Some(Scope::File(granted)), Target::File(name)) => {
                 granted == name && (method == Method::GET || method == Method::HEAD)
@@ -289,8 +290,10 @@ impl Access {
 enum Target {
     /// Open to all: the page and its assets, health and metrics, OPTIONS.
     Public,
-    /// Creating an upload, or the seed dialect's by-name form.
+    /// Creating an upload (`/uploads`).
     Create,
+    /// The seed dialect's by-name form on one name (`/api/upload?file=NAME`).
+    Name(FileName),
     /// One upload.
     Upload(UploadId),
     /// One published file.
@@ -300,7 +303,7 @@ enum Target {
 }
 
 impl Target {
-    fn of(method: &Method, path: &str) -> Target {
+    fn of(method: &Method, path: &str, query: Option<&str>) -> Target {
         if method == Method::OPTIONS {
             return Target::Public;
         }
@@ -308,7 +311,15 @@ impl Target {
             "/" | "/index.html" | "/favicon.ico" | "/healthz" | "/readyz" | "/metrics" => {
                 return Target::Public;
             }
-            "/uploads" | "/api/upload" => return Target::Create,
+            "/uploads" => return Target::Create,
+            // Names are shared by the namespace: a request by name reaches
+            // whatever any credential of the namespace did under it.
+            "/api/upload" => {
+                return match query.and_then(file_param) {
+                    Some(Ok(name)) => Target::Name(name),
+                    _ => Target::Other,
+                };
+            }
             _ => {}
         }
         if path.starts_with("/assets/") {
@@ -341,7 +352,11 @@ pub(crate) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let target = Target::of(request.method(), request.uri().path());
+    let target = Target::of(
+        request.method(),
+        request.uri().path(),
+        request.uri().query(),
+    );
     if matches!(target, Target::Public) {
         return next.run(request).await;
     }
@@ -366,7 +381,7 @@ pub(crate) async fn authenticate(
         }
     }
     let resign = match (&access.scope, &access.credential, &auth.signing_key) {
-        (Some(Scope::Create), Credential::Signed { expires }, Some(key)) => {
+        (Some(Scope::Create | Scope::Name(_)), Credential::Signed { expires }, Some(key)) => {
             Some((key.clone(), access.namespace.clone(), *expires))
         }
         _ => None,
@@ -379,7 +394,7 @@ pub(crate) async fn authenticate(
     response
 }
 
-/// An upload created through a signed `create` URL is continued through
+/// An upload created through a signed `create` or `name:` URL is continued through
 /// its `Location`, which carries no credential of its own: sign it for that
 /// one upload, until the same time.
 fn sign_location(response: &mut Response, key: &SigningKey, namespace: Namespace, expires: u64) {
@@ -443,11 +458,20 @@ mod tests {
 
         #[test]
         fn any_path_maps_to_one_target(path in "(/uploads/|/files/|/assets/|/)?[a-f0-9%/. A-Z]{0,40}") {
-            let target = Target::of(&Method::GET, &path);
+            let target = Target::of(&Method::GET, &path, None);
             match target {
                 Target::Upload(id) => prop_assert_eq!(format!("/uploads/{id}"), path),
                 Target::File(name) => prop_assert!(path.starts_with("/files/") && !name.as_str().contains('/')),
                 _ => {}
+            }
+        }
+
+        #[test]
+        fn a_by_name_request_targets_its_one_name(query in "(file=|sig=|&|%[0-9A-F]{2}|[a-z.])*") {
+            match Target::of(&Method::PUT, "/api/upload", Some(&query)) {
+                Target::Name(name) => prop_assert_eq!(file_param(&query), Some(Ok(name))),
+                Target::Other => prop_assert!(!matches!(file_param(&query), Some(Ok(_)))),
+                other => prop_assert!(false, "{:?}", other),
             }
         }
     }

@@ -4,7 +4,7 @@
 use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
-use tenax_core::ChunkCheck;
+use tenax_core::{ChunkCheck, Error as EngineError};
 use tenax_protocol::tus::{ChecksumAlgorithm, parse_checksum};
 
 use crate::body::TrailerSlot;
@@ -67,8 +67,12 @@ impl ChunkCheck for HeaderChecksum {
         self.hasher.update(bytes);
     }
 
-    fn verify(self: Box<Self>) -> bool {
-        self.hasher.finish() == self.expected
+    fn verify(self: Box<Self>) -> Result<(), EngineError> {
+        if self.hasher.finish() == self.expected {
+            Ok(())
+        } else {
+            Err(EngineError::ChecksumMismatch)
+        }
     }
 }
 
@@ -97,22 +101,34 @@ impl ChunkCheck for TrailerChecksum {
             .for_each(|(_, hasher)| hasher.update(bytes));
     }
 
-    fn verify(self: Box<Self>) -> bool {
+    fn verify(self: Box<Self>) -> Result<(), EngineError> {
         let trailer = self.trailers.lock().ok().and_then(|slot| {
             slot.as_ref()?
-                .get("upload-checksum")?
-                .to_str()
-                .ok()
-                .map(str::to_owned)
+                .get("upload-checksum")
+                .map(|value| value.to_str().map(str::to_owned))
         });
-        // No trailer means no check (docs/protocol.md §2.3); a malformed one fails.
-        let Some(trailer) = trailer else { return true };
-        let Ok(checksum) = parse_checksum(&trailer) else {
-            return false;
+        // No trailer means no check (docs/protocol.md §2.3). A malformed one,
+        // or an algorithm not offered, is the same 400 as in the header.
+        let trailer = match trailer {
+            None => return Ok(()),
+            Some(Ok(trailer)) => trailer,
+            Some(Err(_)) => {
+                return Err(EngineError::ChecksumInvalid(
+                    "Upload-Checksum is not ASCII".into(),
+                ));
+            }
         };
-        self.hashers
+        let checksum = parse_checksum(&trailer)
+            .map_err(|error| EngineError::ChecksumInvalid(error.to_string()))?;
+        let matches = self
+            .hashers
             .into_iter()
             .find(|(algorithm, _)| *algorithm == checksum.algorithm)
-            .is_some_and(|(_, hasher)| hasher.finish() == checksum.digest)
+            .is_some_and(|(_, hasher)| hasher.finish() == checksum.digest);
+        if matches {
+            Ok(())
+        } else {
+            Err(EngineError::ChecksumMismatch)
+        }
     }
 }

@@ -3,12 +3,17 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, header};
 use tenax_core::UploadId;
-use tenax_protocol::FileName;
+use tenax_protocol::{FileName, NameError};
 
 use crate::problem::Problem;
 
 pub(crate) fn file_name(text: &str) -> Result<FileName, Problem> {
-    FileName::new(text).map_err(|error| Problem::bad_request(format!("invalid file name: {error}")))
+    FileName::new(text).map_err(invalid_name)
+}
+
+/// 400 for a name a client gave that is not valid: refused, never dropped.
+pub(crate) fn invalid_name(error: NameError) -> Problem {
+    Problem::bad_request(format!("invalid file name: {error}"))
 }
 
 pub(crate) fn upload_id(text: &str) -> Result<UploadId, Problem> {

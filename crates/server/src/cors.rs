@@ -48,6 +48,7 @@ const RESPONSE_HEADERS: &[&str] = &[
     "tus-version",
     "tus-extension",
     "tus-max-size",
+    "tenax-max-metadata-size",
     "tus-checksum-algorithm",
     "upload-offset",
     "upload-length",

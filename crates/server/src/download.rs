@@ -33,8 +33,8 @@ static REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
 
 /// Answers a GET or HEAD on a completed upload: 200, 206 (one range or
 /// `multipart/byteranges`), 304, 412 or 416, per the request's `Range` and
-/// preconditions. The record's name, if any, is offered in
-/// `Content-Disposition`.
+/// preconditions. The bytes are served as an attachment (see
+/// [`user_content`]), under the record's name if it has one.
 pub(crate) async fn serve_complete(
     storage: &Arc<dyn Storage>,
     method: &Method,
@@ -116,13 +116,7 @@ pub(crate) async fn serve_complete(
     if let Some(digest) = repr_digest(&info.sha256) {
         insert(headers, REPR_DIGEST.clone(), &digest);
     }
-    if let Some(name) = &record.name {
-        insert(
-            headers,
-            header::CONTENT_DISPOSITION,
-            &content_disposition(name.as_str()),
-        );
-    }
+    user_content(headers, record);
     Ok(response)
 }
 
@@ -189,8 +183,34 @@ pub(crate) async fn serve_in_progress(
     let headers = response.headers_mut();
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::CACHE_CONTROL, no_store());
+    user_content(headers, record);
     Ok(response)
 }
+
+/// What every response carrying an upload's bytes says, so that a browser
+/// never runs them as this server's origin (where the upload page and its
+/// saved upload URLs live), whatever media type the uploader declared:
+/// always an attachment (with the name, if any), never sniffed, and
+/// sandboxed with nothing to load should a browser render it anyway.
+fn user_content(headers: &mut HeaderMap, record: &UploadRecord) {
+    let disposition = match &record.name {
+        Some(name) => content_disposition(name.as_str()),
+        None => "attachment".to_owned(),
+    };
+    insert(headers, header::CONTENT_DISPOSITION, &disposition);
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(USER_CONTENT_POLICY),
+    );
+}
+
+/// The `Content-Security-Policy` of user content: no script, no
+/// subresource, a unique opaque origin.
+const USER_CONTENT_POLICY: &str = "default-src 'none'; sandbox";
 
 /// 206: one range with `Content-Range`, several as `multipart/byteranges`.
 async fn partial(

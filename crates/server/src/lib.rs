@@ -8,8 +8,8 @@
 //!    (`conn/tls.rs`), records the peer for `conn/origin.rs` (which builds
 //!    the public URLs, behind a proxy too) and wraps the socket so that a
 //!    handler can send interim 1xx answers (`conn/interim.rs`).
-//! 2. **Router** ([`router`], here): CORS (`cors.rs`) and request metrics
-//!    (`ops.rs`) around everything; the tus method override; credentials
+//! 2. **Router** ([`router`], here): request metrics (`ops.rs`), the
+//!    `Host` check (`conn/host.rs`) and CORS (`cors.rs`) around everything; the tus method override; credentials
 //!    (`auth.rs`) and the completion hook's answer slot (`hooks.rs`) in front
 //!    of the routes. Downloads go to `files.rs`/`download.rs`, the browser
 //!    page to `page.rs`, health and metrics to `ops.rs`.
@@ -130,5 +130,7 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
     let app = Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::map_request(dialects::override_method));
-    cors::wrap(app).layer(axum::middleware::from_fn(ops::track))
+    cors::wrap(app)
+        .layer(axum::middleware::from_fn(conn::host::check))
+        .layer(axum::middleware::from_fn(ops::track))
 }

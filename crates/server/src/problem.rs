@@ -146,6 +146,30 @@ impl From<EngineError> for Problem {
                 "Not a finished partial upload",
                 detail,
             ),
+            // The same answer as the header's malformed checksum gets.
+            EngineError::ChecksumInvalid(reason) => Problem::bad_request(reason),
+            EngineError::RepeatedPart(_) | EngineError::TooManyParts { .. } => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "urn:tenax:problem:bad-concatenation",
+                "Invalid concatenation",
+                detail,
+            ),
+            EngineError::MetadataTooLarge { limit, .. } => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "urn:tenax:problem:metadata-too-large",
+                "Metadata too large",
+                detail,
+            )
+            .with("limit", limit),
+            EngineError::OverlapMismatch { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "urn:tenax:problem:overlap-mismatch",
+                "Resent bytes differ from the bytes held",
+                format!(
+                    "{detail}: another client may be writing this upload; what is held is kept \
+                     (ask for the offset, and send only what follows it)"
+                ),
+            ),
             EngineError::ShuttingDown => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "urn:tenax:problem:shutting-down",

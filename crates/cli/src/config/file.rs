@@ -2,20 +2,15 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 
 use super::ServeArgs;
+use crate::credentials::secret_file_error;
 
 /// The options in a TOML file.
 pub(super) fn read_file(path: &Path) -> anyhow::Result<ServeArgs> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    toml::from_str(&text).map_err(|error| {
-        // toml's message names the key and shows the line.
-        anyhow!(
-            "config file {}: {}",
-            path.display(),
-            error.to_string().trim_end()
-        )
-    })
+    // The file may hold `[[tokens]]`: the error never quotes it.
+    toml::from_str(&text).map_err(|error| secret_file_error("config file", path, &text, &error))
 }

@@ -6,6 +6,7 @@
 //! durable length acknowledged).
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -68,8 +69,11 @@ pub struct AppendOutcome {
 pub trait ChunkCheck: Send {
     /// Feeds the next appended bytes.
     fn update(&mut self, bytes: &[u8]);
-    /// Whether the chunk is valid.
-    fn verify(self: Box<Self>) -> bool;
+    /// The verdict: `Ok` for a valid chunk, [`Error::ChecksumMismatch`]
+    /// when the bytes do not match, [`Error::ChecksumInvalid`] when the
+    /// check itself cannot be made (a checksum that arrived only at the end,
+    /// in a trailer, malformed or with an algorithm not offered).
+    fn verify(self: Box<Self>) -> Result<(), Error>;
 }
 
 /// Progress reports while a body streams: about every `every`, what arrived
@@ -204,23 +208,30 @@ impl Intake {
         }
     }
 
-    /// Counts a frame, drops what is to be skipped and cuts what exceeds
-    /// the limit (an overrun); returns the bytes to write.
-    fn accept(&mut self, mut bytes: Bytes) -> Bytes {
+    /// Counts a frame, sets apart what is to be skipped and cuts what
+    /// exceeds the limit (an overrun); returns the skipped bytes and the
+    /// bytes to write.
+    fn accept(&mut self, mut bytes: Bytes) -> (Bytes, Bytes) {
         if self.interruption.is_some() {
             self.drain_budget = self.drain_budget.saturating_sub(bytes.len() as u64);
         }
         self.received += bytes.len() as u64;
         let skipped = self.to_skip.min(bytes.len() as u64);
         self.to_skip -= skipped;
-        let _ = bytes.split_to(skipped as usize);
+        let skipped = bytes.split_to(skipped as usize);
         if bytes.len() as u64 > self.room {
             bytes.truncate(self.room as usize);
             self.interruption = Some(Interruption::Overrun);
         }
         self.room -= bytes.len() as u64;
         self.written += bytes.len() as u64;
-        bytes
+        (skipped, bytes)
+    }
+
+    /// Gives back the last `len` bytes counted as written (a quota cut them).
+    fn unwrite(&mut self, len: u64) {
+        self.written -= len;
+        self.room += len;
     }
 
     /// Hands the batch gathered so far to the pipeline; false (the failure
@@ -308,6 +319,135 @@ impl Intake {
     }
 }
 
+/// The step in which an upload of undeclared length counts bytes against
+/// the quotas ahead of writing them (one catalog call per step).
+const RESERVE_STEP: u64 = 1 << 20;
+
+/// What an upload of undeclared length counts against its namespace's
+/// quotas (a declared length was counted whole when it was declared):
+/// `counted` bytes so far, raised ahead of writing in steps of
+/// [`RESERVE_STEP`], and brought down to the bytes held at the end.
+struct Reservation {
+    catalog: Arc<dyn crate::catalog::Catalog>,
+    id: tenax_protocol::UploadId,
+    namespace: tenax_protocol::Namespace,
+    publishes: bool,
+    counted: u64,
+}
+
+impl Reservation {
+    /// For `record`, holding `held` bytes; `None` if its length is declared.
+    fn of(
+        catalog: &Arc<dyn crate::catalog::Catalog>,
+        record: &crate::record::UploadRecord,
+        held: u64,
+    ) -> Option<Self> {
+        record.total.is_none().then(|| Reservation {
+            catalog: Arc::clone(catalog),
+            id: record.id,
+            namespace: record.namespace.clone(),
+            publishes: record.name.is_some(),
+            counted: held,
+        })
+    }
+
+    /// Counts the bytes accepted so far (`bytes` the last of them) before
+    /// they are written. Past a quota, `bytes` is cut to what was counted
+    /// and the quota error returned.
+    async fn count(&mut self, intake: &mut Intake, bytes: &mut Bytes) -> Result<(), Error> {
+        let needed = intake.start + intake.written;
+        if needed <= self.counted {
+            return Ok(());
+        }
+        let mut refused = None;
+        for ask in [needed.next_multiple_of(RESERVE_STEP), needed] {
+            match self.declare(ask).await {
+                Ok(()) => {
+                    self.counted = ask;
+                    return Ok(());
+                }
+                Err(error @ Error::Quota(_)) => refused = Some(error),
+                Err(other) => {
+                    refused = Some(other);
+                    break;
+                }
+            }
+        }
+        // What was counted before may still be written.
+        let excess = (needed - self.counted).min(bytes.len() as u64);
+        bytes.truncate(bytes.len() - excess as usize);
+        intake.unwrite(excess);
+        Err(refused.unwrap_or(Error::Complete))
+    }
+
+    /// Counts what is held, not what was set aside. Giving back never
+    /// exceeds a quota; a failure here only leaves the count higher.
+    async fn settle(self, held: u64) {
+        if self.counted > held {
+            let _ = self.declare(held).await;
+        }
+    }
+
+    async fn declare(&self, size: u64) -> Result<(), Error> {
+        self.catalog
+            .declare(self.id, &self.namespace, size, self.publishes)
+            .await
+    }
+}
+
+/// The bytes an append skips because the upload holds them already (a
+/// client resending them), compared with the bytes held there, read back
+/// from storage as the body delivers them: two clients writing one upload
+/// by name would otherwise make a file of both.
+struct Overlap {
+    held: crate::storage::ByteStream,
+    /// Held bytes read, not yet compared.
+    pending: Bytes,
+    at: u64,
+    len: u64,
+}
+
+impl Overlap {
+    async fn open(
+        storage: &dyn crate::storage::Storage,
+        record: &crate::record::UploadRecord,
+        range: Range<u64>,
+    ) -> Result<Self, Error> {
+        let (at, len) = (range.start, range.end - range.start);
+        Ok(Overlap {
+            held: storage.read(record, range).await?,
+            pending: Bytes::new(),
+            at,
+            len,
+        })
+    }
+
+    /// Compares the next `sent` bytes with the held ones.
+    async fn compare(&mut self, mut sent: &[u8]) -> Result<(), Error> {
+        let mismatch = Error::OverlapMismatch {
+            at: self.at,
+            len: self.len,
+        };
+        while !sent.is_empty() {
+            if self.pending.is_empty() {
+                self.pending = match self.held.next().await {
+                    Some(Ok(bytes)) => bytes,
+                    Some(Err(error)) => return Err(StorageError::Io(error).into()),
+                    None => return Err(mismatch),
+                };
+                continue;
+            }
+            let n = self.pending.len().min(sent.len());
+            if self.pending[..n] != sent[..n] {
+                return Err(mismatch);
+            }
+            let _ = self.pending.split_to(n);
+            sent = &sent[n..];
+        }
+        Ok(())
+    }
+}
+
 /// What [`Intake::next_frame`] found.
 enum Frame {
     /// Body bytes.
@@ -369,7 +509,8 @@ impl Lease {
             .receive(body, skip, limit, Some(&mut *check), None)
             .await;
         let whole = matches!(&appended, Ok(outcome) if outcome.interruption.is_none());
-        let keep = whole && check.verify();
+        let verdict = if whole { check.verify() } else { Ok(()) };
+        let keep = whole && verdict.is_ok();
         if !keep {
             self.truncate(from).await?;
         }
@@ -392,7 +533,7 @@ impl Lease {
                 written: 0,
                 ..outcome
             }),
-            Ok(_) => Err(Error::ChecksumMismatch),
+            Ok(_) => Err(verdict.err().unwrap_or(Error::ChecksumMismatch)),
             Err(error) => Err(error),
         }
     }
@@ -411,19 +552,46 @@ impl Lease {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: fmt::Display,
     {
-        let mut pipeline = self.begin().await?;
-        let mut intake = Intake::new(self.loaded.held, skip, limit);
+        let held = self.loaded.held;
+        if skip > held {
+            return Err(Error::OverlapMismatch { at: 0, len: skip });
+        }
         let engine = self.engine.clone();
         let inner = &engine.inner;
+        let mut overlap = if skip > 0 && matches!(self.loaded.record.status, Status::Active) {
+            let range = held - skip..held;
+            Some(Overlap::open(inner.storage.as_ref(), &self.loaded.record, range).await?)
+        } else {
+            None
+        };
+        let mut pipeline = self.begin().await?;
+        let mut intake = Intake::new(held, skip, limit);
+        let mut reservation = Reservation::of(&inner.catalog, &self.loaded.record, held);
+        // Why the append stopped on its own account, answered once what
+        // arrived is settled.
+        let mut refusal = None;
         loop {
             let frame = intake
                 .next_frame(&mut body, &mut pipeline, &self.token, &inner.shutdown)
                 .await;
-            let bytes = match frame {
+            let (skipped, mut bytes) = match frame {
                 Frame::Bytes(bytes) => intake.accept(bytes),
                 Frame::Again => continue,
                 Frame::End => break,
             };
+            if let Some(overlap) = overlap.as_mut()
+                && !skipped.is_empty()
+                && let Err(error) = overlap.compare(&skipped).await
+            {
+                refusal = Some(error);
+                break;
+            }
+            if let Some(reservation) = reservation.as_mut()
+                && !bytes.is_empty()
+                && let Err(error) = reservation.count(&mut intake, &mut bytes).await
+            {
+                refusal = Some(error);
+            }
             if let Some(check) = check.as_deref_mut() {
                 check.update(&bytes);
             }
@@ -441,13 +609,19 @@ impl Lease {
             {
                 break;
             }
-            if intake.interruption == Some(Interruption::Overrun) {
+            if intake.interruption == Some(Interruption::Overrun) || refusal.is_some() {
                 break;
             }
         }
-        self.settle(intake, pipeline).await
+        let outcome = self.settle(intake, pipeline).await;
+        if let Some(reservation) = reservation {
+            reservation.settle(self.loaded.held).await;
+        }
+        match refusal {
+            Some(error) => outcome.and(Err(error)),
+            None => outcome,
+        }
     }
-
     /// Checks that the upload takes bytes and opens its data and the
     /// pipeline; the upload counts as being written (`dirty`) from here on.
     async fn begin(&mut self) -> Result<Pipeline, Error> {
@@ -581,6 +755,35 @@ impl Lease {
             received,
             interruption,
         })
+    }
+
+    /// Compares the first bytes of `body` with the bytes held in `range`
+    /// (a client resending a chunk the upload holds whole), writing
+    /// nothing: [`Error::OverlapMismatch`] when they differ. A body that
+    /// ends or fails early is compared as far as it went.
+    pub async fn compare_held<S, E>(&mut self, mut body: S, range: Range<u64>) -> Result<(), Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: fmt::Display,
+    {
+        if range.end > self.loaded.held || range.start > range.end {
+            return Err(Error::OverlapMismatch {
+                at: range.start,
+                len: range.end.saturating_sub(range.start),
+            });
+        }
+        let mut left = range.end - range.start;
+        let storage = &self.engine.inner.storage;
+        let mut overlap = Overlap::open(storage.as_ref(), &self.loaded.record, range).await?;
+        while left > 0 {
+            let Some(Ok(mut bytes)) = body.next().await else {
+                break;
+            };
+            bytes.truncate(left.min(bytes.len() as u64) as usize);
+            left -= bytes.len() as u64;
+            overlap.compare(&bytes).await?;
+        }
+        Ok(())
     }
 
     /// Records a progress event: `held` bytes are durable.

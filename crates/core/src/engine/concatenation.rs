@@ -12,6 +12,10 @@ use crate::error::Error;
 use crate::record::{Concat, NewUpload, Status};
 use crate::storage::StorageError;
 
+/// The most parts one final upload may name. Each part is named once, so
+/// assembling writes each part's bytes once more, at most.
+pub const MAX_CONCAT_PARTS: usize = 1000;
+
 impl Engine {
     /// Creates a final upload as the concatenation of partial uploads, in
     /// order. When every part is finished, the final upload is assembled
@@ -19,13 +23,24 @@ impl Engine {
     /// still be in progress: the final upload is assembled as soon as
     /// the last of them completes. Nothing is created when a part is
     /// unknown, cancelled, not a partial upload, or unfinished without
-    /// `allow_unfinished`.
+    /// `allow_unfinished`, when a part is named twice, or when there are
+    /// more than [`MAX_CONCAT_PARTS`]. The final's size counts against the
+    /// quotas at its creation, before anything is assembled.
     pub async fn concatenate(
         &self,
         parts: Vec<UploadId>,
         new: NewUpload,
         allow_unfinished: bool,
     ) -> Result<UploadId, Error> {
+        if parts.len() > MAX_CONCAT_PARTS {
+            return Err(Error::TooManyParts {
+                limit: MAX_CONCAT_PARTS,
+            });
+        }
+        let mut seen = std::collections::HashSet::with_capacity(parts.len());
+        if let Some(repeated) = parts.iter().find(|part| !seen.insert(**part)) {
+            return Err(Error::RepeatedPart(*repeated));
+        }
         let mut total = Some(0u64);
         let mut unfinished = Vec::new();
         for &part in &parts {

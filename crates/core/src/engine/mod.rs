@@ -64,6 +64,7 @@ mod recovery;
 mod usage;
 
 pub use append::{AppendOptions, AppendOutcome, ChunkCheck, Interruption, Progress};
+pub use concatenation::MAX_CONCAT_PARTS;
 pub use expiry::CollectReport;
 pub use lease::Lease;
 
@@ -233,6 +234,7 @@ impl Engine {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        check_metadata(&new)?;
         let asked_name = new.name.clone();
         self.inner.hooks.pre_create(&mut new).await?;
         if !rename && new.name != asked_name {
@@ -333,4 +335,14 @@ impl Engine {
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
     }
+}
+
+/// Refuses metadata over [`MAX_METADATA_SIZE`](crate::MAX_METADATA_SIZE).
+fn check_metadata(new: &NewUpload) -> Result<(), Error> {
+    let size = new.metadata_size();
+    let limit = crate::record::MAX_METADATA_SIZE;
+    if size > limit {
+        return Err(Error::MetadataTooLarge { size, limit });
+    }
+    Ok(())
 }

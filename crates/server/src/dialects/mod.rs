@@ -13,7 +13,7 @@ pub(crate) mod tus;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::append::Caller;
@@ -127,11 +127,16 @@ pub(crate) async fn delete(
     }
 }
 
-/// `OPTIONS`: what the server offers, for tus and RUFH clients alike.
+/// `OPTIONS`: what the server offers, for tus and RUFH clients alike, and
+/// the most bytes of metadata (with the media type) an upload may carry.
 pub(crate) async fn options(State(state): State<AppState>) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     tus::capabilities(&state, response.headers_mut());
     rufh::capabilities(&state, response.headers_mut());
+    response.headers_mut().insert(
+        "tenax-max-metadata-size",
+        HeaderValue::from(tenax_core::MAX_METADATA_SIZE),
+    );
     response
 }
 

@@ -15,7 +15,7 @@ use tenax_protocol::tus::{metadata_name, parse_metadata};
 
 use crate::append::{self, Append, Caller, Finish, Progress};
 use crate::body::detached;
-use crate::common::{has_body, header_str, no_store};
+use crate::common::{file_name, has_body, header_str, invalid_name, no_store};
 use crate::conn::interim::Interim;
 use crate::conn::origin::Origin;
 use crate::problem::Problem;
@@ -124,13 +124,18 @@ fn progress(
     response
 }
 
-/// The file name a `Content-Disposition` carries, if it is a valid one.
-fn disposition_name(headers: &HeaderMap) -> Option<FileName> {
-    let value = headers.get(header::CONTENT_DISPOSITION)?.to_str().ok()?;
-    value.split(';').map(str::trim).find_map(|param| {
-        let raw = param.strip_prefix("filename=")?;
-        FileName::new(raw.trim_matches('"')).ok()
-    })
+/// The file name a `Content-Disposition` carries, if any; 400 when it is
+/// not a valid name (refused, not dropped).
+fn disposition_name(headers: &HeaderMap) -> Result<Option<FileName>, Problem> {
+    let Some(value) = header_str(headers, header::CONTENT_DISPOSITION.as_str())? else {
+        return Ok(None);
+    };
+    value
+        .split(';')
+        .map(str::trim)
+        .find_map(|param| param.strip_prefix("filename="))
+        .map(|raw| file_name(raw.trim_matches('"')))
+        .transpose()
 }
 
 /// How often an append in progress reports its durable offset in a 104.
@@ -162,9 +167,13 @@ impl Interims {
 }
 
 /// The `filename` of tus-style `Upload-Metadata`, which tus-js-client
-/// sends in its draft modes too.
-fn upload_metadata_name(headers: &HeaderMap) -> Option<FileName> {
-    metadata_name(&parse_metadata(header_str(headers, "upload-metadata").ok()??).ok()?)
+/// sends in its draft modes too (a malformed header is ignored, as it was
+/// never this dialect's; an invalid name in it is a 400).
+fn upload_metadata_name(headers: &HeaderMap) -> Result<Option<FileName>, Problem> {
+    let Some(Ok(metadata)) = header_str(headers, "upload-metadata")?.map(parse_metadata) else {
+        return Ok(None);
+    };
+    metadata_name(&metadata).map_err(invalid_name)
 }
 
 /// Creation (§3.3): a request with `Upload-Complete` to the collection.
@@ -221,7 +230,10 @@ async fn create_inner(
         .map(str::to_owned);
     let new = NewUpload {
         namespace: caller.access.namespace.clone(),
-        name: disposition_name(headers).or_else(|| upload_metadata_name(headers)),
+        name: match disposition_name(headers)? {
+            Some(name) => Some(name),
+            None => upload_metadata_name(headers)?,
+        },
         total: length,
         content_type,
         ..NewUpload::default()

@@ -228,6 +228,11 @@ async fn respond(
         match action {
             SeedAction::ReplayFinal => Ok(None),
             SeedAction::Report { total } => {
+                // Rule 7: a chunk the upload holds whole must be the bytes
+                // it holds (another client on the same name, else).
+                if let SeedRequest::Chunk { first, last, .. } = request {
+                    append::compare_held(state, &mut lease, body, first..last + 1).await?;
+                }
                 if let Some(total) = total {
                     lease.set_total(total).await?;
                 }

@@ -20,7 +20,7 @@ use tenax_protocol::tus::{
 
 use crate::append::{self, Append, Caller, Verify};
 use crate::body::detached;
-use crate::common::{has_body, header_str, no_store};
+use crate::common::{has_body, header_str, invalid_name, no_store};
 use crate::conn::origin::Origin;
 use crate::dialect::{OFFSET_STREAM, has_offset_stream};
 use crate::problem::Problem;
@@ -145,7 +145,7 @@ async fn create_inner(
         .transpose()
         .map_err(tus_problem)?
         .unwrap_or_default();
-    let name = metadata_name(&metadata);
+    let name = metadata_name(&metadata).map_err(invalid_name)?;
     let content_type = metadata_content_type(&metadata);
     let new = NewUpload {
         namespace: caller.access.namespace.clone(),

@@ -112,8 +112,9 @@ impl Default for Uploader {
 
 impl Uploader {
     /// An uploader with the defaults: 8 MiB chunks, 100 retries without
-    /// progress, no time limit, a 30 s stall timeout, a 10 s connect timeout,
-    /// backoff from 1 s to 60 s, no journal, the seed protocol, one
+    /// progress (network failures not counted), no time limit, a 30 s stall
+    /// timeout, a 10 s connect timeout, backoff from 1 s to 60 s after the
+    /// server's trouble, probes every 500 ms while the link is down, no journal, the seed protocol, one
     /// connection and 16 KiB unsent per socket.
     pub fn new() -> Self {
         Self::default()
@@ -515,7 +516,7 @@ impl Shared<'_> {
                     return Ok(Capabilities::of(response.headers()));
                 }
                 Ok(response) => match self.failure_of(response).await {
-                    failure @ Failure::Transient { .. } => failure,
+                    failure @ (Failure::Transient { .. } | Failure::Network(_)) => failure,
                     _ => return Ok(Capabilities::default()),
                 },
                 Err(failure) => failure,
@@ -616,14 +617,22 @@ impl Shared<'_> {
         fresh
     }
 
-    /// Sends a request under the stall watchdog and the time limit.
+    /// Sends a request under the stall watchdog and the time limit; a
+    /// silent request is checked with `OPTIONS {base}/uploads` on fresh
+    /// connections (any answer: the link is up).
     async fn send_watched(
         &self,
         request: http::RequestBuilder,
         moved: &AtomicU64,
     ) -> Result<Response, Failure> {
+        let probe = || {
+            let request = self
+                .client
+                .request(Method::OPTIONS, self.target.collection.clone());
+            async move { request.send().await.is_ok() }
+        };
         self.tally
-            .send_watched(&self.up.policy, request.send(), moved)
+            .send_probed(&self.up.policy, request.send(), moved, Some(probe))
             .await
     }
 
@@ -680,8 +689,8 @@ impl Shared<'_> {
             Ok::<_, hyper::Error>(Some(body))
         };
         match tokio::time::timeout(self.up.policy.stall_timeout, read).await {
-            Err(_) => Err(Failure::transient("stalled while reading the response")),
-            Ok(Err(e)) => Err(Failure::transient(error_chain(&e))),
+            Err(_) => Err(Failure::network("stalled while reading the response")),
+            Ok(Err(e)) => Err(Failure::of_transport(&e)),
             Ok(Ok(None)) => Err(Failure::Fatal(Error::Protocol(
                 "the response body is too large".to_owned(),
             ))),

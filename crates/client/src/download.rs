@@ -124,8 +124,10 @@ impl Default for Downloader {
 
 impl Downloader {
     /// A downloader with the defaults: one connection, 100 retries without
-    /// progress, no time limit, a 30 s stall timeout, a 10 s connect timeout,
-    /// backoff from 1 s to 60 s, no following, polls from 0.5 s to 5 s.
+    /// progress (network failures not counted), no time limit, a 30 s stall
+    /// timeout, a 10 s connect timeout, backoff from 1 s to 60 s after the
+    /// server's trouble, probes every 500 ms while the link is down, no
+    /// following, polls from 0.5 s to 5 s.
     pub fn new() -> Self {
         Self::default()
     }
@@ -1151,7 +1153,7 @@ impl Job<'_> {
                         polls = retry::delays(self.dl.poll_min, self.dl.poll_max);
                     }
                     if seg.pos() < stop {
-                        let failure = Failure::transient(format!(
+                        let failure = Failure::network(format!(
                             "the answer ended at byte {} of {first}-{last}",
                             seg.pos()
                         ));
@@ -1195,7 +1197,7 @@ impl Job<'_> {
                         }
                         Ok(()) => {
                             if seg.pos() < stop {
-                                let failure = Failure::transient(format!(
+                                let failure = Failure::network(format!(
                                     "the answer ended at byte {} of {stop}",
                                     seg.pos()
                                 ));

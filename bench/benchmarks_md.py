@@ -49,8 +49,9 @@ def weaklink_section():
         f"of a fresh server, with the same outages for every client (seed {result['seed']}). "
         "*Used* is the time the file needs at the uplink's rate over the time the link was up "
         "during the run. tenax runs with its defaults; tus-js-client retries every 1 s "
-        f"({result['chunk'] / 1048576:.0f} MiB chunks, as google-resumable-media, which "
-        "keeps its own retry strategy). Every stored file is checked byte for byte."
+        f"({result['chunk'] / 1048576:.0f} MiB chunks); google-resumable-media keeps its own "
+        f"retry strategy ({result.get('google_chunk', 0) / 1048576:.0f} MiB chunks: it sends a "
+        "failed chunk again from its start). Every stored file is checked byte for byte."
     )
     doc.append("")
     schedules = [s["name"] for s in result.get("schedules", [])]

@@ -13,8 +13,9 @@
 //!
 //! Clients: `tenax upload` (release binary, defaults) in seed, tus and
 //! ietf; tus-js-client into tenax and into `@tus/server`, both retrying
-//! every 1 s; google-resumable-media's `ResumableUpload` into tenax with its
-//! own retry strategy. Each run must end with the stored file byte-exact
+//! every 1 s (8 MiB chunks); google-resumable-media's `ResumableUpload`
+//! into tenax with its own retry strategy (1 MiB chunks: it sends a failed
+//! chunk again from its start). Each run must end with the stored file byte-exact
 //! (its sha256); a run that fails or passes `--timeout` is reported as such.
 //!
 //! Per run: the time to deliver (from the client's start to its exit) and
@@ -45,9 +46,12 @@ use tokio::time::Instant;
 const UPLINK: u64 = 2_000_000;
 const DOWNLINK: u64 = 8_000_000;
 const DELAY: Duration = Duration::from_millis(50);
-/// The chunk of the tus-js-client and google-resumable-media runs (tenax's
-/// default too).
+/// The chunk of the tus-js-client runs (tenax's default too).
 const CHUNK: u64 = 8 * MIB;
+/// The chunk of the google-resumable-media runs: it sends a failed chunk
+/// again from its start, so a chunk must fit in an up period (8 MiB takes
+/// 4.2 s at 2 MB/s).
+const GOOGLE_CHUNK: u64 = MIB;
 /// The stored file's name.
 const NAME: &str = "weaklink.bin";
 
@@ -226,7 +230,7 @@ fn command(options: &Options, client: &str, file: &Path, link: SocketAddr) -> Co
                 .arg(root.join("tests/peers/google_upload.py"))
                 .arg(format!("{base}/uploads"))
                 .arg(file)
-                .arg(CHUNK.to_string())
+                .arg(GOOGLE_CHUNK.to_string())
                 .args(["plain", NAME]);
             command
         }
@@ -427,6 +431,7 @@ async fn main() -> anyhow::Result<()> {
             "downlink": DOWNLINK,
             "delay_ms": DELAY.as_millis() as u64,
             "chunk": CHUNK,
+            "google_chunk": GOOGLE_CHUNK,
             "schedules": options.schedules.iter().map(|s| {
                 json!({"name": s, "what": schedule(s, options.seed).map(|(_, w)| w).unwrap_or_default()})
             }).collect::<Vec<_>>(),

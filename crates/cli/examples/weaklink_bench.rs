@@ -6,7 +6,8 @@
 //! each way) in front of a fresh server, on each schedule of outages (the
 //! same seed, so the same outages, for every client):
 //!
-//! * `flaps`: up 2–6 s, down 1–4 s, connections reset at each outage;
+//! * `flaps`: up 5–12 s, down 1–3 s (short outages), connections reset at
+//!   each outage;
 //! * `outages`: up 5–12 s, down 5–20 s, reset (the case of issue 21);
 //! * `black-hole`: up 5–12 s, down 5–20 s, the link goes silent (open
 //!   connections never move again, new ones wait for the link).
@@ -138,9 +139,9 @@ fn schedule(name: &str, seed: u64) -> anyhow::Result<(LinkConfig, &'static str)>
     let s = Duration::from_secs;
     let (schedule, outage, what) = match name {
         "flaps" => (
-            Schedule::seeded(seed, (s(2), s(6)), (s(1), s(4))),
+            Schedule::seeded(seed, (s(5), s(12)), (s(1), s(3))),
             Outage::Reset,
-            "up 2-6 s, down 1-4 s, reset",
+            "up 5-12 s, down 1-3 s, reset",
         ),
         "outages" => (
             Schedule::seeded(seed, (s(5), s(12)), (s(5), s(20))),

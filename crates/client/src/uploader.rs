@@ -1151,7 +1151,14 @@ impl<'s, 'a> Lane<'s, 'a> {
     /// finalises when it holds everything; tus, ietf: `HEAD`).
     async fn query(&self) -> Result<Reply, Failure> {
         let sh = self.sh;
-        let request = sh.dialect.query(&sh.client, &self.session, self.len);
+        // Once the link has dropped, through the chunks' client: the next
+        // chunk reuses the connection instead of opening another.
+        let client = if sh.dropped.load(Ordering::Relaxed) {
+            &sh.flapping_client
+        } else {
+            &sh.client
+        };
+        let request = sh.dialect.query(client, &self.session, self.len);
         let response = sh.send_watched(request, &AtomicU64::new(0)).await?;
         self.reply_of(response, sh.dialect).await
     }

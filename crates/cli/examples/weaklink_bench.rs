@@ -107,6 +107,9 @@ fn options() -> anyhow::Result<Options> {
             other => bail!("unknown argument {other}"),
         }
     }
+    // Servers and clients run in other directories.
+    options.peers = std::fs::canonicalize(&options.peers)
+        .with_context(|| format!("no peers folder at {}", options.peers.display()))?;
     for name in schedules.split(',') {
         schedule(name, 0)?;
         options.schedules.push(name.to_owned());

@@ -110,6 +110,8 @@ fn options() -> anyhow::Result<Options> {
     // Servers and clients run in other directories.
     options.peers = std::fs::canonicalize(&options.peers)
         .with_context(|| format!("no peers folder at {}", options.peers.display()))?;
+    std::fs::create_dir_all(&options.work_dir)?;
+    options.work_dir = std::fs::canonicalize(&options.work_dir)?;
     for name in schedules.split(',') {
         schedule(name, 0)?;
         options.schedules.push(name.to_owned());

@@ -617,19 +617,35 @@ impl Shared<'_> {
         fresh
     }
 
-    /// Sends a request under the stall watchdog and the time limit; a
-    /// silent request is checked with `OPTIONS {base}/uploads` on fresh
-    /// connections (any answer: the link is up).
+    /// Sends a request under the stall watchdog and the time limit.
     async fn send_watched(
         &self,
         request: http::RequestBuilder,
         moved: &AtomicU64,
     ) -> Result<Response, Failure> {
+        self.tally
+            .send_watched(&self.up.policy, request.send(), moved)
+            .await
+    }
+
+    /// [`send_watched`](Self::send_watched) for a request with a body of
+    /// `len` bytes: while its body is silent before its end, it is checked
+    /// with `OPTIONS {base}/uploads` on fresh connections (any answer: the
+    /// link is up, this connection is dead). Once the body is all sent the
+    /// silence is the server's (a slow sync) and only the stall timeout
+    /// applies.
+    async fn send_body(
+        &self,
+        request: http::RequestBuilder,
+        moved: &AtomicU64,
+        len: u64,
+    ) -> Result<Response, Failure> {
         let probe = || {
+            let pending = moved.load(Ordering::Relaxed) < len;
             let request = self
                 .client
                 .request(Method::OPTIONS, self.target.collection.clone());
-            async move { request.send().await.is_ok() }
+            async move { pending && request.send().await.is_ok() }
         };
         self.tally
             .send_probed(&self.up.policy, request.send(), moved, Some(probe))
@@ -1141,7 +1157,7 @@ impl<'s, 'a> Lane<'s, 'a> {
             .dialect
             .chunk(client, &self.session, (at, len, self.len), body);
         let response = sh
-            .send_watched(request, &moved)
+            .send_body(request, &moved, len)
             .await
             .inspect_err(|_| sh.dropped.store(true, Ordering::Relaxed))?;
         self.reply_of(response, sh.dialect).await

@@ -8,7 +8,8 @@ import json
 import pathlib
 import sys
 
-out = pathlib.Path(sys.argv[1])
+SECTION = sys.argv[1] == "--section" if len(sys.argv) > 1 else False
+out = pathlib.Path(sys.argv[3] if SECTION else sys.argv[1])
 
 
 def lines(name):
@@ -32,10 +33,90 @@ def mib(value):
     return "" if not value else f"{value / 1048576:.0f} MiB"
 
 
+WEAKLINK_TITLE = "## Uploads over a weak link: 48 MiB, 2 MB/s up, 50 ms, outages"
+
+
+def weaklink_section():
+    """The bench/weaklink table: time to deliver and share of up-time used."""
+    doc = [WEAKLINK_TITLE, ""]
+    result = last_json("weaklink.txt")
+    if not result:
+        return doc + ["(bench/weaklink produced no result)", ""]
+    doc.append(
+        "`bench/weaklink`: every client sends the same file through the weak-link model "
+        f"(`tenax_testkit::WeakLink`: {result['uplink'] / 1e6:g} MB/s up, "
+        f"{result['downlink'] / 1e6:g} MB/s down, {result['delay_ms']} ms each way) in front "
+        f"of a fresh server, with the same outages for every client (seed {result['seed']}). "
+        "*Used* is the time the file needs at the uplink's rate over the time the link was up "
+        "during the run. tenax runs with its defaults; tus-js-client retries every 1 s "
+        f"({result['chunk'] / 1048576:.0f} MiB chunks); google-resumable-media keeps its own "
+        f"retry strategy ({result.get('google_chunk', 0) / 1048576:.0f} MiB chunks: it sends a "
+        "failed chunk again from its start). Every stored file is checked byte for byte."
+    )
+    doc.append("")
+    schedules = [s["name"] for s in result.get("schedules", [])]
+    what = {s["name"]: s["what"] for s in result.get("schedules", [])}
+    doc.append("| client | " + " | ".join(f"{n} ({what[n]})" for n in schedules) + " |")
+    doc.append("|---|" + "---|" * len(schedules))
+    clients = []
+    for run in result.get("runs", []):
+        if run["client"] not in clients:
+            clients.append(run["client"])
+    names = {
+        "tenax-seed": "tenax upload (seed)",
+        "tenax-tus": "tenax upload --protocol tus",
+        "tenax-ietf": "tenax upload --protocol ietf",
+        "tus-js": "tus-js-client → tenax (1 s retry)",
+        "tus-js-tus-server": "tus-js-client → @tus/server (1 s retry)",
+        "google": "google-resumable-media → tenax (own retry)",
+    }
+    for client in clients:
+        cells = []
+        for name in schedules:
+            run = next(
+                (r for r in result["runs"] if r["client"] == client and r["schedule"] == name),
+                None,
+            )
+            if run is None:
+                cells.append("")
+            elif not run.get("ok"):
+                cells.append(f"FAILED: {run.get('error', '')} ({run['seconds']:.0f} s)")
+            else:
+                cells.append(f"{run['seconds']:.1f} s, used {run['uptime_used']:.2f}")
+        doc.append(f"| {names.get(client, client)} | " + " | ".join(cells) + " |")
+    doc.append("")
+    for target in result.get("targets", []):
+        doc.append(
+            f"- {target['schedule']}: tenax upload used {target['uptime_used']:.2f} of the "
+            f"up-time (target ≥ 0.9: {'met' if target['uptime_met'] else 'MISSED'}); "
+            f"tus-js-client took {target['tus_js_seconds']} s "
+            f"(target not slower: {'met' if target['not_slower_met'] else 'MISSED'})"
+        )
+    doc.append("")
+    doc.append(full("weaklink.txt"))
+    return doc
+
+
 def full(name):
     text = "\n".join(lines(name))
     return f"<details><summary>full output of {name}</summary>\n\n```\n{text}\n```\n</details>\n"
 
+
+if SECTION:
+    # Replace (or append) only this section of an existing BENCHMARKS.md.
+    if sys.argv[2] != "weaklink":
+        sys.exit(f"unknown section {sys.argv[2]}")
+    target = pathlib.Path(sys.argv[4])
+    text = target.read_text() if target.exists() else "# Benchmarks\n"
+    section = "\n".join(weaklink_section())
+    start = text.find(WEAKLINK_TITLE)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    else:
+        end = text.find("\n## ", start + len(WEAKLINK_TITLE))
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "\n")
+    target.write_text(text)
+    sys.exit(0)
 
 machine = dict(
     line.split("=", 1) for line in lines("machine.txt") if "=" in line
@@ -210,4 +291,5 @@ if cluster:
         )
 doc.append("")
 doc.append(full("cluster.txt"))
+doc.extend(weaklink_section())
 print("\n".join(doc))

@@ -74,6 +74,7 @@ pub(crate) async fn run(args: DownloadArgs) -> anyhow::Result<ExitCode> {
         .connections(usize::from(args.connections))
         .follow(args.follow)
         .max_retries(args.retry.max_retries)
+        .probe_interval(args.retry.probe_interval)
         .max_time(args.retry.max_time)
         .stall_timeout(args.retry.stall_timeout)
         .bearer_token(args.retry.token.clone())

@@ -11,9 +11,19 @@ use crate::units::parse_duration;
 #[derive(Debug, clap::Args)]
 pub(crate) struct RetryArgs {
     /// Give up after this many failed attempts in a row without progress
-    /// (per connection).
+    /// (per connection) because of the server: errors it answers with
+    /// (`5xx`, `429`, …) or TLS. Network failures (refused, reset or
+    /// timed-out connections, stalls) do not count: through a link's
+    /// outage the transfer probes every `--probe-interval` until
+    /// `--max-time`, however long it lasts. `0` retries nothing at all.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub(crate) max_retries: u32,
+
+    /// While the link is down, probe the server this often (±10%): the
+    /// transfer resumes within about this long of the link's return.
+    /// Seconds, or a duration such as `500ms`, `2s`.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub(crate) probe_interval: Duration,
 
     /// Give up if the transfer takes longer than this: seconds, or a
     /// duration such as `90s`, `10m`, `1h30m`.

@@ -118,6 +118,7 @@ pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
         .unsent_limit((args.unsent_limit > 0).then_some(args.unsent_limit))
         .send_buffer(args.send_buffer)
         .max_retries(args.retry.max_retries)
+        .probe_interval(args.retry.probe_interval)
         .max_time(args.retry.max_time)
         .stall_timeout(args.retry.stall_timeout)
         .bearer_token(args.retry.token.clone())

@@ -17,10 +17,14 @@
 //! there. It never assumes a chunk arrived: only the server's answer moves
 //! the upload forward.
 //!
-//! * Retries: exponential backoff with jitter (1 s doubling to 60 s), the
-//!   server's `Retry-After` honoured, a stall watchdog for connections that
-//!   stop moving, a cap on consecutive failures without progress and an
-//!   optional overall time limit.
+//! * Retries made for links: after a network failure (refused, reset,
+//!   timed out, stalled) a cheap status query every probe interval (500 ms
+//!   ± 10%) for as long as the link is down, bounded only by the optional
+//!   overall time limit; probes on fresh connections that find a silent
+//!   connection in about 2 s; for the server's own trouble (`5xx`, `429`,
+//!   `408`) its `Retry-After`, else exponential backoff with jitter (1 s
+//!   doubling to 60 s) and a cap on consecutive such failures without
+//!   progress.
 //! * Integrity: the SHA-256 of the file is computed while it is read and
 //!   compared with the server's at the end ([`Error::DigestMismatch`]).
 //! * Across runs: with a journal directory, an interrupted upload of the same

@@ -18,12 +18,20 @@ use crate::retry;
 pub(crate) const MAX_RESPONSE_BODY: usize = 1024 * 1024;
 /// Consecutive `400` answers after which a transfer is abandoned.
 const MAX_BAD_REQUESTS: u32 = 3;
+/// The default pace of probes while the link is down.
+const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a request may move nothing before fresh connections are
+/// probed (at most the stall timeout): a shorter silence is an ordinary
+/// wait for the server.
+const SILENCE: Duration = Duration::from_secs(2);
+/// The most probes pending at once while a request is silent.
+const MAX_PROBES: usize = 4;
 
 /// The policy setters of a transfer builder (a type with a `policy: Policy`
 /// field), written once for [`crate::Uploader`] and [`crate::Downloader`].
 macro_rules! policy_setters {
     ($transfer:literal) => {
-        #[doc = concat!("How many attempts in a row may fail without progress before the ", $transfer, " gives up (default 100). Progress resets the count.")]
+        #[doc = concat!("How many attempts in a row may fail without progress before the ", $transfer, " gives up (default 100). Progress resets the count. Network failures (refused, reset or timed-out connections, stalls) do not count: through a link's outage the ", $transfer, " probes on, bounded only by [`max_time`](Self::max_time). Zero turns retries off altogether: the first failure of any kind ends the ", $transfer, ".")]
         pub fn max_retries(mut self, retries: u32) -> Self {
             self.policy.max_retries = retries;
             self
@@ -48,11 +56,25 @@ macro_rules! policy_setters {
             self
         }
 
-        /// Bounds of the exponential backoff between retries (default 1 s to
-        /// 60 s, factor 2, with jitter). A server's `Retry-After` overrides it.
+        /// Bounds of the exponential backoff between retries after the
+        /// server's own trouble (`408`, `429`, `5xx`; default 1 s to 60 s,
+        /// factor 2, with jitter). A server's `Retry-After` overrides it.
+        /// After a network failure the first retry waits at most `min`.
         pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
             self.policy.min_delay = min;
             self.policy.max_delay = max.max(min);
+            self
+        }
+
+        /// How often the server is probed while the link is down (default
+        /// 500 ms, ±10% jitter): after a network failure (a refused, reset or
+        /// timed-out connection, a stall) the next attempt, a cheap status
+        /// query, comes after this long, again and again, so the transfer
+        /// resumes within about this long of the link's return however long
+        /// it was down. Also the pace of the probes on fresh connections
+        /// that tell a silent connection from a silent link.
+        pub fn probe_interval(mut self, interval: Duration) -> Self {
+            self.policy.probe_interval = interval.max(Duration::from_millis(10));
             self
         }
 
@@ -84,9 +106,11 @@ pub(crate) struct Policy {
     pub(crate) stall_timeout: Duration,
     /// The TCP (and TLS) connect timeout.
     pub(crate) connect_timeout: Duration,
-    /// Bounds of the exponential backoff.
+    /// Bounds of the exponential backoff (server trouble).
     pub(crate) min_delay: Duration,
     pub(crate) max_delay: Duration,
+    /// The pace of probes while the link is down.
+    pub(crate) probe_interval: Duration,
     /// Sent as `Authorization: Bearer …`.
     pub(crate) bearer_token: Option<String>,
     /// More trusted certificate authorities, PEM.
@@ -102,6 +126,7 @@ impl Default for Policy {
             connect_timeout: Duration::from_secs(10),
             min_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
+            probe_interval: DEFAULT_PROBE_INTERVAL,
             bearer_token: None,
             extra_roots: None,
         }
@@ -145,7 +170,14 @@ impl Policy {
 /// Why an attempt did not produce a usable answer.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// Connection trouble, a stall, `408`, `429` or `5xx`: back off, retry.
+    /// The link failed: a refused, reset or timed-out connection, a stall.
+    /// Probe every [`Policy::probe_interval`] until it is back.
+    Network(String),
+    /// The request's connection went silent while the server answers on a
+    /// fresh one: retry at once.
+    Silent(String),
+    /// The server's trouble (`408`, `429`, `5xx`) or an unexpected answer:
+    /// back off exponentially, or as `Retry-After` says.
     Transient {
         reason: String,
         retry_after: Option<Duration>,
@@ -162,6 +194,23 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// A network failure.
+    pub(crate) fn network(reason: impl Into<String>) -> Self {
+        Failure::Network(reason.into())
+    }
+
+    /// The failure of a request that got no answer: a network failure,
+    /// unless TLS refused the server or the request could not be built
+    /// (that is no outage: it backs off and counts towards the retry limit).
+    pub(crate) fn of_transport(error: &(dyn std::error::Error + 'static)) -> Self {
+        let reason = error_chain(error);
+        if not_the_link(error) {
+            Failure::transient(reason)
+        } else {
+            Failure::Network(reason)
+        }
+    }
+
     /// A transient failure without `Retry-After`.
     pub(crate) fn transient(reason: impl Into<String>) -> Self {
         Failure::Transient {
@@ -177,6 +226,8 @@ pub(crate) struct Retrier {
     failures: u32,
     /// Consecutive `400` answers without progress.
     bad_requests: u32,
+    /// Consecutive network failures without progress.
+    outage: u32,
     backoff: Box<dyn Iterator<Item = Duration> + Send + Sync>,
 }
 
@@ -185,6 +236,7 @@ impl std::fmt::Debug for Retrier {
         f.debug_struct("Retrier")
             .field("failures", &self.failures)
             .field("bad_requests", &self.bad_requests)
+            .field("outage", &self.outage)
             .finish_non_exhaustive()
     }
 }
@@ -195,6 +247,7 @@ impl Retrier {
         Retrier {
             failures: 0,
             bad_requests: 0,
+            outage: 0,
             backoff: Box::new(retry::delays(policy.min_delay, policy.max_delay)),
         }
     }
@@ -257,29 +310,79 @@ impl Tally {
         moved: &AtomicU64,
     ) -> Result<T, Failure>
     where
-        E: std::error::Error,
+        E: std::error::Error + 'static,
+    {
+        self.send_probed(
+            policy,
+            response,
+            moved,
+            None::<fn() -> std::future::Ready<bool>>,
+        )
+        .await
+    }
+
+    /// [`send_watched`](Self::send_watched), and once the request has
+    /// moved nothing for [`SILENCE`], `probe()` (a request on a fresh
+    /// connection; `true`: the server answered) every probe interval: an
+    /// answer while the request is still silent means its connection is
+    /// dead though the link is up (a silent link drops connections without
+    /// a word), so it is dropped at once instead of at the stall timeout.
+    pub(crate) async fn send_probed<T, E, P, F>(
+        &self,
+        policy: &Policy,
+        response: impl Future<Output = Result<T, E>>,
+        moved: &AtomicU64,
+        probe: Option<P>,
+    ) -> Result<T, Failure>
+    where
+        E: std::error::Error + 'static,
+        P: Fn() -> F,
+        F: Future<Output = bool>,
     {
         let stall = policy.stall_timeout;
+        let silence = SILENCE.min(stall);
         tokio::pin!(response);
-        let mut ticks = tokio::time::interval(tick(stall));
+        let mut ticks = tokio::time::interval(tick(stall.min(policy.probe_interval)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seen = moved.load(Ordering::Relaxed);
         let mut since = Instant::now();
+        let mut probes = futures_util::stream::FuturesUnordered::new();
+        let mut next_probe = since + silence;
         loop {
             tokio::select! {
                 result = &mut response => {
-                    return result.map_err(|e| Failure::transient(error_chain(&e)));
+                    return result.map_err(|e| Failure::of_transport(&e));
+                }
+                Some(answered) = futures_util::StreamExt::next(&mut probes) => {
+                    if answered && moved.load(Ordering::Relaxed) == seen {
+                        return Err(Failure::Silent(format!(
+                            "nothing moved for {:.1}s while the server answers on a new connection",
+                            since.elapsed().as_secs_f64()
+                        )));
+                    }
                 }
                 _ = ticks.tick() => {
                     let now = moved.load(Ordering::Relaxed);
                     if now != seen {
                         seen = now;
                         since = Instant::now();
+                        next_probe = since + silence;
+                        probes.clear();
                     } else if since.elapsed() >= stall {
-                        return Err(Failure::transient(format!(
+                        return Err(Failure::network(format!(
                             "stalled: nothing moved for {}s",
                             stall.as_secs_f64()
                         )));
+                    } else if let Some(probe) = &probe
+                        && Instant::now() >= next_probe
+                    {
+                        if probes.len() < MAX_PROBES {
+                            // A probe stuck on a dead connection frees its slot.
+                            let life = policy.probe_interval * MAX_PROBES as u32;
+                            let probe = tokio::time::timeout(life.max(silence), probe());
+                            probes.push(async move { probe.await.unwrap_or(false) });
+                        }
+                        next_probe = Instant::now() + jittered(policy.probe_interval);
                     }
                     if self.past_deadline(Duration::ZERO) {
                         return Err(Failure::Fatal(self.time_limit()));
@@ -303,9 +406,9 @@ impl Tally {
         };
         match tokio::time::timeout(wait, response.chunk()).await {
             Ok(Ok(block)) => Ok(block),
-            Ok(Err(e)) => Err(Failure::transient(error_chain(&e))),
+            Ok(Err(e)) => Err(Failure::of_transport(&e)),
             Err(_) if self.past_deadline(Duration::ZERO) => Err(Failure::Fatal(self.time_limit())),
-            Err(_) => Err(Failure::transient(format!(
+            Err(_) => Err(Failure::network(format!(
                 "stalled: nothing moved for {}s",
                 stall.as_secs_f64()
             ))),
@@ -321,8 +424,66 @@ impl Tally {
         failure: Failure,
     ) -> Result<(String, Duration), Error> {
         self.retries.fetch_add(1, Ordering::Relaxed);
-        retry.failures += 1;
+        if policy.max_retries == 0 {
+            // Retries are off: nothing is retried, network failures neither.
+            retry.failures = retry.failures.saturating_add(1);
+            let reason = match failure {
+                Failure::Fatal(error) => return Err(error),
+                other => self.book_answer(policy, retry, other)?.0,
+            };
+            *lock(&self.last_error) = reason.clone();
+            return Err(Error::RetriesExhausted {
+                attempts: retry.failures,
+                last_error: reason,
+            });
+        }
         let (reason, delay) = match failure {
+            // A link's outage: probe at a steady pace, bounded only by the
+            // time limit (the first probe comes sooner after a lone drop).
+            Failure::Network(reason) => {
+                retry.outage = retry.outage.saturating_add(1);
+                let pace = jittered(policy.probe_interval);
+                let delay = if retry.outage == 1 {
+                    pace.min(policy.min_delay)
+                } else {
+                    pace
+                };
+                return self.check_deadline(reason, delay);
+            }
+            Failure::Silent(reason) => return self.check_deadline(reason, Duration::ZERO),
+            _ => {
+                retry.failures += 1;
+                self.book_answer(policy, retry, failure)?
+            }
+        };
+        *lock(&self.last_error) = reason.clone();
+        if retry.failures > policy.max_retries {
+            return Err(Error::RetriesExhausted {
+                attempts: retry.failures,
+                last_error: reason,
+            });
+        }
+        self.check_deadline(reason, delay)
+    }
+
+    /// Gives up if the time limit is reached or would be after `delay`.
+    fn check_deadline(&self, reason: String, delay: Duration) -> Result<(String, Duration), Error> {
+        *lock(&self.last_error) = reason.clone();
+        if self.past_deadline(delay) {
+            return Err(self.time_limit());
+        }
+        Ok((reason, delay))
+    }
+
+    /// The reason and delay of a failure that is not the link's.
+    fn book_answer(
+        &self,
+        policy: &Policy,
+        retry: &mut Retrier,
+        failure: Failure,
+    ) -> Result<(String, Duration), Error> {
+        Ok(match failure {
+            Failure::Network(reason) | Failure::Silent(reason) => (reason, policy.probe_interval),
             Failure::Transient {
                 reason,
                 retry_after,
@@ -348,19 +509,38 @@ impl Tally {
                 (format!("HTTP {status}: {detail}"), Duration::ZERO)
             }
             Failure::Fatal(error) => return Err(error),
-        };
-        *lock(&self.last_error) = reason.clone();
-        if retry.failures > policy.max_retries {
-            return Err(Error::RetriesExhausted {
-                attempts: retry.failures,
-                last_error: reason,
-            });
-        }
-        if self.past_deadline(delay) {
-            return Err(self.time_limit());
-        }
-        Ok((reason, delay))
+        })
     }
+}
+
+/// `interval` ± 10%, at random.
+pub(crate) fn jittered(interval: Duration) -> Duration {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // A fresh `RandomState` is freshly keyed: enough randomness for jitter.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let unit = (random >> 11) as f64 / (1u64 << 53) as f64;
+    interval.mul_f64(0.9 + 0.2 * unit)
+}
+
+/// Whether TLS refused the connection or the request was invalid
+/// (somewhere in `error`'s chain): failures a working link does not cure.
+fn not_the_link(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<rustls::Error>() || e.is::<http::Error>() {
+            return true;
+        }
+        // `io::Error::source` skips the error it wraps.
+        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref)
+            && not_the_link(inner)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// How often the watchdog looks.
@@ -503,5 +683,176 @@ mod tests {
             .expect_err("exhausted");
         assert!(matches!(err, Error::RetriesExhausted { attempts: 3, .. }));
         assert_eq!(tally.retries(), 3);
+    }
+
+    #[test]
+    fn network_failures_probe_steadily_and_never_exhaust_retries() {
+        let policy = Policy {
+            max_retries: 2,
+            ..Policy::default()
+        };
+        let tally = Tally::new(&policy);
+        let mut retry = Retrier::new(&policy);
+        let interval = policy.probe_interval;
+        for attempt in 0..1000 {
+            let (_, delay) = tally
+                .book(&policy, &mut retry, Failure::network("connection refused"))
+                .expect("a network failure never exhausts the retries");
+            assert!(delay <= interval.mul_f64(1.1), "{attempt}: {delay:?}");
+            if attempt > 0 {
+                assert!(delay >= interval.mul_f64(0.9), "{attempt}: {delay:?}");
+            }
+        }
+        // Silent connections retry at once.
+        let (_, delay) = tally
+            .book(&policy, &mut retry, Failure::Silent("silent".into()))
+            .expect("retry");
+        assert_eq!(delay, Duration::ZERO);
+        // The server's trouble still counts.
+        for _ in 0..2 {
+            tally
+                .book(&policy, &mut retry, Failure::transient("HTTP 503"))
+                .expect("retry");
+        }
+        let err = tally
+            .book(&policy, &mut retry, Failure::transient("HTTP 503"))
+            .expect_err("exhausted");
+        assert!(matches!(err, Error::RetriesExhausted { attempts: 3, .. }));
+        // Zero turns retries off, for network failures too.
+        let off = Policy {
+            max_retries: 0,
+            ..Policy::default()
+        };
+        let err = tally
+            .book(&off, &mut Retrier::new(&off), Failure::network("refused"))
+            .expect_err("no retries");
+        assert!(matches!(err, Error::RetriesExhausted { attempts: 1, .. }));
+    }
+
+    #[test]
+    fn the_first_network_retry_comes_soon_and_the_time_limit_ends_probing() {
+        let policy = Policy {
+            min_delay: Duration::from_millis(10),
+            max_time: Some(Duration::from_millis(300)),
+            ..Policy::default()
+        };
+        let tally = Tally::new(&policy);
+        let mut retry = Retrier::new(&policy);
+        let (_, first) = tally
+            .book(&policy, &mut retry, Failure::network("reset"))
+            .expect("retry");
+        assert!(first <= Duration::from_millis(10), "{first:?}");
+        // The next probe (about 500 ms away) would pass the time limit.
+        let err = tally
+            .book(&policy, &mut retry, Failure::network("refused"))
+            .expect_err("past the time limit");
+        assert!(matches!(err, Error::TimeLimit { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_for_server_trouble() {
+        let policy = Policy::default();
+        let tally = Tally::new(&policy);
+        let mut retry = Retrier::new(&policy);
+        let failure = classify(503, Some(Duration::from_secs(5)), b"");
+        let (reason, delay) = tally.book(&policy, &mut retry, failure).expect("retry");
+        assert_eq!(delay, Duration::from_secs(5));
+        assert!(reason.contains("503"), "{reason}");
+    }
+
+    #[test]
+    fn transport_errors_are_the_link_unless_tls_or_invalid() {
+        let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        assert!(matches!(
+            Failure::of_transport(&refused),
+            Failure::Network(_)
+        ));
+        let tls = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert!(matches!(
+            Failure::of_transport(&tls),
+            Failure::Transient { .. }
+        ));
+        let invalid = http::Request::builder()
+            .uri("http://bad host/")
+            .body(())
+            .expect_err("an invalid URI");
+        assert!(matches!(
+            Failure::of_transport(&invalid),
+            Failure::Transient { .. }
+        ));
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let base = Duration::from_secs(1);
+        let draws: Vec<Duration> = (0..200).map(|_| jittered(base)).collect();
+        assert!(
+            draws
+                .iter()
+                .all(|d| *d >= base.mul_f64(0.9) && *d <= base.mul_f64(1.1))
+        );
+        assert!(draws.iter().any(|d| *d != draws[0]), "no jitter at all");
+    }
+
+    /// A request that moves nothing is dropped once a probe answers, long
+    /// before the stall timeout; one that moves is left alone.
+    #[tokio::test]
+    async fn a_silent_request_is_dropped_when_a_probe_answers() {
+        let policy = Policy {
+            probe_interval: Duration::from_millis(100),
+            ..Policy::default()
+        };
+        let tally = Tally::new(&policy);
+        let moved = AtomicU64::new(0);
+        let started = Instant::now();
+        let silent = std::future::pending::<Result<(), io::Error>>();
+        let result = tally
+            .send_probed(&policy, silent, &moved, Some(|| async { true }))
+            .await;
+        assert!(matches!(result, Err(Failure::Silent(_))), "{result:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= SILENCE && took < SILENCE + Duration::from_secs(1),
+            "{took:?}"
+        );
+
+        // Bytes keep moving for 3 s, then the answer comes: no probe fires.
+        let moving = async {
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                moved.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, io::Error>(7)
+        };
+        let probed = AtomicU32::new(0);
+        let answer = tally
+            .send_probed(
+                &policy,
+                moving,
+                &moved,
+                Some(|| {
+                    probed.fetch_add(1, Ordering::Relaxed);
+                    async { true }
+                }),
+            )
+            .await;
+        assert!(matches!(answer, Ok(7)), "{answer:?}");
+        assert_eq!(probed.load(Ordering::Relaxed), 0);
+
+        // A probe that gets no answer either (the link is down) leaves the
+        // request to the stall timeout.
+        let policy = Policy {
+            stall_timeout: Duration::from_millis(2500),
+            probe_interval: Duration::from_millis(100),
+            ..Policy::default()
+        };
+        let silent = std::future::pending::<Result<(), io::Error>>();
+        let result = tally
+            .send_probed(&policy, silent, &moved, Some(|| async { false }))
+            .await;
+        assert!(matches!(result, Err(Failure::Network(_))), "{result:?}");
     }
 }

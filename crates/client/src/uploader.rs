@@ -112,8 +112,9 @@ impl Default for Uploader {
 
 impl Uploader {
     /// An uploader with the defaults: 8 MiB chunks, 100 retries without
-    /// progress, no time limit, a 30 s stall timeout, a 10 s connect timeout,
-    /// backoff from 1 s to 60 s, no journal, the seed protocol, one
+    /// progress (network failures not counted), no time limit, a 30 s stall
+    /// timeout, a 10 s connect timeout, backoff from 1 s to 60 s after the
+    /// server's trouble, probes every 500 ms while the link is down, no journal, the seed protocol, one
     /// connection and 16 KiB unsent per socket.
     pub fn new() -> Self {
         Self::default()
@@ -497,7 +498,7 @@ impl Shared<'_> {
                     return Ok(Capabilities::of(response.headers()));
                 }
                 Ok(response) => match self.failure_of(response).await {
-                    failure @ Failure::Transient { .. } => failure,
+                    failure @ (Failure::Transient { .. } | Failure::Network(_)) => failure,
                     _ => return Ok(Capabilities::default()),
                 },
                 Err(failure) => failure,
@@ -609,6 +610,30 @@ impl Shared<'_> {
             .await
     }
 
+    /// [`send_watched`](Self::send_watched) for a request with a body of
+    /// `len` bytes: while its body is silent before its end, it is checked
+    /// with `OPTIONS {base}/uploads` on fresh connections (any answer: the
+    /// link is up, this connection is dead). Once the body is all sent the
+    /// silence is the server's (a slow sync) and only the stall timeout
+    /// applies.
+    async fn send_body(
+        &self,
+        request: http::RequestBuilder,
+        moved: &AtomicU64,
+        len: u64,
+    ) -> Result<Response, Failure> {
+        let probe = || {
+            let pending = moved.load(Ordering::Relaxed) < len;
+            let request = self
+                .client
+                .request(Method::OPTIONS, self.target.collection.clone());
+            async move { pending && request.send().await.is_ok() }
+        };
+        self.tally
+            .send_probed(&self.up.policy, request.send(), moved, Some(probe))
+            .await
+    }
+
     /// Reads the upload URL off the answer to a creating `POST`.
     async fn session_from(&self, response: Response) -> Result<Url, Failure> {
         let status = response.status().as_u16();
@@ -662,8 +687,8 @@ impl Shared<'_> {
             Ok::<_, hyper::Error>(Some(body))
         };
         match tokio::time::timeout(self.up.policy.stall_timeout, read).await {
-            Err(_) => Err(Failure::transient("stalled while reading the response")),
-            Ok(Err(e)) => Err(Failure::transient(error_chain(&e))),
+            Err(_) => Err(Failure::network("stalled while reading the response")),
+            Ok(Err(e)) => Err(Failure::of_transport(&e)),
             Ok(Ok(None)) => Err(Failure::Fatal(Error::Protocol(
                 "the response body is too large".to_owned(),
             ))),
@@ -1114,7 +1139,7 @@ impl<'s, 'a> Lane<'s, 'a> {
             .dialect
             .chunk(client, &self.session, (at, len, self.len), body);
         let response = sh
-            .send_watched(request, &moved)
+            .send_body(request, &moved, len)
             .await
             .inspect_err(|_| sh.dropped.store(true, Ordering::Relaxed))?;
         self.reply_of(response, sh.dialect).await
@@ -1124,7 +1149,14 @@ impl<'s, 'a> Lane<'s, 'a> {
     /// finalises when it holds everything; tus, ietf: `HEAD`).
     async fn query(&self) -> Result<Reply, Failure> {
         let sh = self.sh;
-        let request = sh.dialect.query(&sh.client, &self.session, self.len);
+        // Once the link has dropped, through the chunks' client: the next
+        // chunk reuses the connection instead of opening another.
+        let client = if sh.dropped.load(Ordering::Relaxed) {
+            &sh.flapping_client
+        } else {
+            &sh.client
+        };
+        let request = sh.dialect.query(client, &self.session, self.len);
         let response = sh.send_watched(request, &AtomicU64::new(0)).await?;
         self.reply_of(response, sh.dialect).await
     }

@@ -18,11 +18,15 @@
  *   offset the server returns after each chunk is durable (fsynced).
  * - "Acknowledged" is only what the server said it holds (Upload-Offset of a
  *   204 or a HEAD). Bytes in flight count for speed, never for progress.
- * - Survival: a network error, a 5xx or a stall (no progress for STALL_MS)
- *   aborts the chunk, then we back off (0.5 s doubling to 30 s, with
- *   jitter; back to 0.5 s whenever the server reports progress, so a link
- *   that drops every few MiB still moves fast) and always HEAD before the
- *   next PATCH. While the browser says it is
+ * - Survival: a network error or a stall (no progress for STALL_MS) aborts
+ *   the chunk; then we probe the server every PROBE_MS (±10%) with the HEAD
+ *   that comes before every next PATCH, however long the link is down, so
+ *   the upload is back on the wire within about a second of the link's
+ *   return (a wait that doubles lands in the next outage of a flapping
+ *   link). The server's own trouble (a 5xx, 429 or 408) is different: we
+ *   wait as its Retry-After says, else back off (0.5 s doubling to 30 s,
+ *   with jitter; back to 0.5 s whenever the server reports progress).
+ *   While the browser says it is
  *   offline we wait for its `online` event instead (with a timer as a
  *   fallback, since navigator.onLine can be wrong). Network errors retry
  *   forever: giving up is the user's call (Pause / Cancel).
@@ -46,6 +50,7 @@
   const STALL_MS = 20000;
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 30000;
+  const PROBE_MS = 1000;
   const PARALLEL = 2;
   const STORE_KEY = "tenax.uploads.v1";
   const TOKEN_KEY = "tenax.token";
@@ -125,8 +130,28 @@
 
   /* ---------- HTTP: one XHR per request ---------- */
 
+  // `retry`: worth retrying. `server`: the server's trouble (a status),
+  // not the link's; then `retryAfter` is its Retry-After in ms, if any.
   class NetError extends Error {
-    constructor(message, retry) { super(message); this.retry = retry; }
+    constructor(message, retry) { super(message); this.retry = retry; this.server = false; this.retryAfter = null; }
+  }
+
+  // A retryable error for the server's answer `xhr` (5xx, 429, 408).
+  function serverTrouble(xhr) {
+    const error = new NetError("the server answered " + xhr.status, true);
+    error.server = true;
+    const value = (xhr.getResponseHeader("Retry-After") || "").trim();
+    if (/^[0-9]+$/.test(value)) error.retryAfter = Number(value) * 1000;
+    else if (value) {
+      const when = Date.parse(value);
+      if (!Number.isNaN(when)) error.retryAfter = Math.max(0, when - Date.now());
+    }
+    return error;
+  }
+
+  // `ms` ± `share`, at random.
+  function jitter(ms, share) {
+    return Math.round(ms * (1 - share + Math.random() * 2 * share));
   }
 
   // Resolves with the XHR once it has a response (any status); rejects with
@@ -421,11 +446,16 @@
           if (!navigator.onLine) {
             this.set("waiting", "Offline · resumes when the network is back");
             await waitOnline(signal, BACKOFF_MAX_MS);
-          } else {
-            const wait = Math.round(backoff * (0.75 + Math.random() * 0.5));
-            this.set("waiting", "Connection lost (" + error.message + ") · retrying in " + Math.ceil(wait / 1000) + " s");
+          } else if (error.server) {
+            const wait = error.retryAfter != null ? error.retryAfter : jitter(backoff, 0.25);
+            this.set("waiting", "Server busy (" + error.message + ") · retrying in " + Math.ceil(wait / 1000) + " s");
             await waitOnline(signal, wait);
             backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+          } else {
+            // The link: probe steadily, never longer apart than PROBE_MS.
+            const wait = jitter(PROBE_MS, 0.1);
+            this.set("waiting", "Connection lost (" + error.message + ") · trying again every second");
+            await waitOnline(signal, wait);
           }
         }
       }
@@ -440,7 +470,7 @@
           "Upload-Metadata": "filename " + base64(this.name) + (this.file && this.file.type ? ",filetype " + base64(this.file.type) : ""),
         },
       });
-      if (xhr.status >= 500) throw new NetError("the server answered " + xhr.status, true);
+      if (xhr.status >= 500 || xhr.status === 429 || xhr.status === 408) throw serverTrouble(xhr);
       const location = xhr.getResponseHeader("Location");
       if (xhr.status !== 201 || !location) throw new Error(refusal(xhr));
       this.url = new URL(location, window.location.href).href;
@@ -459,7 +489,7 @@
         saveEntry(this.fp, null);
         return false;
       }
-      if (xhr.status >= 500) throw new NetError("the server answered " + xhr.status, true);
+      if (xhr.status >= 500 || xhr.status === 429 || xhr.status === 408) throw serverTrouble(xhr);
       if (xhr.status >= 400) throw new Error(refusal(xhr));
       const offset = Number(xhr.getResponseHeader("Upload-Offset"));
       const length = xhr.getResponseHeader("Upload-Length");
@@ -491,7 +521,11 @@
       this.inflight = 0;
       if (xhr.status === 204 || xhr.status === 200) {
         const offset = Number(xhr.getResponseHeader("Upload-Offset"));
-        if (!Number.isSafeInteger(offset) || offset < start) throw new NetError("odd answer from the server", true);
+        if (!Number.isSafeInteger(offset) || offset < start) {
+          const odd = new NetError("odd answer from the server", true);
+          odd.server = true;
+          throw odd;
+        }
         this.acked = offset;
         this.sample();
         this.render();
@@ -505,7 +539,7 @@
         throw error;
       }
       if (xhr.status >= 500 || xhr.status === 408 || xhr.status === 429) {
-        throw new NetError("the server answered " + xhr.status, true);
+        throw serverTrouble(xhr);
       }
       throw new Error(refusal(xhr));
     }

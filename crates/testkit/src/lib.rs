@@ -5,18 +5,23 @@
 //! * [`FaultProxy`]: a TCP proxy on loopback that cuts connections after a
 //!   random number of client (or server, see [`Cut`]) bytes, to model a
 //!   flapping link.
+//! * [`WeakLink`]: a TCP proxy that models a weak link: a rate per
+//!   direction, a one-way delay, and a seeded [`Schedule`] of outages that
+//!   reset connections or silence them ([`Outage`]).
 //! * [`Balancer`]: a round-robin HTTP/1.1 reverse proxy in front of several
 //!   nodes, per request, with per-node counters.
 //! * [`s3_url`] and [`database_url`]: a fresh bucket prefix and a fresh
 //!   PostgreSQL database on the servers `scripts/test` starts.
 
 mod balancer;
+mod link;
 mod pg;
 mod proxy;
 mod s3;
 mod server;
 
 pub use balancer::Balancer;
+pub use link::{LinkConfig, LinkStats, Outage, Schedule, WeakLink};
 pub use pg::{REQUIRED_VAR as PG_REQUIRED_VAR, URL_VAR as PG_URL_VAR, database_url};
 pub use proxy::{Cut, FaultProxy, ProxyStats};
 pub use s3::{REQUIRED_VAR as S3_REQUIRED_VAR, URL_VAR as S3_URL_VAR, s3_url};

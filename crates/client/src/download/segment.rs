@@ -135,7 +135,7 @@ impl Job<'_> {
                         polls = retry::delays(self.dl.poll_min, self.dl.poll_max);
                     }
                     if seg.pos() < stop {
-                        let failure = Failure::transient(format!(
+                        let failure = Failure::network(format!(
                             "the answer ended at byte {} of {first}-{last}",
                             seg.pos()
                         ));
@@ -179,7 +179,7 @@ impl Job<'_> {
                         }
                         Ok(()) => {
                             if seg.pos() < stop {
-                                let failure = Failure::transient(format!(
+                                let failure = Failure::network(format!(
                                     "the answer ended at byte {} of {stop}",
                                     seg.pos()
                                 ));

@@ -5,6 +5,10 @@
 //! regression file goes through exactly the same code whether libFuzzer or
 //! `cargo test` feeds it. Every check panics on a violation; inputs that are
 //! not meaningful (not UTF-8, too short for `arbitrary`) are skipped.
+//!
+//! One file on purpose: the fuzz targets and the corpus replay test include it
+//! by path (`#[path]`), so each parser's invariants sit together and are
+//! compiled the same way in both.
 
 // Each fuzz target uses only one entry point.
 #![allow(dead_code)]

@@ -24,7 +24,7 @@
 //! uplink's rate over the time the link was up during the run. Then one
 //! JSON line with every figure.
 //!
-//! `weaklink_bench [--size 48MiB] [--seed 21] [--schedules flaps,outages,black-hole]
+//! `weaklink_bench [--size 48MiB] [--seed 21] [--schedules steady,flaps,outages,black-hole]
 //! [--clients tenax-seed,tenax-tus,tenax-ietf,tus-js,tus-js-tus-server,google]
 //! [--timeout 300] [--work-dir DIR] [--bin PATH] [--peers DIR] [--node PATH]`
 
@@ -81,7 +81,7 @@ fn options() -> anyhow::Result<Options> {
         peers: root.join("target/peers"),
         node: PathBuf::from("node"),
     };
-    let mut schedules = "flaps,outages,black-hole".to_owned();
+    let mut schedules = "steady,flaps,outages,black-hole".to_owned();
     let mut clients = "tenax-seed,tenax-tus,tenax-ietf,tus-js,tus-js-tus-server,google".to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -98,7 +98,7 @@ fn options() -> anyhow::Result<Options> {
             "--node" => options.node = PathBuf::from(value()?),
             "--help" | "-h" => {
                 println!(
-                    "weaklink_bench [--size 48MiB] [--seed 21] [--schedules flaps,outages,black-hole] \
+                    "weaklink_bench [--size 48MiB] [--seed 21] [--schedules steady,flaps,outages,black-hole] \
                      [--clients tenax-seed,tenax-tus,tenax-ietf,tus-js,tus-js-tus-server,google] \
                      [--timeout 300] [--work-dir DIR] [--bin PATH] [--peers DIR] [--node PATH]"
                 );
@@ -143,6 +143,9 @@ fn options() -> anyhow::Result<Options> {
 fn schedule(name: &str, seed: u64) -> anyhow::Result<(LinkConfig, &'static str)> {
     let s = Duration::from_secs;
     let (schedule, outage, what) = match name {
+        // No outage: what the link model, the client and the server reach
+        // together, the ceiling of the other schedules' share.
+        "steady" => (Schedule::always_up(), Outage::Reset, "always up"),
         "flaps" => (
             Schedule::seeded(seed, (s(5), s(12)), (s(1), s(3))),
             Outage::Reset,
@@ -281,6 +284,7 @@ async fn run(
         .spawn()
         .with_context(|| format!("cannot start {client}"))?;
     let pid = child.id();
+    let (sampler, samples) = sample_delivery(&link);
     let waited = tokio::time::timeout(
         options.timeout,
         tokio::task::spawn_blocking(move || child.wait_with_output()),
@@ -290,12 +294,19 @@ async fn run(
     let elapsed = ended - started;
     let uptime = uptime_of.uptime(started - link.started(), ended - link.started());
     let ideal = Duration::from_secs_f64(options.size as f64 / UPLINK as f64);
-    let outages = link
-        .stats()
-        .transitions()
+    sampler.abort();
+    let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
+    let transitions = link.stats().transitions();
+    let outages = transitions
         .iter()
         .filter(|(at, up)| !up && *at <= elapsed + (started - link.started()))
         .count();
+    let back_on_wire: Vec<f64> = transitions
+        .iter()
+        .filter(|(_, up)| *up)
+        .filter_map(|(at, _)| moving_again(&samples, *at))
+        .map(|d| round(d.as_secs_f64()))
+        .collect();
     let mut result = json!({
         "schedule": schedule_name,
         "client": client,
@@ -305,6 +316,7 @@ async fn run(
         "ideal_seconds": round(ideal.as_secs_f64()),
         "uptime_used": round(ideal.as_secs_f64() / uptime.as_secs_f64().max(1e-9)),
         "outages": outages,
+        "back_on_wire_seconds": back_on_wire,
         "connections": link.stats().connections.load(Ordering::Relaxed),
         "delivered_bytes": link.stats().client_bytes.load(Ordering::Relaxed),
         "log": log_path,
@@ -349,6 +361,39 @@ async fn run(
         server.stop()?;
     }
     Ok(result)
+}
+
+/// Body bytes beyond a status query or a probe: the upload is moving.
+const MOVING: u64 = 64 * 1024;
+
+/// Samples the link's delivered client bytes every 10 ms, as offsets from
+/// the link's start, into the returned list until the task is aborted.
+fn sample_delivery(link: &WeakLink) -> (tokio::task::JoinHandle<()>, Samples) {
+    let samples = Samples::default();
+    let (writer, stats, origin) = (samples.clone(), link.stats_handle(), link.started());
+    let task = tokio::spawn(async move {
+        loop {
+            let bytes = stats.client_bytes.load(Ordering::Relaxed);
+            if let Ok(mut samples) = writer.lock() {
+                samples.push((origin.elapsed(), bytes));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    (task, samples)
+}
+
+/// Delivered client bytes over time.
+type Samples = std::sync::Arc<std::sync::Mutex<Vec<(Duration, u64)>>>;
+
+/// How long after `back` (the link's return) the delivered bytes grew by
+/// [`MOVING`]; `None` if they never did.
+fn moving_again(samples: &[(Duration, u64)], back: Duration) -> Option<Duration> {
+    let from = samples.iter().find(|(at, _)| *at >= back)?.1;
+    samples
+        .iter()
+        .find(|(at, bytes)| *at >= back && *bytes >= from + MOVING)
+        .map(|(at, _)| *at - back)
 }
 
 #[tokio::main]

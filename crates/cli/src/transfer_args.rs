@@ -22,7 +22,7 @@ pub(crate) struct RetryArgs {
     /// While the link is down, probe the server this often (±10%): the
     /// transfer resumes within about this long of the link's return.
     /// Seconds, or a duration such as `500ms`, `2s`.
-    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_duration)]
     pub(crate) probe_interval: Duration,
 
     /// Give up if the transfer takes longer than this: seconds, or a

@@ -38,10 +38,13 @@ pub(crate) struct UploadArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) parallel: u16,
 
-    /// Bytes per request: a number of bytes or a size such as `256KiB`,
-    /// `8MiB`, `1GiB` (`KB`, `MB`, `GB` are powers of 1000).
-    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_chunk_size)]
-    pub(crate) chunk_size: u64,
+    /// The most bytes one request carries: a number of bytes or a size such
+    /// as `256KiB`, `8MiB`, `1GiB` (`KB`, `MB`, `GB` are powers of 1000)
+    /// [default: no limit, the rest of the file in one request]. The server
+    /// keeps what arrives of a cut request, so a limit only helps with a
+    /// server or proxy that caps request bodies.
+    #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size)]
+    pub(crate) chunk_size: Option<u64>,
 
     /// The most bytes each connection lets the kernel hold unsent
     /// (`TCP_NOTSENT_LOWAT`, Linux): what the kernel holds when a link drops
@@ -114,7 +117,7 @@ pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
     };
     let (reporter, talk) = (bar.clone(), !args.quiet);
     let uploader = Uploader::new()
-        .chunk_size(args.chunk_size)
+        .chunk_size(args.chunk_size.unwrap_or(u64::MAX))
         .unsent_limit((args.unsent_limit > 0).then_some(args.unsent_limit))
         .send_buffer(args.send_buffer)
         .max_retries(args.retry.max_retries)
@@ -128,7 +131,11 @@ pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
         .parallel(usize::from(args.parallel))
         .on_progress(move |progress: Progress| {
             reporter.set_length(progress.total);
-            reporter.set_position(progress.acknowledged);
+            // Sent bytes count before the server acknowledges them (a request
+            // may carry the whole file); after a drop the bar steps back to
+            // what the server kept.
+            let shown = progress.acknowledged.saturating_add(progress.sending);
+            reporter.set_position(shown.min(progress.total));
             if let Some(line) = talk
                 .then(|| describe(&progress.event, progress.total))
                 .flatten()

@@ -188,7 +188,20 @@ async fn parallel_parts_through_the_flapping_link() {
         uploader.upload(&path, &format!("http://{}/", proxy.addr())),
     )
     .await
-    .expect("parallel upload timed out")
+    .unwrap_or_else(|_| {
+        let reasons: Vec<String> = events(&log)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Retrying { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        panic!(
+            "parallel upload timed out after {} retries, the last ones: {:?}",
+            reasons.len(),
+            &reasons[reasons.len().saturating_sub(10)..]
+        )
+    })
     .expect("parallel upload failed");
     let cuts = proxy.stats().cuts.load(Ordering::Relaxed);
     eprintln!(

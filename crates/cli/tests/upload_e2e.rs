@@ -21,7 +21,8 @@ use support::process::{json_line, start_and_kill_cli, text, wait_output};
 use support::uploads::{quick_uploader, recording};
 use support::{BIN, KIB, MIB, assert_object_json, random_bytes, sha256_hex};
 use tenax_client::{Event, Progress};
-use tenax_testkit::{FaultProxy, Rng, TestServer};
+use tenax_client::{Protocol, Uploader};
+use tenax_testkit::{FaultProxy, LinkConfig, Outage, Rng, Schedule, TestServer, WeakLink};
 
 /// Upper bound for any single wait on the network or a child process.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -190,6 +191,60 @@ async fn library_uploads_100_mib() {
     assert_eq!(report.bytes_sent, size);
     assert_eq!(report.retries, 0);
     assert_same_file(&stored_path(&server, "big.bin"), &path);
+}
+
+/// At its defaults the library sends the whole file in one request in
+/// every dialect (no round trip and sync per chunk), and its progress
+/// moves while that request streams, before any acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_send_one_request_and_report_progress_while_it_streams() {
+    let mut rng = Rng::from_env_or_os();
+    let server = TestServer::start(BIN);
+    // 12 MiB (more than the old 8 MiB chunks) at 16 MB/s: most of a
+    // second of streaming, so several reports.
+    let link = WeakLink::start(
+        server.addr(),
+        LinkConfig {
+            uplink: Some(16_000_000),
+            downlink: None,
+            delay: Duration::from_millis(5),
+            schedule: Schedule::always_up(),
+            outage: Outage::Reset,
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let size = 12 * MIB;
+    for protocol in [Protocol::Seed, Protocol::Tus, Protocol::Ietf] {
+        let name = format!("one-request-{protocol}.bin");
+        let path = dir.path().join(&name);
+        write_random_file(&mut rng, &path, size);
+        let (uploader, log) = recording(Uploader::new().protocol(protocol));
+        let url = format!("http://{}/", link.addr());
+        let report = tokio::time::timeout(IO_TIMEOUT, uploader.upload(&path, &url))
+            .await
+            .unwrap_or_else(|_| panic!("{protocol}: the upload timed out"))
+            .unwrap_or_else(|e| panic!("{protocol}: the upload failed: {e:#}"));
+        assert_eq!((report.bytes_sent, report.retries), (size, 0), "{protocol}");
+        assert_same_file(&stored_path(&server, &name), &path);
+        let log = log.lock().expect("log").clone();
+        let sending: Vec<&Progress> = log.iter().filter(|p| p.event == Event::Sending).collect();
+        assert!(sending.len() >= 2, "{protocol}: {log:?}");
+        // One request: nothing is acknowledged while any body streams (a
+        // second request would stream after the first one's answer).
+        assert!(
+            sending.iter().all(|p| p.acknowledged == 0),
+            "{protocol}: {log:?}"
+        );
+        assert!(
+            sending.windows(2).all(|w| w[0].sending <= w[1].sending),
+            "{protocol}: {log:?}"
+        );
+        let most = sending.iter().map(|p| p.sending).max().unwrap_or(0);
+        assert!(most >= size / 2, "{protocol}: at most {most} reported");
+        let last = log.last().expect("events");
+        assert_eq!((&last.event, last.sending), (&Event::Completed, 0));
+    }
 }
 
 #[test]

@@ -18,7 +18,7 @@
 //! the upload forward.
 //!
 //! * Retries made for links: after a network failure (refused, reset,
-//!   timed out, stalled) a cheap status query every probe interval (500 ms
+//!   timed out, stalled) a cheap status query every probe interval (250 ms
 //!   ± 10%) for as long as the link is down, bounded only by the optional
 //!   overall time limit; probes on fresh connections that find a silent
 //!   connection in about 2 s; for the server's own trouble (`5xx`, `429`,

@@ -22,7 +22,7 @@ pub(crate) const MAX_RESPONSE_BODY: usize = 1024 * 1024;
 /// Consecutive `400` answers after which a transfer is abandoned.
 const MAX_BAD_REQUESTS: u32 = 3;
 /// The default pace of probes while the link is down.
-const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a request may move nothing before fresh connections are
 /// probed (at most the stall timeout): a shorter silence is an ordinary
 /// wait for the server.
@@ -70,7 +70,7 @@ macro_rules! policy_setters {
         }
 
         /// How often the server is probed while the link is down (default
-        /// 500 ms, ±10% jitter): after a network failure (a refused, reset or
+        /// 250 ms, ±10% jitter): after a network failure (a refused, reset or
         /// timed-out connection, a stall) the next attempt, a cheap status
         /// query, comes after this long, again and again, so the transfer
         /// resumes within about this long of the link's return however long
@@ -737,6 +737,7 @@ mod tests {
         let policy = Policy {
             min_delay: Duration::from_millis(10),
             max_time: Some(Duration::from_millis(300)),
+            probe_interval: Duration::from_millis(500),
             ..Policy::default()
         };
         let tally = Tally::new(&policy);

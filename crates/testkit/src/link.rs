@@ -256,6 +256,11 @@ impl WeakLink {
     pub fn stats(&self) -> &LinkStats {
         &self.stats
     }
+
+    /// The same, shared: for a task that watches the link while it runs.
+    pub fn stats_handle(&self) -> Arc<LinkStats> {
+        Arc::clone(&self.stats)
+    }
 }
 
 impl Drop for WeakLink {

@@ -118,7 +118,7 @@ impl Downloader {
     /// A downloader with the defaults: one connection, 100 retries without
     /// progress (network failures not counted), no time limit, a 30 s stall
     /// timeout, a 10 s connect timeout, backoff from 1 s to 60 s after the
-    /// server's trouble, probes every 500 ms while the link is down, no
+    /// server's trouble, probes every 250 ms while the link is down, no
     /// following, polls from 0.5 s to 5 s.
     pub fn new() -> Self {
         Self::default()

@@ -20,6 +20,9 @@ use crate::net::{Failure, Retrier, record};
 use super::session::{Shared, pieces};
 use super::*;
 
+/// How often a streaming request body reports its progress.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What a lane uploads.
 #[derive(Debug)]
 pub(super) enum Kind {
@@ -326,11 +329,37 @@ impl<'s, 'a> Lane<'s, 'a> {
         let request = sh
             .dialect
             .chunk(client, &self.session, (at, len, self.len), body);
-        let response = sh
-            .send_body(request, &moved, len)
+        let response = self
+            .reporting(sh.send_body(client, request, &moved, len), &moved)
             .await
             .inspect_err(|_| sh.dropped.store(true, Ordering::Relaxed))?;
         self.reply_of(response, sh.dialect).await
+    }
+
+    /// Awaits `sending`, reporting the bytes its body has put on the wire
+    /// (`moved`) every [`REPORT_EVERY`]: a request may carry the whole file,
+    /// and progress must not wait for its answer.
+    async fn reporting<T>(&self, sending: impl Future<Output = T>, moved: &AtomicU64) -> T {
+        let slot = self.index.and_then(|i| self.sh.sending.get(i));
+        tokio::pin!(sending);
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + REPORT_EVERY, REPORT_EVERY);
+        loop {
+            tokio::select! {
+                out = &mut sending => {
+                    if let Some(slot) = slot {
+                        slot.store(0, Ordering::Relaxed);
+                    }
+                    return out;
+                }
+                _ = ticks.tick() => {
+                    if let Some(slot) = slot {
+                        slot.store(moved.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
+                    self.sh.emit(Event::Sending);
+                }
+            }
+        }
     }
 
     /// Asks the server how much it holds (seed: `bytes */SIZE`, which

@@ -96,7 +96,7 @@ impl std::fmt::Debug for Uploader {
 impl Default for Uploader {
     fn default() -> Self {
         Uploader {
-            chunk_size: 8 << 20,
+            chunk_size: u64::MAX,
             policy: Policy::default(),
             journal_dir: None,
             protocol: Protocol::Seed,
@@ -111,18 +111,26 @@ impl Default for Uploader {
 }
 
 impl Uploader {
-    /// An uploader with the defaults: 8 MiB chunks, 100 retries without
-    /// progress (network failures not counted), no time limit, a 30 s stall
-    /// timeout, a 10 s connect timeout, backoff from 1 s to 60 s after the
-    /// server's trouble, probes every 500 ms while the link is down, no journal, the seed protocol, one
-    /// connection and 16 KiB unsent per socket.
+    /// An uploader with the defaults: the whole rest of the file in each
+    /// request, 100 retries without progress (network failures not
+    /// counted), no time limit, a 30 s stall timeout, a 10 s connect
+    /// timeout, backoff from 1 s to 60 s after the server's trouble, probes
+    /// every 250 ms while the link is down, no journal, the seed protocol,
+    /// one connection and 16 KiB unsent per socket.
     pub fn new() -> Self {
         Self::default()
     }
 
     crate::net::policy_setters!("upload");
 
-    /// Bytes per request (default 8 MiB). Zero is treated as one byte.
+    /// The most bytes one request carries (default: no limit, the whole rest
+    /// of the file in one request). The server keeps what arrives of a cut
+    /// request, and after a drop the upload asks what it holds and goes on
+    /// from there, so a smaller request saves nothing on a flapping link,
+    /// while each request's end waits a round trip and a sync for its
+    /// answer. Set a limit for a server or proxy that caps request bodies
+    /// (a `413` also makes the upload shrink its requests). Zero is treated
+    /// as one byte.
     pub fn chunk_size(mut self, bytes: u64) -> Self {
         self.chunk_size = bytes.max(1);
         self
@@ -220,6 +228,7 @@ impl Uploader {
             journal,
             sessions: Mutex::new(Vec::new()),
             acked: Vec::new(),
+            sending: Vec::new(),
             bytes_sent: Arc::new(AtomicU64::new(0)),
             dropped: AtomicBool::new(false),
             local_error: Arc::new(Mutex::new(None)),
@@ -227,6 +236,7 @@ impl Uploader {
         };
         let parts = shared.negotiate().await?;
         shared.acked = (0..parts).map(|_| AtomicU64::new(0)).collect();
+        shared.sending = (0..parts).map(|_| AtomicU64::new(0)).collect();
         *lock(&shared.sessions) = vec![None; parts];
         shared.drive(parts).await
     }
@@ -273,6 +283,11 @@ pub struct Progress {
     pub total: u64,
     /// Body bytes put on the wire so far, re-sent ones included.
     pub bytes_sent: u64,
+    /// Bytes of the requests under way that are on the wire but not yet
+    /// acknowledged: the server acknowledges them when a request ends (a
+    /// request may carry the whole file); after a drop it reports how many
+    /// it kept.
+    pub sending: u64,
     /// Failed attempts so far (all of them, not only consecutive ones).
     pub retries: u32,
     /// What happened.
@@ -303,6 +318,9 @@ pub enum Event {
     },
     /// The server acknowledged bytes (after a chunk).
     Acknowledged,
+    /// A request body is on its way (reported about four times a second
+    /// while it streams): see [`Progress::sending`].
+    Sending,
     /// After an interruption (or from the journal), the server's progress
     /// was queried and the upload continues from there.
     Resumed {

@@ -60,6 +60,9 @@ pub(super) struct Shared<'a> {
     pub(super) sessions: Mutex<Vec<Option<String>>>,
     /// Bytes the server acknowledged, per lane.
     pub(super) acked: Vec<AtomicU64>,
+    /// Bytes of each lane's request under way put on the wire, as last
+    /// reported.
+    pub(super) sending: Vec<AtomicU64>,
     pub(super) bytes_sent: Arc<AtomicU64>,
     /// A chunk request of the upload got no answer (the link dropped or
     /// stalled): from then on bodies go in [`FLAPPING_PIECE`]s through
@@ -249,18 +252,19 @@ impl Shared<'_> {
     /// with `OPTIONS {base}/uploads` on fresh connections (any answer: the
     /// link is up, this connection is dead). Once the body is all sent the
     /// silence is the server's (a slow sync) and only the stall timeout
-    /// applies.
+    /// applies. The probes go through `client`, the request's: the probe
+    /// that finds the link up leaves its fresh connection in that client's
+    /// pool, where the retry's status query and body find it.
     pub(super) async fn send_body(
         &self,
+        client: &http::Client,
         request: http::RequestBuilder,
         moved: &AtomicU64,
         len: u64,
     ) -> Result<Response, Failure> {
         let probe = || {
             let pending = moved.load(Ordering::Relaxed) < len;
-            let request = self
-                .client
-                .request(Method::OPTIONS, self.target.collection.clone());
+            let request = client.request(Method::OPTIONS, self.target.collection.clone());
             async move { pending && request.send().await.is_ok() }
         };
         self.tally
@@ -468,6 +472,7 @@ impl Shared<'_> {
                 acknowledged: self.acked.iter().map(|a| a.load(Ordering::Relaxed)).sum(),
                 total: self.size,
                 bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+                sending: self.sending.iter().map(|a| a.load(Ordering::Relaxed)).sum(),
                 retries: self.tally.retries(),
                 event,
             });

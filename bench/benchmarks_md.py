@@ -48,7 +48,9 @@ def weaklink_section():
         f"{result['downlink'] / 1e6:g} MB/s down, {result['delay_ms']} ms each way) in front "
         f"of a fresh server, with the same outages for every client (seed {result['seed']}). "
         "*Used* is the time the file needs at the uplink's rate over the time the link was up "
-        "during the run. tenax runs with its defaults; tus-js-client retries every 1 s "
+        "during the run; *back* is the median time from the link's return to the next 64 KiB "
+        "delivered; the steady schedule, with no outage, is the ceiling of the others. "
+        "tenax runs with its defaults; tus-js-client retries every 1 s "
         f"({result['chunk'] / 1048576:.0f} MiB chunks); google-resumable-media keeps its own "
         f"retry strategy ({result.get('google_chunk', 0) / 1048576:.0f} MiB chunks: it sends a "
         "failed chunk again from its start). Every stored file is checked byte for byte."
@@ -82,7 +84,11 @@ def weaklink_section():
             elif not run.get("ok"):
                 cells.append(f"FAILED: {run.get('error', '')} ({run['seconds']:.0f} s)")
             else:
-                cells.append(f"{run['seconds']:.1f} s, used {run['uptime_used']:.2f}")
+                cell = f"{run['seconds']:.1f} s, used {run['uptime_used']:.2f}"
+                back = sorted(run.get("back_on_wire_seconds") or [])
+                if back:
+                    cell += f", back {back[len(back) // 2]:.2f} s"
+                cells.append(cell)
         doc.append(f"| {names.get(client, client)} | " + " | ".join(cells) + " |")
     doc.append("")
     for target in result.get("targets", []):

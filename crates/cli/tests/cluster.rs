@@ -28,6 +28,7 @@ use support::http::{
 use support::process::{json_line, text};
 use support::{BIN, MIB, random_bytes, sha256_hex};
 use tenax_testkit::{Balancer, Rng, TestServer};
+use tokio::io::AsyncWriteExt as _;
 
 /// The nodes of each cluster.
 const NODES: usize = 3;
@@ -966,4 +967,112 @@ async fn expiry_aborts_abandoned_uploads_of_every_node() {
         eprintln!("database {}", cluster.database);
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// A node frozen past the takeover (issue 15)
+// ---------------------------------------------------------------------------
+
+/// A node frozen (SIGSTOP) while it streams an upload, for longer than a
+/// taker waits for it (the lease that matters: `TAKEOVER_WAIT`, 5 s);
+/// another node takes the upload over and finishes it; then the frozen
+/// node is resumed (SIGCONT) and its client sends it *different* bytes for
+/// the rest of the upload. Nothing it does late may change the finished
+/// file: its commits name a fence that is no longer the upload's
+/// (docs/cluster.md, "Leases and fencing").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_cannot_change_a_file_another_node_finished() {
+    let Some(cluster) = Cluster::start("cluster_frozen", &[]).await else {
+        return;
+    };
+    bounded(async {
+        let mut rng = Rng::from_env_or_os();
+        let http = client();
+        let name = "frozen.bin";
+        let data = upload_data(&mut rng);
+        let size = data.len();
+        // What the frozen node's client sends after SIGCONT: other bytes.
+        let late = random_bytes(&mut rng, size);
+        let url = tus_create(&http, &cluster.nodes[1].url("/uploads"), name, size).await;
+        let upload_path = path_of(&url);
+        let frozen = &cluster.nodes[0];
+        let mut stream = support::http::connect(frozen.addr()).await;
+        let head = format!(
+            "PATCH {upload_path} HTTP/1.1\r\nhost: {}\r\ntus-resumable: 1.0.0\r\n\
+             upload-offset: 0\r\ncontent-type: application/offset+octet-stream\r\n\
+             content-length: {size}\r\n\r\n",
+            frozen.addr()
+        );
+        // Past the 8 MiB part: the node has a part on its way or committed.
+        let before = (9 * MIB) as usize;
+        stream.write_all(head.as_bytes()).await.expect("head");
+        stream.write_all(&data[..before]).await.expect("body");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        frozen.signal("STOP");
+        let frozen_at = std::time::Instant::now();
+        // Another node takes over (waiting for the frozen one at most
+        // TAKEOVER_WAIT) and finishes with the right bytes.
+        let resumed_at = tus_finish(&http, &cluster.nodes[1].url(&upload_path), &data).await;
+        eprintln!(
+            "frozen node: the other node resumed at {resumed_at} and finished {:.1?} after the freeze",
+            frozen_at.elapsed()
+        );
+        assert_finished_everywhere_but(&cluster, &http, &upload_path, name, &data, 0).await;
+        // Keep it frozen past the takeover wait in any case.
+        let frozen_for = Duration::from_secs(6);
+        if let Some(left) = frozen_for.checked_sub(frozen_at.elapsed()) {
+            tokio::time::sleep(left).await;
+        }
+        frozen.signal("CONT");
+        // Its client goes on with other bytes; whatever the node answers
+        // must not be a success.
+        let rest = late[before..].to_vec();
+        let writer = tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(30), stream.write_all(&rest)).await;
+            let mut buffer = Vec::new();
+            support::http::read_response_within(&mut stream, &mut buffer, Duration::from_secs(30), false)
+                .await
+        });
+        let answer = writer.await.expect("late writer");
+        eprintln!(
+            "frozen node's late answer: {}",
+            answer.as_ref().map_or("none (closed)".to_owned(), Resp::describe)
+        );
+        if let Some(answer) = &answer {
+            assert!(
+                !(200..300).contains(&answer.status),
+                "the frozen node acknowledged its late bytes: {}",
+                answer.describe()
+            );
+        }
+        // Give late writes time to land, then every node must still show
+        // the finished file.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_finished_everywhere_but(&cluster, &http, &upload_path, name, &data, usize::MAX).await;
+    })
+    .await;
+}
+
+/// Every node but `skip` (frozen) reports the tus upload complete at its
+/// size, and shows `data` as the published file.
+async fn assert_finished_everywhere_but(
+    cluster: &Cluster,
+    http: &Client,
+    url_path: &str,
+    name: &str,
+    data: &[u8],
+    skip: usize,
+) {
+    for (index, node) in cluster.nodes.iter().enumerate().filter(|(i, _)| *i != skip) {
+        let head = tus_offset(http, &node.url(url_path)).await;
+        assert_eq!(head.status, 200, "node {index}: {}", head.describe());
+        assert_eq!(
+            head.number("upload-offset") as usize,
+            data.len(),
+            "node {index}"
+        );
+        let file = send(http.get(node.url(&format!("/files/{name}")))).await;
+        assert_eq!(file.status, 200, "node {index}: {}", file.describe());
+        assert_eq!(sha256_hex(&file.body), sha256_hex(data), "node {index}");
+    }
 }

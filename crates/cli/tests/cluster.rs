@@ -58,6 +58,12 @@ impl Cluster {
     async fn start(name: &str, extra: &[&str]) -> Option<Cluster> {
         let data_url = tenax_testkit::s3_url(name)?;
         let database = tenax_testkit::database_url(name)?;
+        Cluster::start_on(data_url, database, extra).await
+    }
+
+    /// Three nodes on `data_url` and `database` (a PostgreSQL of the
+    /// test's own, say).
+    async fn start_on(data_url: String, database: String, extra: &[&str]) -> Option<Cluster> {
         let (data, db) = (data_url.clone(), database.clone());
         let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
         let flags = extra.clone();
@@ -1075,4 +1081,101 @@ async fn assert_finished_everywhere_but(
         assert_eq!(file.status, 200, "node {index}: {}", file.describe());
         assert_eq!(sha256_hex(&file.body), sha256_hex(data), "node {index}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL stopped and restarted mid-upload (issue 15)
+// ---------------------------------------------------------------------------
+
+/// PostgreSQL (a server of this test's own: the shared one must stay up
+/// for the other tests) stopped in the middle of a tus upload and started
+/// again: while it is down every request answers 503 with `Retry-After`
+/// (docs/cluster.md, "Failure modes"), nothing acknowledged is lost, and the
+/// upload then finishes byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_pause_with_503_while_postgresql_is_down_then_finish() {
+    let Some(data_url) = tenax_testkit::s3_url("cluster_pg_restart") else {
+        return;
+    };
+    let Some(pg) = tokio::task::spawn_blocking(|| {
+        tenax_testkit::DedicatedPg::start("uploads_pause_with_503_while_postgresql_is_down")
+    })
+    .await
+    .expect("start PostgreSQL") else {
+        return;
+    };
+    let pg = std::sync::Arc::new(pg);
+    let Some(cluster) = Cluster::start_on(data_url, pg.url(), &[]).await else {
+        return;
+    };
+    bounded(async {
+        let mut rng = Rng::from_env_or_os();
+        let http = client();
+        let name = "pg-restart.bin";
+        let data = upload_data(&mut rng);
+        let url = tus_create(&http, &cluster.url("/uploads"), name, data.len()).await;
+        let upload = cluster.url(&path_of(&url));
+        let mut at = 0;
+        for _ in 0..2 {
+            let resp = tus_patch(&http, &upload, at, &data[at..at + CHUNK]).await;
+            assert_eq!(resp.status, 204, "{}", resp.describe());
+            at = resp.number("upload-offset") as usize;
+        }
+        let acknowledged = at;
+        let stopping = std::sync::Arc::clone(&pg);
+        tokio::task::spawn_blocking(move || stopping.stop(true))
+            .await
+            .expect("stop PostgreSQL");
+        // Down: requests on every node are told to come back later (each
+        // waits for the pool's acquire timeout, 10 s, first).
+        let down = std::time::Instant::now();
+        let node_url = |index: usize| cluster.nodes[index].url(&path_of(&url));
+        let answers = [
+            (
+                "PATCH",
+                tus_patch(&http, &node_url(0), at, &data[at..at + CHUNK]).await,
+            ),
+            ("HEAD", tus_offset(&http, &node_url(1)).await),
+            (
+                "PATCH",
+                tus_patch(&http, &node_url(2), at, &data[at..at + CHUNK]).await,
+            ),
+        ];
+        for (index, (method, resp)) in answers.iter().enumerate() {
+            assert_eq!(
+                resp.status,
+                503,
+                "{method} on node {index}, PostgreSQL down: {}",
+                resp.describe()
+            );
+            assert!(
+                resp.header("retry-after")
+                    .is_some_and(|value| value.parse::<u64>().is_ok()),
+                "{method} on node {index}: a 503 without a Retry-After in seconds: {}",
+                resp.describe()
+            );
+        }
+        eprintln!(
+            "PostgreSQL down: 3 requests answered 503 in {:.1?}",
+            down.elapsed()
+        );
+        let starting = std::sync::Arc::clone(&pg);
+        tokio::task::spawn_blocking(move || starting.start_again())
+            .await
+            .expect("start PostgreSQL again");
+        // Back: the upload goes on from what was acknowledged.
+        let back = std::time::Instant::now();
+        let resumed_at = tus_finish(&http, &upload, &data).await;
+        eprintln!(
+            "PostgreSQL back: finished from {resumed_at} in {:.1?}",
+            back.elapsed()
+        );
+        assert!(
+            resumed_at >= acknowledged,
+            "resumed at {resumed_at} after {acknowledged} had been acknowledged"
+        );
+        assert_downloads(&cluster, &http, name, &data).await;
+    })
+    .await;
+    drop(cluster);
 }

@@ -58,13 +58,23 @@ impl Cluster {
     async fn start(name: &str, extra: &[&str]) -> Option<Cluster> {
         let data_url = tenax_testkit::s3_url(name)?;
         let database = tenax_testkit::database_url(name)?;
-        Cluster::start_on(data_url, database, extra).await
+        Cluster::start_on(data_url, database, extra, &[]).await
     }
 
     /// Three nodes on `data_url` and `database` (a PostgreSQL of the
-    /// test's own, say).
-    async fn start_on(data_url: String, database: String, extra: &[&str]) -> Option<Cluster> {
+    /// test's own, say), with `envs` set for each (e.g. the object store's
+    /// endpoint through a proxy).
+    async fn start_on(
+        data_url: String,
+        database: String,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Option<Cluster> {
         let (data, db) = (data_url.clone(), database.clone());
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
         let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
         let flags = extra.clone();
         let nodes = tokio::task::spawn_blocking(move || {
@@ -72,7 +82,11 @@ impl Cluster {
                 .map(|_| {
                     let mut args = vec!["--cluster", db.as_str()];
                     args.extend(flags.iter().map(String::as_str));
-                    TestServer::start_at(BIN, &data, &args)
+                    let envs: Vec<(&str, &str)> = envs
+                        .iter()
+                        .map(|(key, value)| (key.as_str(), value.as_str()))
+                        .collect();
+                    TestServer::start_at_with_env(BIN, &data, &args, &envs)
                 })
                 .collect::<Vec<_>>()
         })
@@ -1105,7 +1119,7 @@ async fn uploads_pause_with_503_while_postgresql_is_down_then_finish() {
         return;
     };
     let pg = std::sync::Arc::new(pg);
-    let Some(cluster) = Cluster::start_on(data_url, pg.url(), &[]).await else {
+    let Some(cluster) = Cluster::start_on(data_url, pg.url(), &[], &[]).await else {
         return;
     };
     bounded(async {
@@ -1178,4 +1192,107 @@ async fn uploads_pause_with_503_while_postgresql_is_down_then_finish() {
     })
     .await;
     drop(cluster);
+}
+
+// ---------------------------------------------------------------------------
+// The object store down and back mid-upload (issue 15)
+// ---------------------------------------------------------------------------
+
+/// The S3 server gone in the middle of a tus upload and back: the nodes
+/// reach it through a proxy of this test's own, which is dropped (its
+/// listener and every connection through it closed: to the nodes, the
+/// server was killed) and started again on the same port. moto keeps its
+/// objects in memory, so killing moto itself would lose the upload's
+/// parts, which a real S3 server keeps across a restart; the proxy models
+/// the restart without the loss, and the shared moto stays up for the
+/// other tests. While it is down, requests that need it answer 503 with
+/// `Retry-After`; nothing acknowledged is lost; the upload then finishes
+/// byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_pause_with_503_while_the_object_store_is_down_then_finish() {
+    let Some(data_url) = tenax_testkit::s3_url("cluster_s3_restart") else {
+        return;
+    };
+    let Some(database) = tenax_testkit::database_url("cluster_s3_restart") else {
+        return;
+    };
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL of the test S3 server");
+    let upstream: SocketAddr = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|_| panic!("AWS_ENDPOINT_URL {endpoint:?} is not http://IP:PORT"));
+    let rng = Rng::from_env_or_os();
+    let proxy =
+        tenax_testkit::FaultProxy::start_with(upstream, tenax_testkit::Cut::default(), rng.clone())
+            .await;
+    let listen = proxy.addr();
+    let proxied = format!("http://{listen}");
+    let Some(cluster) =
+        Cluster::start_on(data_url, database, &[], &[("AWS_ENDPOINT_URL", &proxied)]).await
+    else {
+        return;
+    };
+    bounded(async {
+        let mut rng = rng.clone();
+        let http = client();
+        let name = "s3-restart.bin";
+        let data = upload_data(&mut rng);
+        let url = tus_create(&http, &cluster.url("/uploads"), name, data.len()).await;
+        let upload = cluster.url(&path_of(&url));
+        let mut at = 0;
+        // Past the first 8 MiB part.
+        for _ in 0..5 {
+            let resp = tus_patch(&http, &upload, at, &data[at..at + CHUNK]).await;
+            assert_eq!(resp.status, 204, "{}", resp.describe());
+            at = resp.number("upload-offset") as usize;
+        }
+        let acknowledged = at;
+        drop(proxy);
+        let down = std::time::Instant::now();
+        let node_url = |index: usize| cluster.nodes[index].url(&path_of(&url));
+        let answers = [
+            tus_patch(&http, &node_url(0), at, &data[at..at + CHUNK]).await,
+            tus_patch(&http, &node_url(1), at, &data[at..at + CHUNK]).await,
+        ];
+        eprintln!(
+            "object store down: 2 appends answered in {:.1?}",
+            down.elapsed()
+        );
+        for (index, resp) in answers.iter().enumerate() {
+            assert_eq!(
+                resp.status,
+                503,
+                "append on node {index}, object store down: {}",
+                resp.describe()
+            );
+            assert!(
+                resp.header("retry-after")
+                    .is_some_and(|value| value.parse::<u64>().is_ok()),
+                "node {index}: a 503 without a Retry-After in seconds: {}",
+                resp.describe()
+            );
+        }
+        let proxy = tenax_testkit::FaultProxy::start_at(
+            listen,
+            upstream,
+            tenax_testkit::Cut::default(),
+            rng.clone(),
+        )
+        .await;
+        let back = std::time::Instant::now();
+        let resumed_at = tus_finish(&http, &upload, &data).await;
+        eprintln!(
+            "object store back: finished from {resumed_at} in {:.1?}",
+            back.elapsed()
+        );
+        assert!(
+            resumed_at >= acknowledged,
+            "resumed at {resumed_at} after {acknowledged} had been acknowledged"
+        );
+        assert_downloads(&cluster, &http, name, &data).await;
+        drop(proxy);
+    })
+    .await;
 }

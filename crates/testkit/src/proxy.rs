@@ -119,7 +119,15 @@ impl FaultProxy {
     /// Starts a proxy to `upstream` that cuts each connection as `cut`
     /// says. Must be called within a tokio runtime.
     pub async fn start_with(upstream: SocketAddr, cut: Cut, rng: Rng) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), upstream, cut, rng).await
+    }
+
+    /// Like [`FaultProxy::start_with`], listening on `listen` (the address of
+    /// a proxy dropped before: a server that comes back on its port).
+    /// Dropping the proxy closes its listener and every connection through
+    /// it, as when the server behind it is killed.
+    pub async fn start_at(listen: SocketAddr, upstream: SocketAddr, cut: Cut, rng: Rng) -> Self {
+        let listener = TcpListener::bind(listen)
             .await
             .expect("cannot bind the proxy");
         let addr = listener
@@ -130,7 +138,11 @@ impl FaultProxy {
         let task = tokio::spawn({
             let stats = Arc::clone(&stats);
             async move {
+                // Owned by this task: aborting it (the drop) ends every
+                // connection too.
+                let mut connections = tokio::task::JoinSet::new();
                 while let Ok((client, _)) = listener.accept().await {
+                    while connections.try_join_next().is_some() {}
                     stats.connections.fetch_add(1, Ordering::Relaxed);
                     let draw = |range: Option<(u64, u64)>| {
                         range.map(|(low, high)| {
@@ -140,7 +152,7 @@ impl FaultProxy {
                         })
                     };
                     let budgets = (draw(cut.upload), draw(cut.download));
-                    tokio::spawn(forward(
+                    connections.spawn(forward(
                         client,
                         upstream,
                         budgets,

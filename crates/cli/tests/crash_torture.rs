@@ -45,8 +45,11 @@ const DOWN_MS: (u64, u64) = (0, 50);
 /// The run must have at least one kill during a chunk in flight for each
 /// this long of its upload phase (and at least one): a kill in a quiet
 /// moment tests nothing. A kill cycle is at most `KILL_EVERY_MS.1` plus the
-/// restart, so this leaves room for slow restarts on a loaded machine.
-const MID_UPLOAD_KILL_EVERY: Duration = Duration::from_secs(5);
+/// restart, and after each restart the clients first back off and query;
+/// on an idle machine about half the kills find a chunk in flight, on a
+/// loaded one (slow restarts) about a third, one per 6 s: this leaves room
+/// for that.
+const MID_UPLOAD_KILL_EVERY: Duration = Duration::from_secs(10);
 
 /// Chunk requests (with a body) sent and not yet answered: the killer
 /// reads it at each kill to count the kills that landed mid-upload.

@@ -254,7 +254,12 @@ async function cut() {
   const retryDelays = [0]
   for (let i = 1; i < retries; i++) retryDelays.push(Math.min(100 * 2 ** (i - 1), 800))
   const { upload } = await runUpload(fs.createReadStream(file), baseOptions({ retryDelays }))
-  return { url: upload.url, offset: upload._offset }
+  return {
+    url: upload.url,
+    offset: upload._offset,
+    chunkSize: Number.isFinite(chunkSize) ? chunkSize : null,
+    exchanges: offsetExchanges(),
+  }
 }
 
 async function parallel() {
@@ -314,6 +319,24 @@ async function terminate() {
   return { url: upload.url, deleteStatus: del.status, headAfterDelete: res.status }
 }
 
+/**
+ * The exchanges that report an offset, for the test to check each
+ * `Upload-Offset` against what was sent: every PATCH and HEAD, and the
+ * creation POST (an append too when it carries data). `status` is null when
+ * the request failed without an answer.
+ */
+function offsetExchanges() {
+  return trace
+    .filter((e) => ['POST', 'PATCH', 'HEAD'].includes(e.method))
+    .map((e) => ({
+      method: e.method,
+      status: e.status ?? null,
+      requestOffset: e.request?.['upload-offset'] ?? null,
+      requestComplete: e.request?.['upload-complete'] ?? null,
+      responseOffset: e.response?.['upload-offset'] ?? null,
+    }))
+}
+
 async function ietf(protocol) {
   const { upload } = await runUpload(fs.createReadStream(file), baseOptions({ protocol }))
   const post = trace.find((e) => e.method === 'POST')
@@ -322,6 +345,8 @@ async function ietf(protocol) {
     offset: upload._offset,
     postRequest: post?.request,
     postStatus: post?.status,
+    chunkSize: Number.isFinite(chunkSize) ? chunkSize : null,
+    exchanges: offsetExchanges(),
   }
 }
 

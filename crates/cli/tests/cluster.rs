@@ -28,6 +28,7 @@ use support::http::{
 use support::process::{json_line, text};
 use support::{BIN, MIB, random_bytes, sha256_hex};
 use tenax_testkit::{Balancer, Rng, TestServer};
+use tokio::io::AsyncWriteExt as _;
 
 /// The nodes of each cluster.
 const NODES: usize = 3;
@@ -57,7 +58,23 @@ impl Cluster {
     async fn start(name: &str, extra: &[&str]) -> Option<Cluster> {
         let data_url = tenax_testkit::s3_url(name)?;
         let database = tenax_testkit::database_url(name)?;
+        Cluster::start_on(data_url, database, extra, &[]).await
+    }
+
+    /// Three nodes on `data_url` and `database` (a PostgreSQL of the
+    /// test's own, say), with `envs` set for each (e.g. the object store's
+    /// endpoint through a proxy).
+    async fn start_on(
+        data_url: String,
+        database: String,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Option<Cluster> {
         let (data, db) = (data_url.clone(), database.clone());
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
         let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
         let flags = extra.clone();
         let nodes = tokio::task::spawn_blocking(move || {
@@ -65,7 +82,11 @@ impl Cluster {
                 .map(|_| {
                     let mut args = vec!["--cluster", db.as_str()];
                     args.extend(flags.iter().map(String::as_str));
-                    TestServer::start_at(BIN, &data, &args)
+                    let envs: Vec<(&str, &str)> = envs
+                        .iter()
+                        .map(|(key, value)| (key.as_str(), value.as_str()))
+                        .collect();
+                    TestServer::start_at_with_env(BIN, &data, &args, &envs)
                 })
                 .collect::<Vec<_>>()
         })
@@ -964,6 +985,314 @@ async fn expiry_aborts_abandoned_uploads_of_every_node() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         eprintln!("database {}", cluster.database);
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// A node frozen past the takeover (issue 15)
+// ---------------------------------------------------------------------------
+
+/// A node frozen (SIGSTOP) while it streams an upload, for longer than a
+/// taker waits for it (the lease that matters: `TAKEOVER_WAIT`, 5 s);
+/// another node takes the upload over and finishes it; then the frozen
+/// node is resumed (SIGCONT) and its client sends it *different* bytes for
+/// the rest of the upload. Nothing it does late may change the finished
+/// file: its commits name a fence that is no longer the upload's
+/// (docs/cluster.md, "Leases and fencing").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_cannot_change_a_file_another_node_finished() {
+    let Some(cluster) = Cluster::start("cluster_frozen", &[]).await else {
+        return;
+    };
+    bounded(async {
+        let mut rng = Rng::from_env_or_os();
+        let http = client();
+        let name = "frozen.bin";
+        let data = upload_data(&mut rng);
+        let size = data.len();
+        // What the frozen node's client sends after SIGCONT: other bytes.
+        let late = random_bytes(&mut rng, size);
+        let url = tus_create(&http, &cluster.nodes[1].url("/uploads"), name, size).await;
+        let upload_path = path_of(&url);
+        let frozen = &cluster.nodes[0];
+        let mut stream = support::http::connect(frozen.addr()).await;
+        let head = format!(
+            "PATCH {upload_path} HTTP/1.1\r\nhost: {}\r\ntus-resumable: 1.0.0\r\n\
+             upload-offset: 0\r\ncontent-type: application/offset+octet-stream\r\n\
+             content-length: {size}\r\n\r\n",
+            frozen.addr()
+        );
+        // Past the 8 MiB part: the node has a part on its way or committed.
+        let before = (9 * MIB) as usize;
+        stream.write_all(head.as_bytes()).await.expect("head");
+        stream.write_all(&data[..before]).await.expect("body");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        frozen.signal("STOP");
+        let frozen_at = std::time::Instant::now();
+        // Another node takes over (waiting for the frozen one at most
+        // TAKEOVER_WAIT) and finishes with the right bytes.
+        let resumed_at = tus_finish(&http, &cluster.nodes[1].url(&upload_path), &data).await;
+        eprintln!(
+            "frozen node: the other node resumed at {resumed_at} and finished {:.1?} after the freeze",
+            frozen_at.elapsed()
+        );
+        assert_finished_everywhere_but(&cluster, &http, &upload_path, name, &data, 0).await;
+        // Keep it frozen past the takeover wait in any case.
+        let frozen_for = Duration::from_secs(6);
+        if let Some(left) = frozen_for.checked_sub(frozen_at.elapsed()) {
+            tokio::time::sleep(left).await;
+        }
+        frozen.signal("CONT");
+        // Its client goes on with other bytes; whatever the node answers
+        // must not be a success.
+        let rest = late[before..].to_vec();
+        let writer = tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(30), stream.write_all(&rest)).await;
+            let mut buffer = Vec::new();
+            support::http::read_response_within(&mut stream, &mut buffer, Duration::from_secs(30), false)
+                .await
+        });
+        let answer = writer.await.expect("late writer");
+        eprintln!(
+            "frozen node's late answer: {}",
+            answer.as_ref().map_or("none (closed)".to_owned(), Resp::describe)
+        );
+        if let Some(answer) = &answer {
+            assert!(
+                !(200..300).contains(&answer.status),
+                "the frozen node acknowledged its late bytes: {}",
+                answer.describe()
+            );
+        }
+        // Give late writes time to land, then every node must still show
+        // the finished file.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_finished_everywhere_but(&cluster, &http, &upload_path, name, &data, usize::MAX).await;
+    })
+    .await;
+}
+
+/// Every node but `skip` (frozen) reports the tus upload complete at its
+/// size, and shows `data` as the published file.
+async fn assert_finished_everywhere_but(
+    cluster: &Cluster,
+    http: &Client,
+    url_path: &str,
+    name: &str,
+    data: &[u8],
+    skip: usize,
+) {
+    for (index, node) in cluster.nodes.iter().enumerate().filter(|(i, _)| *i != skip) {
+        let head = tus_offset(http, &node.url(url_path)).await;
+        assert_eq!(head.status, 200, "node {index}: {}", head.describe());
+        assert_eq!(
+            head.number("upload-offset") as usize,
+            data.len(),
+            "node {index}"
+        );
+        let file = send(http.get(node.url(&format!("/files/{name}")))).await;
+        assert_eq!(file.status, 200, "node {index}: {}", file.describe());
+        assert_eq!(sha256_hex(&file.body), sha256_hex(data), "node {index}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL stopped and restarted mid-upload (issue 15)
+// ---------------------------------------------------------------------------
+
+/// PostgreSQL (a server of this test's own: the shared one must stay up
+/// for the other tests) stopped in the middle of a tus upload and started
+/// again: while it is down every request answers 503 with `Retry-After`
+/// (docs/cluster.md, "Failure modes"), nothing acknowledged is lost, and the
+/// upload then finishes byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_pause_with_503_while_postgresql_is_down_then_finish() {
+    let Some(data_url) = tenax_testkit::s3_url("cluster_pg_restart") else {
+        return;
+    };
+    let Some(pg) = tokio::task::spawn_blocking(|| {
+        tenax_testkit::DedicatedPg::start("uploads_pause_with_503_while_postgresql_is_down")
+    })
+    .await
+    .expect("start PostgreSQL") else {
+        return;
+    };
+    let pg = std::sync::Arc::new(pg);
+    let Some(cluster) = Cluster::start_on(data_url, pg.url(), &[], &[]).await else {
+        return;
+    };
+    bounded(async {
+        let mut rng = Rng::from_env_or_os();
+        let http = client();
+        let name = "pg-restart.bin";
+        let data = upload_data(&mut rng);
+        let url = tus_create(&http, &cluster.url("/uploads"), name, data.len()).await;
+        let upload = cluster.url(&path_of(&url));
+        let mut at = 0;
+        for _ in 0..2 {
+            let resp = tus_patch(&http, &upload, at, &data[at..at + CHUNK]).await;
+            assert_eq!(resp.status, 204, "{}", resp.describe());
+            at = resp.number("upload-offset") as usize;
+        }
+        let acknowledged = at;
+        let stopping = std::sync::Arc::clone(&pg);
+        tokio::task::spawn_blocking(move || stopping.stop(true))
+            .await
+            .expect("stop PostgreSQL");
+        // Down: requests on every node are told to come back later (each
+        // waits for the pool's acquire timeout, 10 s, first).
+        let down = std::time::Instant::now();
+        let node_url = |index: usize| cluster.nodes[index].url(&path_of(&url));
+        let answers = [
+            (
+                "PATCH",
+                tus_patch(&http, &node_url(0), at, &data[at..at + CHUNK]).await,
+            ),
+            ("HEAD", tus_offset(&http, &node_url(1)).await),
+            (
+                "PATCH",
+                tus_patch(&http, &node_url(2), at, &data[at..at + CHUNK]).await,
+            ),
+        ];
+        for (index, (method, resp)) in answers.iter().enumerate() {
+            assert_eq!(
+                resp.status,
+                503,
+                "{method} on node {index}, PostgreSQL down: {}",
+                resp.describe()
+            );
+            assert!(
+                resp.header("retry-after")
+                    .is_some_and(|value| value.parse::<u64>().is_ok()),
+                "{method} on node {index}: a 503 without a Retry-After in seconds: {}",
+                resp.describe()
+            );
+        }
+        eprintln!(
+            "PostgreSQL down: 3 requests answered 503 in {:.1?}",
+            down.elapsed()
+        );
+        let starting = std::sync::Arc::clone(&pg);
+        tokio::task::spawn_blocking(move || starting.start_again())
+            .await
+            .expect("start PostgreSQL again");
+        // Back: the upload goes on from what was acknowledged.
+        let back = std::time::Instant::now();
+        let resumed_at = tus_finish(&http, &upload, &data).await;
+        eprintln!(
+            "PostgreSQL back: finished from {resumed_at} in {:.1?}",
+            back.elapsed()
+        );
+        assert!(
+            resumed_at >= acknowledged,
+            "resumed at {resumed_at} after {acknowledged} had been acknowledged"
+        );
+        assert_downloads(&cluster, &http, name, &data).await;
+    })
+    .await;
+    drop(cluster);
+}
+
+// ---------------------------------------------------------------------------
+// The object store down and back mid-upload (issue 15)
+// ---------------------------------------------------------------------------
+
+/// The S3 server gone in the middle of a tus upload and back: the nodes
+/// reach it through a proxy of this test's own, which is dropped (its
+/// listener and every connection through it closed: to the nodes, the
+/// server was killed) and started again on the same port. moto keeps its
+/// objects in memory, so killing moto itself would lose the upload's
+/// parts, which a real S3 server keeps across a restart; the proxy models
+/// the restart without the loss, and the shared moto stays up for the
+/// other tests. While it is down, requests that need it answer 503 with
+/// `Retry-After`; nothing acknowledged is lost; the upload then finishes
+/// byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_pause_with_503_while_the_object_store_is_down_then_finish() {
+    let Some(data_url) = tenax_testkit::s3_url("cluster_s3_restart") else {
+        return;
+    };
+    let Some(database) = tenax_testkit::database_url("cluster_s3_restart") else {
+        return;
+    };
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL of the test S3 server");
+    let upstream: SocketAddr = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|_| panic!("AWS_ENDPOINT_URL {endpoint:?} is not http://IP:PORT"));
+    let rng = Rng::from_env_or_os();
+    let proxy =
+        tenax_testkit::FaultProxy::start_with(upstream, tenax_testkit::Cut::default(), rng.clone())
+            .await;
+    let listen = proxy.addr();
+    let proxied = format!("http://{listen}");
+    let Some(cluster) =
+        Cluster::start_on(data_url, database, &[], &[("AWS_ENDPOINT_URL", &proxied)]).await
+    else {
+        return;
+    };
+    bounded(async {
+        let mut rng = rng.clone();
+        let http = client();
+        let name = "s3-restart.bin";
+        let data = upload_data(&mut rng);
+        let url = tus_create(&http, &cluster.url("/uploads"), name, data.len()).await;
+        let upload = cluster.url(&path_of(&url));
+        let mut at = 0;
+        // Past the first 8 MiB part.
+        for _ in 0..5 {
+            let resp = tus_patch(&http, &upload, at, &data[at..at + CHUNK]).await;
+            assert_eq!(resp.status, 204, "{}", resp.describe());
+            at = resp.number("upload-offset") as usize;
+        }
+        let acknowledged = at;
+        drop(proxy);
+        let down = std::time::Instant::now();
+        let node_url = |index: usize| cluster.nodes[index].url(&path_of(&url));
+        let answers = [
+            tus_patch(&http, &node_url(0), at, &data[at..at + CHUNK]).await,
+            tus_patch(&http, &node_url(1), at, &data[at..at + CHUNK]).await,
+        ];
+        eprintln!(
+            "object store down: 2 appends answered in {:.1?}",
+            down.elapsed()
+        );
+        for (index, resp) in answers.iter().enumerate() {
+            assert_eq!(
+                resp.status,
+                503,
+                "append on node {index}, object store down: {}",
+                resp.describe()
+            );
+            assert!(
+                resp.header("retry-after")
+                    .is_some_and(|value| value.parse::<u64>().is_ok()),
+                "node {index}: a 503 without a Retry-After in seconds: {}",
+                resp.describe()
+            );
+        }
+        let proxy = tenax_testkit::FaultProxy::start_at(
+            listen,
+            upstream,
+            tenax_testkit::Cut::default(),
+            rng.clone(),
+        )
+        .await;
+        let back = std::time::Instant::now();
+        let resumed_at = tus_finish(&http, &upload, &data).await;
+        eprintln!(
+            "object store back: finished from {resumed_at} in {:.1?}",
+            back.elapsed()
+        );
+        assert!(
+            resumed_at >= acknowledged,
+            "resumed at {resumed_at} after {acknowledged} had been acknowledged"
+        );
+        assert_downloads(&cluster, &http, name, &data).await;
+        drop(proxy);
     })
     .await;
 }

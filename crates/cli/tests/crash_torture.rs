@@ -21,7 +21,7 @@
 //!   uploads then speaks tus);
 //! * `TENAX_TEST_SEED`: replays a run (the seed is printed).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,32 @@ const BACKOFF_MAX: Duration = Duration::from_millis(250);
 const KILL_EVERY_MS: (u64, u64) = (100, 600);
 /// How long the server stays dead, in milliseconds.
 const DOWN_MS: (u64, u64) = (0, 50);
+/// The run must have at least one kill during a chunk in flight for each
+/// this long of its upload phase (and at least one): a kill in a quiet
+/// moment tests nothing. The killer aims at chunks in flight; a kill cycle
+/// is at most `KILL_EVERY_MS.1`, the aim and the restart, which is slow on
+/// a loaded machine: this leaves room for that.
+const MID_UPLOAD_KILL_EVERY: Duration = Duration::from_secs(10);
+
+/// Chunk requests (with a body) sent and not yet answered: the killer
+/// reads it at each kill to count the kills that landed mid-upload.
+static CHUNKS_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a chunk request as in flight while it lives.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> InFlight {
+        CHUNKS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        CHUNKS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -314,6 +340,7 @@ async fn send_chunk(client: &Client, url: &str, plan: &Plan, at: u64, out: &mut 
     let end = (at + plan.chunk).min(size);
     let body = plan.source.bytes(at, end);
     out.sent += end - at;
+    let _in_flight = (end > at).then(InFlight::start);
     match plan.dialect {
         Dialect::Seed => {
             let range = if at == end {
@@ -429,10 +456,24 @@ async fn run_upload(base: String, plan: Plan, deadline: Instant) -> Outcome {
     }
 }
 
+/// What the killer did.
+struct Kills {
+    /// Kills before `stop`.
+    total: u64,
+    /// Those that found a chunk request in flight.
+    mid_upload: u64,
+}
+
 /// Kills and restarts the server at random moments until `stop` or `max`.
-fn killer(mut server: TestServer, seed: u64, max: u64, stop: Arc<AtomicBool>) -> (TestServer, u64) {
+fn killer(
+    mut server: TestServer,
+    seed: u64,
+    max: u64,
+    stop: Arc<AtomicBool>,
+) -> (TestServer, Kills) {
     let mut rng = Rng::new(seed);
     let mut kills = 0;
+    let mut mid_upload = 0;
     while kills < max {
         let wait = Duration::from_millis(rng.between(KILL_EVERY_MS.0, KILL_EVERY_MS.1));
         let until = Instant::now() + wait;
@@ -442,12 +483,33 @@ fn killer(mut server: TestServer, seed: u64, max: u64, stop: Arc<AtomicBool>) ->
         if stop.load(Ordering::SeqCst) {
             break;
         }
+        // Aim at a chunk in flight (for at most a second), then a random
+        // moment of its life: left to chance alone, most kills found only
+        // queries and backoffs (a loaded run landed 0 of 20 mid-chunk).
+        let until = Instant::now() + Duration::from_secs(1);
+        while CHUNKS_IN_FLIGHT.load(Ordering::SeqCst) == 0
+            && Instant::now() < until
+            && !stop.load(Ordering::SeqCst)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(rng.between(0, 20)));
+        let in_flight = CHUNKS_IN_FLIGHT.load(Ordering::SeqCst);
         server.kill9();
         kills += 1;
+        if in_flight > 0 {
+            mid_upload += 1;
+        }
         std::thread::sleep(Duration::from_millis(rng.between(DOWN_MS.0, DOWN_MS.1)));
         server.restart();
     }
-    (server, kills)
+    (
+        server,
+        Kills {
+            total: kills,
+            mid_upload,
+        },
+    )
 }
 
 fn describe(reply: Reply) -> String {
@@ -593,7 +655,8 @@ async fn acknowledged_bytes_survive_sigkill() {
     }
     let upload_time = started.elapsed();
     stop.store(true, Ordering::SeqCst);
-    let (mut server, mut kills) = killer.join().expect("the killer thread panicked");
+    let (mut server, run_kills) = killer.join().expect("the killer thread panicked");
+    let mut kills = run_kills.total;
     // One last crash after every upload completed: completions must be durable too.
     server.kill9();
     kills += 1;
@@ -639,9 +702,10 @@ async fn acknowledged_bytes_survive_sigkill() {
     let completed = outcomes.iter().filter(|o| o.done).count();
     println!(
         "crash torture: uploads {completed}/{uploads} ({total_bytes} bytes, max {max_size}), \
-         kills {kills}, acknowledgements checked {acks}, lost acknowledged bytes {lost}, \
+         kills {kills} ({} mid-upload), acknowledgements checked {acks}, lost acknowledged bytes {lost}, \
          corrupt files {}, bytes re-sent {}, requests {requests}, client errors {errors}, \
          {:.1} s",
+        run_kills.mid_upload,
         corrupt.len(),
         sent.saturating_sub(total_bytes),
         upload_time.as_secs_f64()
@@ -661,5 +725,18 @@ async fn acknowledged_bytes_survive_sigkill() {
         "crash torture failed (replay with the TENAX_TEST_SEED printed above):{report}"
     );
     assert_eq!(lost, 0, "lost acknowledged bytes");
+    // The kills must have landed during uploads, in proportion to the run
+    // (unless the run asked for fewer kills).
+    let wanted = (upload_time.as_secs_f64() / MID_UPLOAD_KILL_EVERY.as_secs_f64()) as u64;
+    let wanted = wanted.max(1).min(max_kills);
+    assert!(
+        run_kills.mid_upload >= wanted,
+        "only {} of {} kills landed while a chunk was in flight, in {:.1} s of uploads \
+         (at least {wanted} wanted: one per {:?})",
+        run_kills.mid_upload,
+        run_kills.total,
+        upload_time.as_secs_f64(),
+        MID_UPLOAD_KILL_EVERY
+    );
     drop(server);
 }

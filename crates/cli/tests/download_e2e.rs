@@ -174,6 +174,7 @@ async fn flapping_link_cuts_a_256_mib_download_every_few_mib() {
         Cut {
             upload: None,
             download: Some((2 * MIB, 6 * MIB)),
+            ..Cut::default()
         },
         rng.clone(),
     )
@@ -216,6 +217,7 @@ async fn a_file_replaced_between_two_parts_starts_over() {
         Cut {
             upload: None,
             download: Some((3 * MIB, 3 * MIB)),
+            ..Cut::default()
         },
         rng.clone(),
     )
@@ -268,6 +270,7 @@ async fn four_connections_through_a_flapping_link() {
         Cut {
             upload: None,
             download: Some((MIB, 3 * MIB)),
+            ..Cut::default()
         },
         rng.clone(),
     )

@@ -1883,3 +1883,78 @@ async fn uploads_past_the_configured_maximum_are_413() {
         options.describe()
     );
 }
+
+/// docs/protocol.md §1.1, "which upload a name addresses": with two
+/// unfinished uploads of one name (a status query by name created the
+/// first, a `POST` session the second, which then holds 1 MiB), the name
+/// addresses the newer one, and still does after each of 20 `kill -9` and
+/// restarts. (Found as issue 15: the two are usually created within one
+/// second, and recovery then chose by their random ids, so that the answer
+/// after a restart differed from the one before for about one name in two;
+/// eight names make a regression show in all but one run in 256.)
+#[tokio::test]
+async fn a_name_addresses_the_same_upload_across_kill9_restarts() {
+    const RESTARTS: usize = 20;
+    const NAMES: usize = 8;
+    let mut server = TestServer::start(BIN);
+    let total = 2 * 1024 * 1024usize;
+    let data = random_bytes(&mut Rng::new(15), total);
+    let names: Vec<String> = (0..NAMES).map(|i| format!("restart-{i}.bin")).collect();
+    let by_name = |server: &TestServer, name: &str| server.url(&format!("/api/upload?file={name}"));
+    let query = |url: String| async move {
+        send(
+            client()
+                .put(url)
+                .header("content-range", format!("bytes */{total}")),
+        )
+        .await
+    };
+    for name in &names {
+        // The status query by name creates the first upload, empty.
+        assert_incomplete(&query(by_name(&server, name)).await, 0);
+        // A session for the same name, created next, takes 1 MiB.
+        let session = Session::initiate(&server, name, Some(total as u64)).await;
+        session
+            .chunk_incomplete(&data, 0, 1 << 20, Some(total as u64), 1 << 20)
+            .await;
+        assert_incomplete(&query(by_name(&server, name)).await, 1 << 20);
+    }
+    let started = std::time::Instant::now();
+    let expected = (308, Some("bytes=0-1048575".to_owned()));
+    let mut differing = Vec::new();
+    for restart in 0..RESTARTS {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "{restart} restarts took {:?}",
+            started.elapsed()
+        );
+        server.kill9();
+        server.restart();
+        for name in &names {
+            let resp = query(by_name(&server, name)).await;
+            let answer = (resp.status, resp.header("range").map(str::to_owned));
+            if answer != expected {
+                differing.push((restart, name.clone(), answer));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "before the kills each name answered {expected:?}; after these restarts not: {differing:?}"
+    );
+    // Each name finishes the upload its session started.
+    for name in &names {
+        let resp = send(
+            client()
+                .put(by_name(&server, name))
+                .header(
+                    "content-range",
+                    content_range(1 << 20, total as u64, Some(total as u64)),
+                )
+                .body(data[1 << 20..].to_vec()),
+        )
+        .await;
+        assert_final(&resp, &data, name);
+        assert_eq!(download(&server, name).await, data);
+    }
+}

@@ -199,6 +199,11 @@ fn cut_mode(name: &str, chunk_size: Value, options: Value) {
     eprintln!("proxy: {cuts} cuts; client: {report}");
     assert!(cuts >= 5, "the proxy cut only {cuts} connections");
     assert_eq!(report["offset"].as_u64(), Some(len), "{report}");
+    if request["options"]["protocol"].is_string() {
+        // The IETF modes: every answer's Upload-Offset, through the cuts.
+        let appends = check_upload_offsets(&report, len, false);
+        assert!(appends > 0, "no append was checked: {report}");
+    }
     let url = report["url"].as_str().expect("report has a url");
     assert!(url.starts_with(&format!("http://{}/uploads/", proxy.addr())));
     let id = url.rsplit('/').next().unwrap_or_default();
@@ -311,6 +316,97 @@ fn assert_stored(server: &TestServer, id: &str, data: &[u8]) {
     assert_same_bytes(&path.display().to_string(), &stored, data);
 }
 
+/// Checks the `Upload-Offset` of every answer of an IETF run (the
+/// `exchanges` the script reports): each append's answer carries the offset,
+/// which is the request's offset plus the chunk sent (`strict`, on a clean
+/// link), or between the request's offset and that (through a cutting
+/// proxy); every append starts where the server last said; no offset ever
+/// goes back; the last one is the size. Returns the number of appends checked.
+fn check_upload_offsets(report: &Value, size: u64, strict: bool) -> usize {
+    let chunk = report["chunkSize"].as_u64().unwrap_or(u64::MAX);
+    let exchanges = report["exchanges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the script reported no exchanges: {report}"));
+    let number = |value: &Value, what: &str, index: usize| -> Option<u64> {
+        value.as_str().map(|text| {
+            text.parse()
+                .unwrap_or_else(|_| panic!("exchange {index}: {what} {text:?}: {report}"))
+        })
+    };
+    // The offset the server last reported, when the client knows it.
+    let mut known: Option<u64> = None;
+    let mut acked = 0u64;
+    let mut appends = 0;
+    for (index, exchange) in exchanges.iter().enumerate() {
+        let method = exchange["method"].as_str().unwrap_or("?");
+        let Some(status) = exchange["status"].as_u64() else {
+            assert!(
+                !strict,
+                "exchange {index} ({method}) got no answer: {report}"
+            );
+            known = None;
+            continue;
+        };
+        let answered = number(&exchange["responseOffset"], "Upload-Offset", index);
+        if !(200..300).contains(&status) {
+            assert!(
+                !strict,
+                "exchange {index}: {method} answered {status}: {report}"
+            );
+            known = answered;
+            continue;
+        }
+        let offset = answered.unwrap_or_else(|| {
+            panic!("exchange {index}: {method} {status} without Upload-Offset: {report}")
+        });
+        assert!(
+            offset >= acked && offset <= size,
+            "exchange {index}: {method} reported {offset} after {acked} was acknowledged (size {size}): {report}"
+        );
+        match method {
+            "PATCH" => {
+                let from = number(&exchange["requestOffset"], "request Upload-Offset", index)
+                    .unwrap_or_else(|| panic!("exchange {index}: PATCH without Upload-Offset"));
+                if let Some(known) = known {
+                    assert_eq!(
+                        from, known,
+                        "exchange {index}: the append did not start where the server said: {report}"
+                    );
+                }
+                let whole = from.saturating_add(chunk).min(size);
+                if strict {
+                    assert_eq!(
+                        offset, whole,
+                        "exchange {index}: PATCH at {from} answered Upload-Offset {offset}: {report}"
+                    );
+                } else {
+                    assert!(
+                        (from..=whole).contains(&offset),
+                        "exchange {index}: PATCH at {from} answered Upload-Offset {offset}: {report}"
+                    );
+                }
+                appends += 1;
+            }
+            // The creation request: an append too when it carries data.
+            "POST" => {
+                assert!(
+                    offset <= chunk.min(size),
+                    "exchange {index}: the creation answered Upload-Offset {offset}: {report}"
+                );
+                appends += usize::from(offset > 0);
+            }
+            _ => {}
+        }
+        known = Some(offset);
+        acked = offset;
+    }
+    assert_eq!(
+        acked, size,
+        "the last Upload-Offset is not the size: {report}"
+    );
+    appends
+}
+
 /// The IETF draft modes: tus-js-client sends the tus `Upload-Metadata` (and
 /// `Upload-Length`) along, but no `Content-Disposition`, so the file may stay
 /// unnamed; then the bytes are checked in `DATA/uploads/ID.bin`.
@@ -338,6 +434,8 @@ fn ietf_mode(mode: &str, interop: &str, extra: &[(&str, Value)]) -> Value {
         "{report}"
     );
     assert_eq!(report["offset"].as_u64(), Some(fx.data.len() as u64));
+    let appends = check_upload_offsets(&report, fx.data.len() as u64, true);
+    assert!(appends > 0, "no append was checked: {report}");
     let id = upload_id(
         &fx.server,
         report["url"].as_str().expect("report has a url"),
@@ -425,4 +523,46 @@ fn override_patch_method() {
     let report = run_client(&request);
     assert_eq!(report["requests"]["POST 204"], json!(4), "{report}");
     assert_published(&fx.server, name, &fx.data);
+}
+
+/// The offset check itself: it accepts a clean run and refuses an append
+/// answered with an offset that is not what was sent, or none.
+#[test]
+fn the_upload_offset_check_catches_a_wrong_append_answer() {
+    let exchange = |method: &str, from: Option<&str>, answered: Option<&str>| {
+        json!({"method": method, "status": if method == "POST" { 201 } else { 204 },
+               "requestOffset": from, "requestComplete": null, "responseOffset": answered})
+    };
+    let report = |exchanges: Vec<Value>| json!({"chunkSize": 4, "exchanges": exchanges});
+    let good = report(vec![
+        exchange("POST", None, Some("0")),
+        exchange("PATCH", Some("0"), Some("4")),
+        exchange("PATCH", Some("4"), Some("6")),
+    ]);
+    assert_eq!(check_upload_offsets(&good, 6, true), 2);
+    let wrong = [
+        // The second append's answer claims less than was sent.
+        report(vec![
+            exchange("POST", None, Some("0")),
+            exchange("PATCH", Some("0"), Some("4")),
+            exchange("PATCH", Some("4"), Some("5")),
+        ]),
+        // No Upload-Offset on an append's answer.
+        report(vec![
+            exchange("POST", None, Some("0")),
+            exchange("PATCH", Some("0"), None),
+            exchange("PATCH", Some("4"), Some("6")),
+        ]),
+        // An answer going back.
+        report(vec![
+            exchange("POST", None, Some("0")),
+            exchange("PATCH", Some("0"), Some("4")),
+            exchange("HEAD", None, Some("2")),
+            exchange("PATCH", Some("2"), Some("6")),
+        ]),
+    ];
+    for (index, report) in wrong.iter().enumerate() {
+        let caught = std::panic::catch_unwind(|| check_upload_offsets(report, 6, true));
+        assert!(caught.is_err(), "case {index} passed the check");
+    }
 }

@@ -69,6 +69,7 @@ mod tests {
             staged_from: None,
             digests: DigestSet::NONE,
             created_at: 1,
+            created_ns: None,
             updated_at: 2,
             status: crate::Status::Active,
         };

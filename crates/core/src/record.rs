@@ -86,6 +86,14 @@ pub struct UploadRecord {
     pub digests: DigestSet,
     /// Creation time, seconds since the Unix epoch.
     pub created_at: u64,
+    /// The upload's place in the order of creation (docs/protocol.md §1.1,
+    /// "which upload a name addresses"): nanoseconds since the Unix epoch,
+    /// raised where needed so that it is greater than that of every upload
+    /// the storage held when this one was created. Records written before
+    /// the field existed have none; [`UploadRecord::creation_order`] then
+    /// uses `created_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ns: Option<u64>,
     /// Last time the upload received bytes or changed, seconds since the Unix epoch.
     pub updated_at: u64,
     /// Where the upload is in its life.
@@ -97,6 +105,17 @@ fn md5_set() -> DigestSet {
 }
 
 impl UploadRecord {
+    /// Orders uploads by creation: the later created compares greater.
+    /// The stored `created_ns`, else `created_at` in nanoseconds; two
+    /// records that tie (only old ones can) are told apart by their ids,
+    /// so that the order never depends on the order records are read in.
+    pub fn creation_order(&self) -> (u64, UploadId) {
+        let ns = self
+            .created_ns
+            .unwrap_or_else(|| self.created_at.saturating_mul(1_000_000_000));
+        (ns, self.id)
+    }
+
     /// Where the completed upload is published, if it has a name.
     pub fn file_key(&self) -> Option<FileKey> {
         self.name.as_ref().map(|name| FileKey {

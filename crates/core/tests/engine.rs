@@ -1328,3 +1328,91 @@ async fn a_tiny_body_memory_budget_still_takes_every_byte() {
     let info = lease.finalize().await.expect("finalize");
     assert_eq!(info.sha256, hex_sha256(&data));
 }
+
+/// docs/protocol.md §1.1: a name addresses its most recently created
+/// upload, before and after any number of restarts. Uploads of one name
+/// created within one second (their `created_at` ties) and an older active
+/// upload behind a newer cancelled one used to come back in the order the
+/// records were listed.
+#[tokio::test]
+async fn a_name_addresses_its_newest_upload_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = FileKey {
+        namespace: Namespace::default(),
+        name: FileName::new("newest.bin").expect("name"),
+    };
+    let engine = engine(dir.path()).await;
+    let mut created = Vec::new();
+    for round in 0..6u64 {
+        let id = engine
+            .create(named("newest.bin", Some(1 << 20)))
+            .await
+            .expect("create");
+        let mut lease = engine.lease(id).await.expect("lease");
+        let bytes = pattern(1000 * (round as usize + 1));
+        lease
+            .append(stream::iter(frames(&bytes, 512)), AppendOptions::default())
+            .await
+            .expect("append");
+        drop(lease);
+        created.push(id);
+    }
+    let newest = *created.last().expect("created");
+    let current = |engine: Engine| {
+        let name = name.clone();
+        async move {
+            let lease = engine.lease_current(&name).await.expect("current");
+            (lease.id(), lease.held())
+        }
+    };
+    assert_eq!(current(engine.clone()).await, (newest, 6000));
+    drop(engine);
+    for restart in 0..20 {
+        let engine = self::engine(dir.path()).await;
+        assert_eq!(
+            current(engine).await,
+            (newest, 6000),
+            "restart {restart}: the name addresses another upload"
+        );
+    }
+    // The newest is cancelled: the name addresses it still (410), not an
+    // older upload, before and after a restart.
+    let engine = self::engine(dir.path()).await;
+    engine
+        .lease(newest)
+        .await
+        .expect("lease")
+        .cancel()
+        .await
+        .expect("cancel");
+    assert!(matches!(
+        engine.lease_current(&name).await,
+        Err(Error::Gone)
+    ));
+    drop(engine);
+    for restart in 0..5 {
+        let engine = self::engine(dir.path()).await;
+        assert!(
+            matches!(engine.lease_current(&name).await, Err(Error::Gone)),
+            "restart {restart}: an older upload came back behind a cancelled one"
+        );
+    }
+    // A record written before `created_ns` existed still orders (by
+    // `created_at`, then id), and a new upload orders after it.
+    let record_path = dir.path().join(format!("uploads/{}.json", created[0]));
+    let json = std::fs::read_to_string(&record_path).expect("record");
+    let old: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let mut old = old;
+    old.as_object_mut().expect("object").remove("created_ns");
+    old["created_at"] = serde_json::json!(4_000_000_000u64);
+    std::fs::write(&record_path, old.to_string()).expect("write");
+    let engine = self::engine(dir.path()).await;
+    assert_eq!(current(engine.clone()).await.0, created[0]);
+    let next = engine
+        .create(named("newest.bin", None))
+        .await
+        .expect("create");
+    assert_eq!(current(engine).await.0, next);
+    let engine = self::engine(dir.path()).await;
+    assert_eq!(current(engine).await.0, next);
+}

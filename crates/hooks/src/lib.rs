@@ -691,6 +691,7 @@ mod tests {
             staged_from: None,
             digests: tenax_core::DigestSet::NONE,
             created_at: 1,
+            created_ns: None,
             updated_at: 1,
             status,
         }

@@ -106,8 +106,54 @@ pub enum ConfigError {
 pub(crate) trait MultipartObjectStore: ObjectStore + MultipartStore {}
 impl<T: ObjectStore + MultipartStore> MultipartObjectStore for T {}
 
+/// An object-store failure as a storage one: [`StorageError::Unavailable`]
+/// (the server answers 503 with `Retry-After`: what it acknowledged is
+/// kept, a retry later may succeed) when the object store could not be
+/// reached or stopped answering, after the client's own retries;
+/// [`StorageError::Io`] otherwise.
 pub(crate) fn io_error(error: object_store::Error) -> StorageError {
-    StorageError::Io(io::Error::other(error))
+    if out_of_reach(&error) {
+        StorageError::Unavailable(io::Error::other(error))
+    } else {
+        StorageError::Io(io::Error::other(error))
+    }
+}
+
+/// Whether `error` comes from the transport (no connection, a connection
+/// refused, reset or timed out) rather than from an answer of the store.
+fn out_of_reach(error: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    // The chain is short; the bound only guards against a cycle.
+    for _ in 0..16 {
+        let Some(current) = source else {
+            return false;
+        };
+        if let Some(http) = current.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                HttpErrorKind::Connect
+                    | HttpErrorKind::Request
+                    | HttpErrorKind::Timeout
+                    | HttpErrorKind::Interrupted
+            );
+        }
+        if let Some(io) = current.downcast_ref::<io::Error>()
+            && matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::NotConnected
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::TimedOut
+            )
+        {
+            return true;
+        }
+        source = current.source();
+    }
+    false
 }
 
 pub(crate) fn not_found_or_io(error: object_store::Error) -> StorageError {

@@ -143,6 +143,7 @@ fn record(seed: u8) -> UploadRecord {
         staged_from: None,
         digests: DigestSet::NONE,
         created_at: 1,
+        created_ns: None,
         updated_at: 1,
         status: Status::Active,
     }

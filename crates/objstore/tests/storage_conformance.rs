@@ -166,6 +166,7 @@ fn record(rng: &mut Rng, name: Option<&str>) -> UploadRecord {
         staged_from: None,
         digests: tenax_core::DigestSet::NONE,
         created_at: 1,
+        created_ns: None,
         updated_at: 1,
         status: Status::Active,
     }

@@ -22,8 +22,8 @@ mod server;
 
 pub use balancer::Balancer;
 pub use link::{LinkConfig, LinkStats, Outage, Schedule, WeakLink};
-pub use pg::{REQUIRED_VAR as PG_REQUIRED_VAR, URL_VAR as PG_URL_VAR, database_url};
-pub use proxy::{Cut, FaultProxy, ProxyStats};
+pub use pg::{DedicatedPg, REQUIRED_VAR as PG_REQUIRED_VAR, URL_VAR as PG_URL_VAR, database_url};
+pub use proxy::{Cut, Fault, FaultProxy, ProxyStats};
 pub use s3::{REQUIRED_VAR as S3_REQUIRED_VAR, URL_VAR as S3_URL_VAR, s3_url};
 pub use server::TestServer;
 

@@ -13,11 +13,20 @@
 //! delivered, which a real link without a middlebox would not, so they are
 //! lost to the sender like its own unsent queue. [`ProxyStats`] counts both
 //! (`bench/soak` reports them per cut).
+//!
+//! How a cut looks to both ends is [`Cut::fault`]: a clean close (FIN, the
+//! default), a reset (`SO_LINGER` 0, so the kernel sends RST and no FIN), or
+//! a stall: nothing more is forwarded either way, nothing is read, and
+//! nothing is closed, as when a NAT entry or a radio link dies silently.
+//! A stalled connection is held until both ends closed it or the stall's
+//! bound passed; [`ProxyStats`] counts which end gave up on it first.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -42,6 +51,31 @@ pub struct ProxyStats {
     /// Bytes waiting, unread, in the receive queue of the socket whose
     /// budget was spent, when the proxy cut (dropped with it).
     pub unread_at_cut: AtomicU64,
+    /// Cuts made as resets (RST to both ends, [`Fault::Reset`]).
+    pub resets: AtomicU64,
+    /// Cuts made as stalls ([`Fault::Stall`]).
+    pub stalls: AtomicU64,
+    /// Stalled connections the server closed (or reset) before the client did.
+    pub stalls_dropped_by_server: AtomicU64,
+    /// Stalled connections the client closed (or reset) before the server did.
+    pub stalls_dropped_by_client: AtomicU64,
+    /// Stalled connections neither end closed within the stall's bound.
+    pub stalls_outlasted: AtomicU64,
+}
+
+/// How a [`FaultProxy`] cuts a connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// Both ends get a FIN: the connection closes cleanly.
+    #[default]
+    Close,
+    /// Both ends get an RST (`SO_LINGER` 0 and close, no FIN first): a
+    /// write or read then fails with "connection reset".
+    Reset,
+    /// Nothing more moves either way and nothing is closed, for at most
+    /// this long (then both ends get a FIN); each end must notice the
+    /// silence itself.
+    Stall(Duration),
 }
 
 /// Where a [`FaultProxy`] cuts each connection: after a random number of
@@ -53,6 +87,8 @@ pub struct Cut {
     pub upload: Option<(u64, u64)>,
     /// Server→client bytes (responses: downloads).
     pub download: Option<(u64, u64)>,
+    /// What the cut does to the connection.
+    pub fault: Fault,
 }
 
 /// A running proxy; stops when dropped.
@@ -73,6 +109,7 @@ impl FaultProxy {
             Cut {
                 upload: Some(cut_range),
                 download: None,
+                fault: Fault::Close,
             },
             rng,
         )
@@ -82,7 +119,15 @@ impl FaultProxy {
     /// Starts a proxy to `upstream` that cuts each connection as `cut`
     /// says. Must be called within a tokio runtime.
     pub async fn start_with(upstream: SocketAddr, cut: Cut, rng: Rng) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), upstream, cut, rng).await
+    }
+
+    /// Like [`FaultProxy::start_with`], listening on `listen` (the address of
+    /// a proxy dropped before: a server that comes back on its port).
+    /// Dropping the proxy closes its listener and every connection through
+    /// it, as when the server behind it is killed.
+    pub async fn start_at(listen: SocketAddr, upstream: SocketAddr, cut: Cut, rng: Rng) -> Self {
+        let listener = TcpListener::bind(listen)
             .await
             .expect("cannot bind the proxy");
         let addr = listener
@@ -93,7 +138,11 @@ impl FaultProxy {
         let task = tokio::spawn({
             let stats = Arc::clone(&stats);
             async move {
+                // Owned by this task: aborting it (the drop) ends every
+                // connection too.
+                let mut connections = tokio::task::JoinSet::new();
                 while let Ok((client, _)) = listener.accept().await {
+                    while connections.try_join_next().is_some() {}
                     stats.connections.fetch_add(1, Ordering::Relaxed);
                     let draw = |range: Option<(u64, u64)>| {
                         range.map(|(low, high)| {
@@ -103,7 +152,13 @@ impl FaultProxy {
                         })
                     };
                     let budgets = (draw(cut.upload), draw(cut.download));
-                    tokio::spawn(forward(client, upstream, budgets, Arc::clone(&stats)));
+                    connections.spawn(forward(
+                        client,
+                        upstream,
+                        budgets,
+                        cut.fault,
+                        Arc::clone(&stats),
+                    ));
                 }
             }
         });
@@ -132,7 +187,7 @@ impl Drop for FaultProxy {
 /// (`None`).
 async fn pump(
     from: &mut OwnedReadHalf,
-    mut to: OwnedWriteHalf,
+    to: &mut OwnedWriteHalf,
     budget: Option<u64>,
     counter: &AtomicU64,
 ) -> Option<u64> {
@@ -160,6 +215,7 @@ async fn forward(
     client: TcpStream,
     upstream: SocketAddr,
     (up_budget, down_budget): (Option<u64>, Option<u64>),
+    fault: Fault,
     stats: Arc<ProxyStats>,
 ) {
     let Ok(server) = TcpStream::connect(upstream).await else {
@@ -167,19 +223,19 @@ async fn forward(
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let (mut client_read, client_write) = client.into_split();
-    let (mut server_read, server_write) = server.into_split();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
     // Either side closing, or a cut, ends both directions.
     let cut = {
         let upload = pump(
             &mut client_read,
-            server_write,
+            &mut server_write,
             up_budget,
             &stats.client_bytes,
         );
         let download = pump(
             &mut server_read,
-            client_write,
+            &mut client_write,
             down_budget,
             &stats.server_bytes,
         );
@@ -189,12 +245,98 @@ async fn forward(
             cut = &mut download => cut.map(|overshoot| (overshoot, false)),
         }
     };
-    if let Some((overshoot, upload)) = cut {
-        let source = if upload { &client_read } else { &server_read };
-        stats.cuts.fetch_add(1, Ordering::Relaxed);
-        stats.overshoot.fetch_add(overshoot, Ordering::Relaxed);
-        let unread = rustix::io::ioctl_fionread(source.as_ref()).unwrap_or(0);
-        stats.unread_at_cut.fetch_add(unread, Ordering::Relaxed);
+    let Some((overshoot, upload)) = cut else {
+        // Dropping both halves of both sockets closes the connection both ways.
+        return;
+    };
+    let source = if upload { &client_read } else { &server_read };
+    stats.cuts.fetch_add(1, Ordering::Relaxed);
+    stats.overshoot.fetch_add(overshoot, Ordering::Relaxed);
+    let unread = rustix::io::ioctl_fionread(source.as_ref()).unwrap_or(0);
+    stats.unread_at_cut.fetch_add(unread, Ordering::Relaxed);
+    match fault {
+        // Dropping the halves: each write half sends its FIN, then the
+        // sockets close.
+        Fault::Close => {}
+        Fault::Reset => {
+            stats.resets.fetch_add(1, Ordering::Relaxed);
+            for read in [&client_read, &server_read] {
+                let _ = rustix::net::sockopt::set_socket_linger(
+                    AsRef::<TcpStream>::as_ref(read),
+                    Some(Duration::ZERO),
+                );
+            }
+            // No FIN first: closing with a zero linger sends the RST.
+            client_write.forget();
+            server_write.forget();
+        }
+        Fault::Stall(bound) => {
+            stats.stalls.fetch_add(1, Ordering::Relaxed);
+            stall(&client_read, &server_read, bound, &stats).await;
+        }
     }
-    // Dropping both halves of both sockets closes the connection both ways.
+}
+
+/// An end of a proxied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Server,
+}
+
+/// Holds a stalled connection, reading nothing, until both ends closed it
+/// (or reset it) or `bound` passed; counts, as soon as it happens, the end
+/// that gave up first.
+async fn stall(
+    client: &OwnedReadHalf,
+    server: &OwnedReadHalf,
+    bound: Duration,
+    stats: &ProxyStats,
+) {
+    let until = Instant::now() + bound;
+    let mut first = None;
+    let mut closed = [false, false];
+    while Instant::now() < until {
+        for (index, (side, half)) in [(Side::Client, client), (Side::Server, server)]
+            .into_iter()
+            .enumerate()
+        {
+            if !closed[index] && hung_up(AsRef::<TcpStream>::as_ref(half)) {
+                closed[index] = true;
+                if first.is_none() {
+                    first = Some(side);
+                    let counter = match side {
+                        Side::Server => &stats.stalls_dropped_by_server,
+                        Side::Client => &stats.stalls_dropped_by_client,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if closed == [true, true] {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if first.is_none() {
+        stats.stalls_outlasted.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether the peer of `socket` closed or reset it, whatever data still
+/// waits unread (`POLLRDHUP`).
+fn hung_up(socket: impl AsFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut fds = [PollFd::new(&socket, PollFlags::RDHUP)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match poll(&mut fds, Some(&zero)) {
+        Ok(0) => false,
+        Ok(_) => fds[0]
+            .revents()
+            .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR),
+        Err(_) => true,
+    }
 }

@@ -21,6 +21,8 @@ pub struct TestServer {
     /// `http` or `https`, as the server announced.
     scheme: &'static str,
     extra_args: Vec<String>,
+    /// Environment variables set for the server.
+    envs: Vec<(String, String)>,
 }
 
 impl TestServer {
@@ -41,6 +43,7 @@ impl TestServer {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             scheme: "http",
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            envs: Vec::new(),
         };
         server.spawn("127.0.0.1:0");
         server
@@ -52,6 +55,18 @@ impl TestServer {
         data: impl Into<PathBuf>,
         extra_args: &[&str],
     ) -> Self {
+        Self::start_at_with_env(binary, data, extra_args, &[])
+    }
+
+    /// Like [`TestServer::start_at`], with these environment variables set
+    /// for the server (e.g. `AWS_ENDPOINT_URL`, to reach the object store
+    /// through a proxy).
+    pub fn start_at_with_env(
+        binary: impl AsRef<Path>,
+        data: impl Into<PathBuf>,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let mut server = TestServer {
             binary: binary.as_ref().to_owned(),
             data: data.into(),
@@ -60,6 +75,10 @@ impl TestServer {
             scheme: "http",
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            envs: envs
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
         };
         server.spawn("127.0.0.1:0");
         server
@@ -73,6 +92,7 @@ impl TestServer {
             .arg("--data")
             .arg(&self.data)
             .args(&self.extra_args)
+            .envs(self.envs.iter().map(|(key, value)| (key, value)))
             .env(
                 "TENAX_LOG",
                 std::env::var("TENAX_LOG").unwrap_or_else(|_| "warn".into()),

@@ -97,7 +97,7 @@ impl Catalog for LocalCatalog {
         let mut pending_finals = lock(&self.pending_finals);
         let mut accounts = lock(&self.accounts);
         let mut published: HashMap<FileKey, (u64, UploadId, u64)> = HashMap::new();
-        let mut names: HashMap<FileKey, (bool, u64, UploadId)> = HashMap::new();
+        let mut names: HashMap<FileKey, (u64, UploadId)> = HashMap::new();
         for record in records {
             if let (Status::Active, Some(Concat::Final(parts))) = (&record.status, &record.concat) {
                 for part in parts.iter().filter(|part| !complete.contains(part)) {
@@ -118,15 +118,12 @@ impl Catalog for LocalCatalog {
                 let best = published.entry(file.clone()).or_insert(rank);
                 *best = (*best).max(rank);
             }
-            if !matches!(record.status, Status::Cancelled | Status::Expired) {
-                let rank = (
-                    matches!(record.status, Status::Active),
-                    record.created_at,
-                    record.id,
-                );
-                let best = names.entry(file).or_insert(rank);
-                *best = (*best).max(rank);
-            }
+            // A name addresses its most recently created upload, whatever
+            // became of it (docs/protocol.md §1.1): what `create` made
+            // current before the restart, whatever order records are read in.
+            let rank = record.creation_order();
+            let best = names.entry(file).or_insert(rank);
+            *best = (*best).max(rank);
         }
         *lock(&self.published) = published
             .into_iter()
@@ -134,7 +131,7 @@ impl Catalog for LocalCatalog {
             .collect();
         *lock(&self.names) = names
             .into_iter()
-            .map(|(name, (_, _, id))| (name, id))
+            .map(|(name, (_, id))| (name, id))
             .collect();
     }
 

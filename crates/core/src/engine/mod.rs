@@ -130,6 +130,9 @@ struct Inner {
     hooks: Arc<dyn Hooks>,
     /// The budget of body bytes waiting to be written and hashed.
     body_memory: BodyMemory,
+    /// The creation order of the upload created last, or the greatest
+    /// of the stored ones at start (see [`Engine::next_creation`]).
+    last_created: Mutex<u64>,
 }
 
 impl fmt::Debug for Engine {
@@ -243,6 +246,7 @@ impl Engine {
             new.name = asked_name;
         }
         let created_at = now();
+        let created_ns = self.next_creation();
         let id = new_id()?;
         let catalog = &self.inner.catalog;
         catalog
@@ -264,6 +268,7 @@ impl Engine {
             digests: new.digests,
             staged_from: None,
             created_at,
+            created_ns: Some(created_ns),
             updated_at: created_at,
             status: Status::Active,
         };
@@ -287,6 +292,20 @@ impl Engine {
         }
         tracing::info!(id = %record.id, namespace = %record.namespace, name = ?record.name.as_ref().map(FileName::as_str), total = ?record.total, "upload created");
         Ok(record.id)
+    }
+
+    /// The creation order of a new upload: the time in nanoseconds, or
+    /// one more than the last one given or stored if the clock is behind
+    /// it (it stepped back, or several uploads came in one tick), so that
+    /// the newest upload of a name is the same before and after a restart
+    /// (docs/protocol.md §1.1).
+    fn next_creation(&self) -> u64 {
+        let clock = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let mut last = lock(&self.inner.last_created);
+        *last = clock.max(last.saturating_add(1));
+        *last
     }
 
     /// An upload as storage holds it; [`Error::NotFound`] for an unknown id.

@@ -78,6 +78,13 @@ impl Engine {
                 shutdown: CancellationToken::new(),
                 opened_at,
                 hooks,
+                last_created: Mutex::new(
+                    records
+                        .iter()
+                        .map(|record| record.creation_order().0)
+                        .max()
+                        .unwrap_or(0),
+                ),
             }),
         };
         let weak = Arc::downgrade(&engine.inner);

@@ -34,8 +34,8 @@
 //!
 //! Skipped without FUSE unless `TENAX_TEST_FUSE` is set (`scripts/test`
 //! sets it as root). Environment for larger runs by hand:
-//! `TENAX_POWER_UPLOADS` (24), `TENAX_POWER_MAX_SIZE` (384 KiB),
-//! `TENAX_POWER_CUTS` (8), `TENAX_POWER_TIMEOUT_SECS` (150),
+//! `TENAX_POWER_UPLOADS` (32), `TENAX_POWER_MAX_SIZE` (512 KiB),
+//! `TENAX_POWER_CUTS` (12), `TENAX_POWER_TIMEOUT_SECS` (150),
 //! `TENAX_TEST_SEED`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,7 +61,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const BACKOFF: (u64, u64) = (20, 300);
 /// The time to live of an upload that receives nothing (the abandoned
 /// ones expire; the others are touched far more often).
-const TTL_SECS: u64 = 8;
+const TTL_SECS: u64 = 5;
 /// Bytes of the tail checked against the source whenever the server reports
 /// an offset after a failure.
 const TAIL_CHECK: u64 = 64 * 1024;
@@ -351,9 +351,12 @@ async fn append_loop(
     let id = id_of(url);
     let size = part.size;
     let mut offset = Some(0u64);
+    let mut last_error = String::new();
     loop {
         if session.late() {
-            return Err(format!("{id}: incomplete at the deadline"));
+            return Err(format!(
+                "{id}: incomplete at the deadline (last error: {last_error})"
+            ));
         }
         let (word, after_failure) = match offset {
             Some(at) if stop_at.is_some_and(|stop| at >= stop) => return Ok(()),
@@ -438,7 +441,8 @@ async fn append_loop(
                     .push(format!("{id}: gone ({status}) while uploading"));
                 return Err(format!("{id} gone"));
             }
-            Word::Retry(_) => {
+            Word::Retry(error) => {
+                last_error = error;
                 offset = None;
                 session.backoff().await;
             }
@@ -836,7 +840,7 @@ fn cutter(
     let mut rng = Rng::new(seed);
     let mut log = Vec::new();
     while (log.len() as u64) < max {
-        let until = Instant::now() + Duration::from_millis(rng.between(300, 1500));
+        let until = Instant::now() + Duration::from_millis(rng.between(100, 800));
         while Instant::now() < until && !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -882,9 +886,9 @@ async fn acknowledged_bytes_survive_power_cuts() {
     let Some(fs) = mount_or_skip("acknowledged_bytes_survive_power_cuts") else {
         return;
     };
-    let uploads = env_u64("TENAX_POWER_UPLOADS", 24) as usize;
-    let max_size = env_u64("TENAX_POWER_MAX_SIZE", 384 << 10);
-    let max_cuts = env_u64("TENAX_POWER_CUTS", 8);
+    let uploads = env_u64("TENAX_POWER_UPLOADS", 32) as usize;
+    let max_size = env_u64("TENAX_POWER_MAX_SIZE", 512 << 10);
+    let max_cuts = env_u64("TENAX_POWER_CUTS", 12);
     let timeout = Duration::from_secs(env_u64("TENAX_POWER_TIMEOUT_SECS", 150));
     let mut rng = Rng::from_env_or_os();
 
@@ -1061,8 +1065,12 @@ async fn acknowledged_bytes_survive_power_cuts() {
         }
     }
     // The abandoned uploads expire (410 while remembered).
+    // (A status query counts as activity: wait out the time to live first.)
     let abandoned: Vec<String> = seen.iter().flat_map(|s| s.abandoned.clone()).collect();
-    let expire_by = Instant::now() + Duration::from_secs(TTL_SECS * 3);
+    if !abandoned.is_empty() {
+        tokio::time::sleep(Duration::from_secs(TTL_SECS * 2)).await;
+    }
+    let expire_by = Instant::now() + Duration::from_secs(TTL_SECS * 2);
     for id in &abandoned {
         loop {
             let status = client
@@ -1081,7 +1089,7 @@ async fn acknowledged_bytes_survive_power_cuts() {
                 ));
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_secs(TTL_SECS + 1)).await;
         }
     }
     // Events: none lost, none twice under two ids.

@@ -1056,6 +1056,17 @@ async fn acknowledged_bytes_survive_power_cuts() {
                         body.len()
                     ));
                 }
+                // The published file on disk (what anything reading the data
+                // directory sees) is the one the server serves.
+                match std::fs::read(data.join("files").join(name)) {
+                    Ok(on_disk) if on_disk == body.as_ref() => {}
+                    Ok(on_disk) => problems.push(format!(
+                        "files/{name} on disk ({} bytes) is not what the server serves ({} bytes)",
+                        on_disk.len(),
+                        body.len()
+                    )),
+                    Err(error) => problems.push(format!("files/{name} on disk: {error}")),
+                }
             }
             Ok(response) => problems.push(format!(
                 "lost: /files/{name} answered {}",

@@ -361,7 +361,8 @@ async fn append_loop(
         let (word, after_failure) = match offset {
             Some(at) if stop_at.is_some_and(|stop| at >= stop) => return Ok(()),
             Some(at) if kind == Kind::Seed || at < size => {
-                let end = (at + chunk).min(size);
+                // An abandoned upload never sends past its stop.
+                let end = (at + chunk).min(stop_at.unwrap_or(size)).min(size);
                 let body = part.bytes(at, end);
                 let word = if kind == Kind::Seed {
                     let range = if at == end {
@@ -1081,7 +1082,7 @@ async fn acknowledged_bytes_survive_power_cuts() {
     if !abandoned.is_empty() {
         tokio::time::sleep(Duration::from_secs(TTL_SECS * 2)).await;
     }
-    let expire_by = Instant::now() + Duration::from_secs(TTL_SECS * 2);
+    let expire_by = Instant::now() + Duration::from_secs(TTL_SECS * 4);
     for id in &abandoned {
         loop {
             let status = client
@@ -1100,7 +1101,7 @@ async fn acknowledged_bytes_survive_power_cuts() {
                 ));
                 break;
             }
-            tokio::time::sleep(Duration::from_secs(TTL_SECS + 1)).await;
+            tokio::time::sleep(Duration::from_secs(TTL_SECS * 2)).await;
         }
     }
     // Events: none lost, none twice under two ids.

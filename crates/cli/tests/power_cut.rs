@@ -854,6 +854,21 @@ fn cutter(
 }
 
 fn power_cut(fs: &mut ForgetfulFs, server: &mut TestServer, rng: &mut Rng) -> String {
+    // One cut in two lands at the worst moment for data: on the next sync
+    // of unsynced writes (if one comes within a second), so that what the
+    // server wrote but had not synced is lost or, in the zero-tail mode,
+    // zeros under the file's new length.
+    let mut at = "a random moment";
+    if rng.between(0, 1) == 0 {
+        fs.cut_at_next_sync();
+        let until = Instant::now() + Duration::from_secs(1);
+        while !fs.is_cut() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if fs.is_cut() {
+            at = "a sync of unsynced data";
+        }
+    }
     fs.cut();
     // The dead disk for a moment, as the process sees it before it dies.
     std::thread::sleep(Duration::from_millis(rng.between(0, 30)));
@@ -865,7 +880,7 @@ fn power_cut(fs: &mut ForgetfulFs, server: &mut TestServer, rng: &mut Rng) -> St
     };
     let forgotten = fs.restore(loss).expect("the file system comes back");
     server.restart();
-    format!("{loss:?}: {forgotten:?}")
+    format!("{loss:?} at {at}: {forgotten:?}")
 }
 
 /// The webhook receiver: every delivery, as received.

@@ -155,6 +155,7 @@ impl ForgetfulFs {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(backing)),
             cut: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
         });
         let mut this = ForgetfulFs {
             shared,
@@ -217,6 +218,7 @@ impl ForgetfulFs {
         self.cut();
         self.unmount()?;
         let forgotten = lock(&self.shared.state).roll_back(loss)?;
+        self.shared.armed.store(false, Ordering::SeqCst);
         self.shared.cut.store(false, Ordering::SeqCst);
         self.start()?;
         Ok(forgotten)
@@ -267,6 +269,20 @@ impl ForgetfulFs {
         }
     }
 
+    /// Arms a cut at the worst moment for file data: the next `fsync` or
+    /// `fdatasync` of a file with unsynced writes fails with `EIO` and cuts
+    /// the power, so those writes are lost (or, in [`Loss::ZeroTail`] mode,
+    /// become zeros). See [`is_cut`](ForgetfulFs::is_cut).
+    pub fn cut_at_next_sync(&self) {
+        self.shared.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the power is cut (by [`cut`](ForgetfulFs::cut) or an armed
+    /// sync) and not yet restored.
+    pub fn is_cut(&self) -> bool {
+        self.shared.cut.load(Ordering::SeqCst)
+    }
+
     /// How many file and directory syncs the file system has seen.
     pub fn syncs(&self) -> SyncCounts {
         lock(&self.shared.state).syncs
@@ -289,6 +305,8 @@ impl Drop for ForgetfulFs {
 struct Shared {
     state: Mutex<State>,
     cut: AtomicBool,
+    /// The next sync of a file with unsynced writes cuts the power.
+    armed: AtomicBool,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -992,7 +1010,14 @@ impl Filesystem for Mount {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.state().and_then(|mut state| state.sync_file(ino.0)) {
+        let synced = self.state().and_then(|mut state| {
+            if self.shared.armed.load(Ordering::SeqCst) && !state.node(ino.0)?.dirty.is_empty() {
+                self.shared.cut.store(true, Ordering::SeqCst);
+                return Err(Errno::EIO);
+            }
+            state.sync_file(ino.0)
+        });
+        match synced {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
         }

@@ -236,3 +236,26 @@ fn after_a_cut_every_operation_fails_with_eio() {
     assert!(fs.syncs().files == 0 && fs.syncs().dirs == 0);
     File::create(root.join("g")).expect("the disk works again");
 }
+
+#[test]
+fn an_armed_cut_lands_on_the_next_sync_of_unsynced_data() {
+    let Some(mut fs) = mount_or_skip("an_armed_cut_lands_on_the_next_sync_of_unsynced_data") else {
+        return;
+    };
+    let root = fs.path().to_owned();
+    let file = write(&root.join("f"), b"kept");
+    file.sync_data().expect("fdatasync");
+    sync_dir(&root);
+    fs.cut_at_next_sync();
+    // A sync with nothing unsynced does not trigger it.
+    file.sync_data().expect("fdatasync of nothing new");
+    assert!(!fs.is_cut());
+    drop(file);
+    let file = write(&root.join("f"), b" lost");
+    let error = file.sync_data().expect_err("the armed cut");
+    assert_eq!(error.raw_os_error(), Some(5), "{error}");
+    assert!(fs.is_cut());
+    drop(file);
+    fs.restore(Loss::ZeroTail).expect("restore");
+    assert_eq!(fs::read(root.join("f")).expect("read"), b"kept\0\0\0\0\0");
+}

@@ -652,6 +652,54 @@ mod tests {
 
     use super::*;
 
+    /// A power cut in the zero-tail mode leaves `ID.bin` longer than what
+    /// was synced, the rest zeros: a new process (no `appended` memory)
+    /// trusts `ID.len`, and the next append cuts the zeros off.
+    #[tokio::test]
+    async fn a_zero_tail_past_the_synced_length_is_not_held_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let record = UploadRecord {
+            id: UploadId::from_bytes([7; 16]),
+            namespace: Default::default(),
+            name: None,
+            total: Some(100),
+            content_type: None,
+            metadata: Default::default(),
+            concat: None,
+            staged_from: None,
+            digests: crate::DigestSet::NONE,
+            created_at: 1,
+            updated_at: 1,
+            status: Status::Active,
+        };
+        let disk = LocalDisk::open(dir.path()).expect("open");
+        disk.create(&record).await.expect("create");
+        let mut append = disk.append(record.id, 0).await.expect("append");
+        let (written, synced) = append
+            .write_then_sync(vec![Bytes::from_static(b"synced")])
+            .await;
+        written.expect("write");
+        assert_eq!(synced.expect("sync"), 6);
+        drop(append);
+        // What the power cut left: the new size, zeros for the data.
+        let data = dir.path().join(format!("uploads/{}.bin", record.id));
+        OpenOptions::new()
+            .write(true)
+            .open(&data)
+            .expect("data")
+            .set_len(10)
+            .expect("grow");
+        let restarted = LocalDisk::open(dir.path()).expect("open again");
+        assert_eq!(restarted.load(record.id).await.expect("load").held, 6);
+        let mut append = restarted.append(record.id, 6).await.expect("append");
+        let (written, synced) = append
+            .write_then_sync(vec![Bytes::from_static(b"+more")])
+            .await;
+        written.expect("write");
+        assert_eq!(synced.expect("sync"), 11);
+        assert_eq!(fs::read(&data).expect("read"), b"synced+more");
+    }
+
     #[tokio::test]
     async fn a_writer_permit_is_held_until_its_work_ends_even_if_the_caller_is_dropped() {
         let writers = Writers(Arc::new(Semaphore::new(1)));

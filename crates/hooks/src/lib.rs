@@ -177,6 +177,10 @@ impl Outbox {
             source,
         };
         fs::create_dir_all(dir).map_err(setup)?;
+        // The outbox's own name must survive a power cut like its events.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent).map_err(setup)?;
+        }
         let caller =
             Caller::new(config.secret.clone(), config.timeout).map_err(SetupError::Client)?;
         let outbox = Outbox {

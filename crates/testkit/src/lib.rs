@@ -10,10 +10,13 @@
 //!   reset connections or silence them ([`Outage`]).
 //! * [`Balancer`]: a round-robin HTTP/1.1 reverse proxy in front of several
 //!   nodes, per request, with per-node counters.
+//! * [`ForgetfulFs`]: a FUSE file system that forgets, at a simulated power
+//!   cut, what was not synced (module [`forgetful`]).
 //! * [`s3_url`] and [`database_url`]: a fresh bucket prefix and a fresh
 //!   PostgreSQL database on the servers `scripts/test` starts.
 
 mod balancer;
+pub mod forgetful;
 mod link;
 mod pg;
 mod proxy;
@@ -21,6 +24,7 @@ mod s3;
 mod server;
 
 pub use balancer::Balancer;
+pub use forgetful::{ForgetfulFs, Forgotten, Loss};
 pub use link::{LinkConfig, LinkStats, Outage, Schedule, WeakLink};
 pub use pg::{DedicatedPg, REQUIRED_VAR as PG_REQUIRED_VAR, URL_VAR as PG_URL_VAR, database_url};
 pub use proxy::{Cut, Fault, FaultProxy, ProxyStats};

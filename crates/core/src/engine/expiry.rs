@@ -39,9 +39,18 @@ enum Collected {
 }
 
 impl Engine {
-    /// Whether an active upload last active at `updated_at` has expired at `at`.
+    /// Whether an active upload last active at `updated_at` has expired at
+    /// `at`. Activity counts from the engine's opening at the earliest: the
+    /// stored `updated_at` is refreshed only hourly (`ACTIVITY_GRANULARITY`),
+    /// and while the server was down (a crash, a power cut) no client could
+    /// be active, so a restart gives every upload in progress a full time
+    /// to live to come back (found by the power-cut torture, whose short
+    /// time to live expired uploads at every restart).
     pub(super) fn is_idle(&self, updated_at: u64, at: u64) -> bool {
-        updated_at.saturating_add(self.inner.config.upload_ttl.as_secs()) < at
+        updated_at
+            .max(self.inner.opened_at)
+            .saturating_add(self.inner.config.upload_ttl.as_secs())
+            < at
     }
 
     /// Counts an upload found expired, once (and not at all if it expired
@@ -61,14 +70,13 @@ impl Engine {
     /// `expired_retention` is removed. An upload that is leased right now
     /// (receiving, or being asked about) is skipped: it is not idle.
     pub async fn collect_expired(&self) -> Result<CollectReport, Error> {
-        let ttl = self.inner.config.upload_ttl.as_secs();
         let retention = self.inner.config.expired_retention.as_secs();
         let mut report = CollectReport::default();
         for record in self.inner.storage.list().await? {
             // The stored `updated_at` is never newer than the in-memory one,
             // so an upload whose record is not due is not due at all.
             let due = match record.status {
-                Status::Active => record.updated_at.saturating_add(ttl) < now(),
+                Status::Active => self.is_idle(record.updated_at, now()),
                 Status::Expired => record.updated_at.saturating_add(retention) < now(),
                 Status::Complete(_) | Status::Cancelled => false,
             };

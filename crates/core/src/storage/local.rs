@@ -3,13 +3,20 @@
 //! ```text
 //! DATA/uploads/ID.json   the record (JSON, see `layout`), replaced atomically (temp, fsync, rename, fsync dir)
 //! DATA/uploads/ID.bin    the upload's bytes, in progress or complete
+//! DATA/uploads/ID.len    the synced length of ID.bin while in progress (see below)
 //! DATA/files/NAME        published files: a second link to a complete upload's bytes
 //! DATA/spaces/NS/NAME    the same, for the files of namespace NS
 //! ```
 //!
-//! The number of bytes held is the length of `ID.bin` after `fdatasync`:
-//! writes go in order with `pwrite`, so the length never covers bytes that
-//! were not written, and the record never has to be rewritten per chunk.
+//! The number of bytes held is the length recorded in `ID.len` after the
+//! `fdatasync` of `ID.bin`, not the length of `ID.bin`: after a power cut a
+//! file system may keep a file's new length without its data (ext4
+//! `data=writeback`, delayed allocation: the tail reads as zeros), so the
+//! file's length is only an upper bound. `ID.len` (16 bytes, overwritten in
+//! place, so it needs no directory sync) is written and synced after the
+//! data it counts; an append that finds `ID.bin` longer cuts it back to it.
+//! docs/storage.md ("Power cuts") has the argument; a data directory written
+//! before `ID.len` existed falls back to the file's length.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom};
@@ -37,6 +44,11 @@ pub struct LocalDisk {
     uploads: PathBuf,
     spaces: PathBuf,
     writers: Writers,
+    /// Uploads this process appended to: bytes of theirs past the synced
+    /// length are bytes this process wrote (an append dropped before its
+    /// sync), which a load may adopt once synced; after a restart they may
+    /// be a power cut's zeros, and only the recorded length counts.
+    appended: Arc<std::sync::Mutex<std::collections::HashSet<UploadId>>>,
 }
 
 /// Blocking jobs that write or sync, at most, at once. The disk goes no
@@ -88,11 +100,19 @@ impl LocalDisk {
         let files = root.join(layout::FILES);
         fs::create_dir_all(&uploads)?;
         fs::create_dir_all(&files)?;
+        // The directories' names must survive a power cut like what they
+        // hold: their parents are synced (the root's parent too, in case
+        // `create_dir_all` made the root).
+        sync_dir(root)?;
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         Ok(LocalDisk {
             root: root.to_owned(),
             uploads,
             spaces: root.join(layout::SPACES),
             writers: Writers(Arc::new(Semaphore::new(WRITERS))),
+            appended: Arc::default(),
         })
     }
 
@@ -102,6 +122,10 @@ impl LocalDisk {
 
     fn data_path(&self, id: UploadId) -> PathBuf {
         self.uploads.join(format!("{id}.bin"))
+    }
+
+    fn length_path(&self, id: UploadId) -> PathBuf {
+        self.uploads.join(format!("{id}.len"))
     }
 
     /// The directory of a namespace's published files.
@@ -152,6 +176,62 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// The length record's check word: a record whose check does not match
+/// (torn, or zeros) is not trusted.
+const LENGTH_CHECK: u64 = 0x7465_6e61_785f_6c65;
+
+/// Writes the synced-length record in place (16 bytes: the length and its
+/// check) and syncs it. Called only once the data it counts is synced.
+fn write_length(file: &File, len: u64) -> io::Result<()> {
+    let mut record = [0u8; 16];
+    record[..8].copy_from_slice(&len.to_le_bytes());
+    record[8..].copy_from_slice(&(len ^ LENGTH_CHECK).to_le_bytes());
+    file.write_all_at(&record, 0)?;
+    file.sync_data()
+}
+
+/// The synced length recorded at `path`: `None` if there is no record
+/// (an upload from before records existed); an error if it is unreadable.
+fn read_length(path: &Path) -> io::Result<Option<u64>> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    match (word(0), word(8)) {
+        (Some(len), Some(check)) if len ^ LENGTH_CHECK == check => Ok(Some(len)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not a length record", path.display()),
+        )),
+    }
+}
+
+/// The bytes of an upload in progress that are durably held: the recorded
+/// synced length (never more than the file holds), or the file's length
+/// for an upload without a record. With `adopt` (this process wrote the
+/// bytes past the record), they are synced and recorded, then counted.
+fn held_length(data: &Path, length: &Path, adopt: bool) -> io::Result<u64> {
+    let file_len = fs::metadata(data)?.len();
+    Ok(match read_length(length)? {
+        Some(len) if len < file_len && adopt => {
+            let synced = sync_data(
+                &OpenOptions::new().write(true).open(data)?,
+                Some(&OpenOptions::new().write(true).open(length)?),
+            )?;
+            synced.min(file_len)
+        }
+        Some(len) => len.min(file_len),
+        None => file_len,
+    })
+}
+
 fn read_record(path: &Path) -> io::Result<UploadRecord> {
     let bytes = fs::read(path)?;
     layout::parse_record(&path.display().to_string(), &bytes)
@@ -188,14 +268,17 @@ async fn stream_range(path: PathBuf, range: Range<u64>) -> Result<ByteStream, St
 #[async_trait]
 impl Storage for LocalDisk {
     async fn create(&self, record: &UploadRecord) -> Result<(), StorageError> {
-        let (data, path, json) = (
+        let (data, length, path, json) = (
             self.data_path(record.id),
+            self.length_path(record.id),
             self.record_path(record.id),
             to_json(record)?,
         );
         self.writers
             .io(move || {
                 File::create(&data)?.sync_all()?;
+                write_length(&File::create(&length)?, 0)?;
+                // Its directory sync makes the three names durable.
                 write_atomically(&path, &json)
             })
             .await
@@ -213,7 +296,14 @@ impl Storage for LocalDisk {
         blocking(move || {
             let record = read_record(&this.record_path(id))?;
             let held = match &record.status {
-                Status::Active => fs::metadata(this.data_path(id))?.len(),
+                Status::Active => {
+                    let adopt = this
+                        .appended
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .contains(&id);
+                    held_length(&this.data_path(id), &this.length_path(id), adopt)?
+                }
                 Status::Complete(info) => info.size,
                 Status::Cancelled | Status::Expired => 0,
             };
@@ -261,20 +351,36 @@ impl Storage for LocalDisk {
     }
 
     async fn append(&self, id: UploadId, offset: u64) -> Result<Box<dyn Append>, StorageError> {
-        let path = self.data_path(id);
-        let file = blocking(move || {
+        let (path, length_path) = (self.data_path(id), self.length_path(id));
+        self.appended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
+        let (file, length) = blocking(move || {
             let file = OpenOptions::new().write(true).open(path)?;
+            let length = match OpenOptions::new().write(true).open(&length_path) {
+                Ok(length) => Some(length),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+                Err(error) => return Err(error),
+            };
             let len = file.metadata()?.len();
-            if len != offset {
+            if len > offset && length.is_some() {
+                // Bytes past the synced length were never acknowledged
+                // (written before a crash, or a zero-filled tail a power
+                // cut left): cut them off before appending after `offset`.
+                file.set_len(offset)?;
+                file.sync_data()?;
+            } else if len != offset {
                 return Err(io::Error::other(format!(
                     "data holds {len} bytes, expected {offset}"
                 )));
             }
-            Ok(file)
+            Ok((file, length))
         })
         .await?;
         Ok(Box::new(LocalAppend {
             file: Arc::new(file),
+            length: length.map(Arc::new),
             position: offset,
             reserved: Some(offset),
             writers: self.writers.clone(),
@@ -337,9 +443,15 @@ impl Storage for LocalDisk {
     }
 
     async fn truncate(&self, id: UploadId, len: u64) -> Result<(), StorageError> {
-        let path = self.data_path(id);
+        let (path, length) = (self.data_path(id), self.length_path(id));
         self.writers
             .io(move || {
+                // The record first: it never counts more than the file holds.
+                match OpenOptions::new().write(true).open(&length) {
+                    Ok(length) => write_length(&length, len)?,
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error),
+                }
                 let file = OpenOptions::new().write(true).open(path)?;
                 file.set_len(len)?;
                 file.sync_all()
@@ -348,16 +460,37 @@ impl Storage for LocalDisk {
     }
 
     async fn discard(&self, id: UploadId) -> Result<(), StorageError> {
-        let data = self.data_path(id);
-        match self.writers.io(move || fs::remove_file(data)).await {
+        let (data, length) = (self.data_path(id), self.length_path(id));
+        self.appended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        let removed = move || {
+            match fs::remove_file(length) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+            fs::remove_file(data)
+        };
+        match self.writers.io(removed).await {
             Ok(()) | Err(StorageError::NotFound) => Ok(()),
             Err(error) => Err(error),
         }
     }
 
     async fn remove_record(&self, id: UploadId) -> Result<(), StorageError> {
-        let (path, dir) = (self.record_path(id), self.uploads.clone());
-        self.writers.io(move || remove_durably(&path, &dir)).await
+        let (path, length, dir) = (
+            self.record_path(id),
+            self.length_path(id),
+            self.uploads.clone(),
+        );
+        self.writers
+            .io(move || {
+                let _ = fs::remove_file(length);
+                remove_durably(&path, &dir)
+            })
+            .await
     }
 
     async fn unpublish(&self, file: &FileKey) -> Result<(), StorageError> {
@@ -375,6 +508,8 @@ fn to_json(record: &UploadRecord) -> Result<Vec<u8>, StorageError> {
 #[derive(Debug)]
 struct LocalAppend {
     file: Arc<File>,
+    /// The synced-length record (`None` for an upload from before records).
+    length: Option<Arc<File>>,
     position: u64,
     /// Bytes reserved with `fallocate` (beyond the file's length, which
     /// stays the bytes written); `None` where the file system cannot.
@@ -382,12 +517,17 @@ struct LocalAppend {
     writers: Writers,
 }
 
-/// `fdatasync`, timed; returns the durable length.
-fn sync_data(file: &File) -> io::Result<u64> {
+/// `fdatasync`, timed, then the synced length recorded (and synced);
+/// returns the durable length.
+fn sync_data(file: &File, length: Option<&File>) -> io::Result<u64> {
     let started = std::time::Instant::now();
     file.sync_data()?;
+    let len = file.metadata()?.len();
+    if let Some(length) = length {
+        write_length(length, len)?;
+    }
     metrics::histogram!(crate::metric::FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
-    Ok(file.metadata()?.len())
+    Ok(len)
 }
 
 /// Starts writing `len` bytes at `offset` back to the disk now, without
@@ -469,8 +609,10 @@ impl Append for LocalAppend {
     }
 
     async fn sync(&mut self) -> Result<u64, StorageError> {
-        let file = Arc::clone(&self.file);
-        self.writers.io(move || sync_data(&file)).await
+        let (file, length) = (Arc::clone(&self.file), self.length.clone());
+        self.writers
+            .io(move || sync_data(&file, length.as_deref()))
+            .await
     }
 
     async fn write_then_sync(
@@ -478,11 +620,12 @@ impl Append for LocalAppend {
         chunks: Vec<Bytes>,
     ) -> (Result<(), StorageError>, Result<u64, StorageError>) {
         let (file, position, reserved) = (Arc::clone(&self.file), self.position, self.reserved);
+        let length = self.length.clone();
         let outcome = self
             .writers
             .run(move || {
                 let written = LocalAppend::write_at(&file, position, reserved, &chunks);
-                (written, sync_data(&file))
+                (written, sync_data(&file, length.as_deref()))
             })
             .await;
         let (written, synced) = match outcome {
@@ -508,6 +651,54 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// A power cut in the zero-tail mode leaves `ID.bin` longer than what
+    /// was synced, the rest zeros: a new process (no `appended` memory)
+    /// trusts `ID.len`, and the next append cuts the zeros off.
+    #[tokio::test]
+    async fn a_zero_tail_past_the_synced_length_is_not_held_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let record = UploadRecord {
+            id: UploadId::from_bytes([7; 16]),
+            namespace: Default::default(),
+            name: None,
+            total: Some(100),
+            content_type: None,
+            metadata: Default::default(),
+            concat: None,
+            staged_from: None,
+            digests: crate::DigestSet::NONE,
+            created_at: 1,
+            updated_at: 1,
+            status: Status::Active,
+        };
+        let disk = LocalDisk::open(dir.path()).expect("open");
+        disk.create(&record).await.expect("create");
+        let mut append = disk.append(record.id, 0).await.expect("append");
+        let (written, synced) = append
+            .write_then_sync(vec![Bytes::from_static(b"synced")])
+            .await;
+        written.expect("write");
+        assert_eq!(synced.expect("sync"), 6);
+        drop(append);
+        // What the power cut left: the new size, zeros for the data.
+        let data = dir.path().join(format!("uploads/{}.bin", record.id));
+        OpenOptions::new()
+            .write(true)
+            .open(&data)
+            .expect("data")
+            .set_len(10)
+            .expect("grow");
+        let restarted = LocalDisk::open(dir.path()).expect("open again");
+        assert_eq!(restarted.load(record.id).await.expect("load").held, 6);
+        let mut append = restarted.append(record.id, 6).await.expect("append");
+        let (written, synced) = append
+            .write_then_sync(vec![Bytes::from_static(b"+more")])
+            .await;
+        written.expect("write");
+        assert_eq!(synced.expect("sync"), 11);
+        assert_eq!(fs::read(&data).expect("read"), b"synced+more");
+    }
 
     #[tokio::test]
     async fn a_writer_permit_is_held_until_its_work_ends_even_if_the_caller_is_dropped() {

@@ -120,7 +120,7 @@ fn uppy_cross_origin_upload_resumes_after_a_reload() {
         .to_owned();
     assert!(url.starts_with(&format!("{tenax}/uploads/")), "{url}");
     let acked = report["before"]["acked"].as_u64().expect("acked");
-    assert!(acked >= 6 * CHUNK && acked < SIZE, "reloaded at {acked}");
+    assert!((6 * CHUNK..SIZE).contains(&acked), "reloaded at {acked}");
 
     // What Uppy's tus plugin kept in localStorage across the reload.
     let stored = report["stored"].as_array().expect("stored");
@@ -139,7 +139,7 @@ fn uppy_cross_origin_upload_resumes_after_a_reload() {
     let patches: Vec<&Value> = after.iter().filter(|r| r["method"] == "PATCH").collect();
     let resumed_at = offset(patches.first().expect("a PATCH after the reload"));
     assert!(
-        resumed_at >= acked && resumed_at < SIZE,
+        (acked..SIZE).contains(&resumed_at),
         "resumed at {resumed_at}, {acked} acknowledged before the reload"
     );
     let resent = SIZE - resumed_at;

@@ -130,7 +130,9 @@ machine = dict(
 doc = ["# Benchmarks", ""]
 doc.append(
     "Written by `bench/all` (every benchmark in one run; see `bench/README.md`). "
-    "MB = 10^6 bytes. The machine is shared: the load average is part of the result."
+    "MB = 10^6 bytes. The machine is shared: the load average is part of the result. "
+    "Binaries are built with the `bench-release` profile (release code, with line tables "
+    "and symbols; the installed `release` build is the same code, stripped)."
 )
 doc.append("")
 doc.append("| | |")

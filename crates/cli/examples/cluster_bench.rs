@@ -30,7 +30,7 @@ struct Outcome {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut bin = root.join("target/release/tenax");
+    let mut bin = root.join("target/bench-release/tenax");
     let mut uploads = 32usize;
     let mut size = 32usize << 20;
     let mut chunk = 8usize << 20;

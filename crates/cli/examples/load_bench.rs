@@ -27,7 +27,7 @@ use serde_json::json;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut bin = root.join("target/release/tenax");
+    let mut bin = root.join("target/bench-release/tenax");
     let mut work = root.join("target/bench");
     let mut config = LoadConfig {
         uploads: 1000,

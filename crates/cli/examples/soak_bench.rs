@@ -47,7 +47,7 @@ fn options() -> anyhow::Result<Options> {
         cut: (MIB, 8 * MIB),
         dialects: Vec::new(),
         work_dir: root.join("target/bench"),
-        bin: root.join("target/release/tenax"),
+        bin: root.join("target/bench-release/tenax"),
     };
     let mut dialects = "seed,tus,ietf".to_owned();
     let mut args = std::env::args().skip(1);

@@ -77,7 +77,7 @@ fn options() -> anyhow::Result<Options> {
         clients: Vec::new(),
         timeout: Duration::from_secs(300),
         work_dir: root.join("target/bench"),
-        bin: root.join("target/release/tenax"),
+        bin: root.join("target/bench-release/tenax"),
         peers: root.join("target/peers"),
         node: PathBuf::from("node"),
     };

@@ -6,6 +6,7 @@
 mod config;
 mod credentials;
 mod download;
+mod manual;
 mod serve;
 mod sign;
 mod transfer_args;
@@ -43,10 +44,35 @@ enum Command {
     Download(download::DownloadArgs),
     /// Print a signed URL: a time-limited credential for one kind of request.
     Sign(sign::SignArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "bash: tenax completions bash > ~/.local/share/bash-completion/completions/tenax\n\
+        zsh: tenax completions zsh > \"${fpath[1]}/_tenax\"\n\
+        fish: tenax completions fish > ~/.config/fish/completions/tenax.fish"
+    )]
+    Completions(manual::CompletionsArgs),
+    /// Print the man page (roff): `tenax man | man -l -`, or install it with
+    /// `tenax man > tenax.1`.
+    Man(manual::ManArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Neither needs the async runtime.
+    let printed = match &cli.command {
+        Command::Completions(args) => Some(manual::completions::<Cli>(args)),
+        Command::Man(args) => Some(manual::man::<Cli>(args)),
+        _ => None,
+    };
+    if let Some(result) = printed {
+        return result.map_or_else(
+            |error| {
+                eprintln!("tenax: error: {error:#}");
+                ExitCode::FAILURE
+            },
+            |()| ExitCode::SUCCESS,
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,6 +89,7 @@ fn main() -> ExitCode {
             Command::Upload(args) => upload::run(args).await,
             Command::Download(args) => download::run(args).await,
             Command::Sign(args) => sign::run(args).map(|()| ExitCode::SUCCESS),
+            Command::Completions(_) | Command::Man(_) => Ok(ExitCode::SUCCESS),
         }
     });
     result.unwrap_or_else(|error| {

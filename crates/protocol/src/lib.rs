@@ -16,9 +16,12 @@
 //!   (§4).
 //! * [`forwarded`]: `Forwarded` and `X-Forwarded-*`, read behind a proxy.
 //! * [`host`]: the request's own `Host`, checked on every request.
+//! * [`disposition`]: the file name of a `Content-Disposition` (RFC 6266,
+//!   RFC 8187).
 //! * [`repr_digest`]: `Repr-Digest` / `Content-Digest` SHA-256 members.
 
 pub mod content_range;
+pub mod disposition;
 pub mod forwarded;
 pub mod host;
 pub mod name;

@@ -58,7 +58,11 @@ pub(crate) async fn get_upload(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let snapshot = state.engine.peek(upload_id(&id)?).await?;
+    let id = upload_id(&id)?;
+    if method == Method::GET && crate::dialects::rufh::is_offset_retrieval(&headers) {
+        return Ok(crate::dialects::rufh::head(state, id, headers).await);
+    }
+    let snapshot = state.engine.peek(id).await?;
     match &snapshot.record.status {
         Status::Complete(info) => {
             serve_complete(

@@ -73,3 +73,37 @@ pub(crate) fn chromium() -> PathBuf {
     );
     chromium
 }
+
+/// The `node_modules` folder holding Uppy (`@uppy/core`, `@uppy/tus`) and
+/// esbuild, which bundles it for the browser, or a failure telling how to
+/// install them.
+pub(crate) fn peers_uppy() -> PathBuf {
+    let modules = peers_playwright();
+    for package in ["@uppy/core", "@uppy/tus", "esbuild"] {
+        let manifest = modules.join(package).join("package.json");
+        assert!(
+            manifest.exists(),
+            "{package} is not installed ({} is missing): run scripts/test to \
+             install the peers (it runs `npm ci` in target/peers/node from \
+             tests/peers/package-lock.json)",
+            manifest.display()
+        );
+    }
+    modules
+}
+
+/// The venv's Python with aiotus, or a failure telling how to install it.
+pub(crate) fn peers_aiotus() -> PathBuf {
+    let python = peers_python();
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import aiotus"])
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        ok,
+        "aiotus is not installed in {}: run scripts/test to install the peers \
+         (tests/peers/requirements.txt)",
+        python.display()
+    );
+    python
+}

@@ -1,17 +1,19 @@
 //! The IETF "Resumable Uploads for HTTP" draft (docs/protocol.md §3), interop
 //! versions 5 to 9, as a thin adapter over the engine.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tenax_core::{Error as EngineError, Interruption, Lease, NewUpload, Status, UploadId};
-use tenax_protocol::FileName;
+use tenax_core::{
+    Error as EngineError, Interruption, Lease, NewUpload, Status, UploadId, UploadRecord,
+};
 use tenax_protocol::rufh::{
     self, UploadLimit, parse_boolean, parse_integer, parse_interop_version,
 };
 use tenax_protocol::tus::{metadata_name, parse_metadata};
+use tenax_protocol::{FileName, disposition};
 
 use crate::append::{self, Append, Caller, Finish, Progress};
 use crate::body::detached;
@@ -76,16 +78,86 @@ fn inconsistent(detail: impl Into<String>) -> Problem {
     )
 }
 
-/// `Upload-Limit` as this server sets it.
+/// `Upload-Limit` as this server sets it before an upload exists (OPTIONS,
+/// and the first 104 of a creation): `max-age` is the whole time to live.
 pub(crate) fn upload_limit(state: &AppState) -> HeaderValue {
+    limit_field(
+        state.config.max_upload_size,
+        Some(state.engine.config().upload_ttl.as_secs()),
+    )
+}
+
+fn limit_field(max_size: Option<u64>, max_age: Option<u64>) -> HeaderValue {
     let limit = UploadLimit {
-        max_size: state.config.max_upload_size,
+        max_size,
         min_size: 0,
         max_append_size: None,
-        max_age: Some(state.engine.config().upload_ttl.as_secs()),
+        max_age,
     };
     HeaderValue::from_str(&limit.to_field())
         .unwrap_or_else(|_| HeaderValue::from_static("min-size=0"))
+}
+
+/// Seconds since the epoch, as the engine stamps `updated_at`.
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// `max-age` of an upload (§3.2, draft -12 and later): the lifetime left
+/// from now, so that `now + max-age` is the upload's real end of life, the
+/// last activity plus the time to live. That end only moves later (every
+/// append moves the last activity), so the number may shrink between
+/// answers but the end it implies never moves earlier. A completed upload
+/// does not expire: no `max-age`.
+fn max_age(state: &AppState, record: &UploadRecord) -> Option<u64> {
+    if !matches!(record.status, Status::Active) {
+        return None;
+    }
+    let end = record
+        .updated_at
+        .saturating_add(state.engine.config().upload_ttl.as_secs());
+    Some(end.saturating_sub(now_secs()))
+}
+
+/// `Upload-Limit` on an answer about one upload.
+fn record_limit(state: &AppState, record: &UploadRecord) -> HeaderValue {
+    limit_field(state.config.max_upload_size, max_age(state, record))
+}
+
+/// A RUFH error answer: the request's interop version echoed,
+/// `Upload-Complete: ?0` (interop 9: the answer is the protocol's, not the
+/// result of processing the upload) unless the answer already says, and on
+/// a 413 the `Upload-Limit` whose `max-size` it broke (draft -12 and later:
+/// a 413 caused by the upload limits carries them).
+fn error_answer(
+    state: &AppState,
+    caller: Option<&Caller>,
+    version: Option<u32>,
+    problem: Problem,
+) -> Response {
+    let mut response = problem.into_response();
+    let too_large = response.status() == StatusCode::PAYLOAD_TOO_LARGE;
+    let headers = response.headers_mut();
+    if let Some(version) = version {
+        headers.insert("upload-draft-interop-version", HeaderValue::from(version));
+    }
+    if !headers.contains_key("upload-complete") {
+        headers.insert("upload-complete", flag(false));
+    }
+    if too_large && !headers.contains_key("upload-limit") {
+        let token = caller.and_then(|caller| caller.access.max_upload_size);
+        let max = match (state.config.max_upload_size, token) {
+            (Some(server), Some(token)) => Some(server.min(token)),
+            (server, token) => server.or(token),
+        };
+        headers.insert(
+            "upload-limit",
+            limit_field(max, Some(state.engine.config().upload_ttl.as_secs())),
+        );
+    }
+    response
 }
 
 fn flag(value: bool) -> HeaderValue {
@@ -116,7 +188,7 @@ fn progress(
     if let Some(length) = lease.record().total {
         headers.insert("upload-length", HeaderValue::from(length));
     }
-    headers.insert("upload-limit", upload_limit(state));
+    headers.insert("upload-limit", record_limit(state, lease.record()));
     headers.insert(header::CACHE_CONTROL, no_store());
     if let Some(version) = version {
         headers.insert("upload-draft-interop-version", HeaderValue::from(version));
@@ -124,17 +196,16 @@ fn progress(
     response
 }
 
-/// The file name a `Content-Disposition` carries, if any; 400 when it is
-/// not a valid name (refused, not dropped).
+/// The file name a `Content-Disposition` carries, if any (§3.3: `filename*`
+/// before `filename`, RFC 6266 and RFC 8187); 400 when the field does not
+/// parse or the name is not valid (refused, not dropped).
 fn disposition_name(headers: &HeaderMap) -> Result<Option<FileName>, Problem> {
     let Some(value) = header_str(headers, header::CONTENT_DISPOSITION.as_str())? else {
         return Ok(None);
     };
-    value
-        .split(';')
-        .map(str::trim)
-        .find_map(|param| param.strip_prefix("filename="))
-        .map(|raw| file_name(raw.trim_matches('"')))
+    disposition::file_name(value)
+        .map_err(|error| Problem::bad_request(error.to_string()))?
+        .map(|name| file_name(&name))
         .transpose()
 }
 
@@ -185,18 +256,22 @@ pub(crate) async fn create(
     interim: Option<Interim>,
     body: Body,
 ) -> Response {
-    detached(create_inner(state, caller, origin, headers, interim, body)).await
+    detached(async move {
+        let version = Fields::read(&headers).version;
+        let answer = create_inner(&state, &caller, origin, &headers, interim, body).await;
+        answer.unwrap_or_else(|problem| error_answer(&state, Some(&caller), version, problem))
+    })
+    .await
 }
 
 async fn create_inner(
-    state: AppState,
-    caller: Caller,
+    state: &AppState,
+    caller: &Caller,
     origin: Origin,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     interim: Option<Interim>,
     body: Body,
 ) -> Result<Response, Problem> {
-    let headers = &headers;
     if headers.contains_key("upload-incomplete") {
         return Err(Problem::bad_request(
             "Upload-Incomplete (interop version 3) is not supported; send Upload-Complete (interop 5 to 9)",
@@ -244,24 +319,16 @@ async fn create_inner(
     if let Some(interims) = &interims {
         let mut resumption = HeaderMap::new();
         resumption.insert(header::LOCATION, location.clone());
-        resumption.insert("upload-limit", upload_limit(&state));
+        resumption.insert("upload-limit", upload_limit(state));
         interims.send(resumption);
     }
     let mut lease = state.engine.lease(id).await?;
-    let result = write(
-        &state,
-        &caller,
-        &mut lease,
-        complete,
-        body,
-        interims.as_ref(),
-    )
-    .await;
+    let result = write(state, caller, &mut lease, complete, body, interims.as_ref()).await;
     let mut response = result.map_or_else(IntoResponse::into_response, |()| {
         StatusCode::CREATED.into_response()
     });
     response.headers_mut().insert(header::LOCATION, location);
-    Ok(progress(&state, &lease, fields.version, response))
+    Ok(progress(state, &lease, fields.version, response))
 }
 
 /// Appends a body at the held offset; completes the upload when the client
@@ -313,7 +380,15 @@ async fn write(
     }
 }
 
-/// Offset retrieval (§3.3): `HEAD` on the upload.
+/// Whether a `GET` on an upload is the draft's offset retrieval (§3.3, draft
+/// -12 and later): it names an interop version and asks for no range. Any
+/// other `GET` is a download (§4).
+pub(crate) fn is_offset_retrieval(headers: &HeaderMap) -> bool {
+    headers.contains_key("upload-draft-interop-version") && !headers.contains_key(header::RANGE)
+}
+
+/// Offset retrieval (§3.3): `HEAD` on the upload, or a `GET` that
+/// [`is_offset_retrieval`]; the same 204 for both.
 pub(crate) async fn head(state: AppState, id: UploadId, headers: HeaderMap) -> Response {
     let fields = Fields::read(&headers);
     match state.engine.lease(id).await {
@@ -433,15 +508,9 @@ pub(crate) async fn patch(
                 result.map_or_else(IntoResponse::into_response, |()| status.into_response());
             Ok(progress(&state, &lease, fields.version, response))
         };
-        result.await.unwrap_or_else(|problem| {
-            let mut response = problem.into_response();
-            if let Some(version) = fields.version {
-                response
-                    .headers_mut()
-                    .insert("upload-draft-interop-version", HeaderValue::from(version));
-            }
-            response
-        })
+        result
+            .await
+            .unwrap_or_else(|problem| error_answer(&state, Some(&caller), fields.version, problem))
     })
     .await
 }

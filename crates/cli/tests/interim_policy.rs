@@ -1,5 +1,5 @@
 //! `--interim-responses auto|always|never` against the real binary over a
-//! raw socket (docs/protocol.md §3.3, "Interim responses and proxies"): a
+//! raw socket (docs/protocol.md §0 "Behind reverse proxies", §3.3): a
 //! complete IETF creation (`Upload-Complete: ?1` with a body) gets its
 //! `104 Upload Resumption Supported` only where the policy allows it, and
 //! its final answer, with `Location`, in every case.

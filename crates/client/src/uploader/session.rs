@@ -300,10 +300,10 @@ impl Shared<'_> {
     }
 
     /// After a `413` to a request of `refused` body bytes: makes every
-    /// later request smaller (the draft's guidance on 413, docs/protocol.md
-    /// §3.6): `max_append_size` when the answer gave one below `refused`,
-    /// else half, in whole [`MIN_REQUEST`]s. Gives up when a request of
-    /// [`MIN_REQUEST`] or less was refused.
+    /// later request smaller (the draft's guidance on 413; docs/protocol.md
+    /// §0, "Behind reverse proxies"): `max_append_size` when the answer
+    /// gave one below `refused`, else half, in whole [`MIN_REQUEST`]s.
+    /// Gives up when a request of [`MIN_REQUEST`] or less was refused.
     pub(super) fn shrink_requests(
         &self,
         refused: u64,

@@ -198,14 +198,19 @@ impl<'s, 'a> Lane<'s, 'a> {
                         _ => None,
                     };
                     // Only a request with a body can be too large.
-                    let Some(left) = refused else {
-                        return Err(Error::Rejected {
+                    let shrunk = match refused {
+                        Some(left) => {
+                            sh.shrink_requests(left.min(self.last_request), max_append_size, detail)
+                        }
+                        None => Err(Error::Rejected {
                             status: 413,
                             detail,
-                        });
+                        }),
                     };
-                    let refused = left.min(self.last_request);
-                    sh.shrink_requests(refused, max_append_size, detail)?;
+                    if let Err(error) = shrunk {
+                        sh.forget();
+                        return Err(error);
+                    }
                     // Nothing of it was stored, most likely; ask.
                     resuming = true;
                     step = Step::Query;

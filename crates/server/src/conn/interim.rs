@@ -285,3 +285,56 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for InterimIo<T> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn auto_sends_only_to_requests_that_skipped_proxies() {
+        let local: Option<IpAddr> = "127.0.0.1".parse().ok();
+        let elsewhere: Option<IpAddr> = "192.0.2.7".parse().ok();
+        let listed = TrustForwarded::Networks(vec!["127.0.0.0/8".parse().expect("network")]);
+        let auto = InterimResponses::Auto;
+        assert!(auto.allows(&TrustForwarded::Nobody, local, &headers(&[])));
+        assert!(auto.allows(
+            &TrustForwarded::Nobody,
+            local,
+            &headers(&[("x-forwarded", "not a proxy header")])
+        ));
+        for sign in [
+            ("forwarded", "for=192.0.2.1"),
+            ("via", "1.1 proxy"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "example.com"),
+            ("x-forwarded-prefix", "/p"),
+            ("x-forwarded-port", "443"),
+        ] {
+            assert!(
+                !auto.allows(&TrustForwarded::Nobody, local, &headers(&[sign])),
+                "{sign:?}"
+            );
+            assert!(InterimResponses::Always.allows(
+                &TrustForwarded::Nobody,
+                local,
+                &headers(&[sign])
+            ));
+        }
+        assert!(!auto.allows(&TrustForwarded::Anyone, local, &headers(&[])));
+        assert!(!auto.allows(&listed, local, &headers(&[])));
+        assert!(auto.allows(&listed, elsewhere, &headers(&[])));
+        assert!(!auto.allows(&listed, None, &headers(&[("via", "1.1 p")])));
+        assert!(InterimResponses::Always.allows(&TrustForwarded::Anyone, local, &headers(&[])));
+        assert!(!InterimResponses::Never.allows(&TrustForwarded::Nobody, local, &headers(&[])));
+    }
+}

@@ -315,14 +315,14 @@ fn sized_source(dir: &Path, name: &str, len: u64) -> PathBuf {
 /// stops forwarding the body on a 104 stalls it.
 const CREATION_SIZE: u64 = 20_000_000;
 
-/// `tenax upload` of `file` to `url` in requests of `chunk` bytes; checks that it finished within the
+/// `tenax upload` of `file` to `url` (in 1 MiB requests unless `extra`
+/// has a `--chunk-size`); checks that it finished within the
 /// bound, that its upload URL starts with `expect_prefix` and that the
 /// server stored the file. Returns the JSON report.
 fn tenax_upload(
     server: &TestServer,
     proxy: &Proxy,
     protocol: &str,
-    chunk: &str,
     file: &Path,
     url: &str,
     expect_prefix: &str,
@@ -333,14 +333,15 @@ fn tenax_upload(
     let mut args = vec![
         "--protocol",
         protocol,
-        "--chunk-size",
-        chunk,
         "--json",
         "--no-journal",
         "--max-time",
         "60s",
     ];
     args.extend_from_slice(extra);
+    if !extra.contains(&"--chunk-size") {
+        args.extend_from_slice(&["--chunk-size", "1MiB"]);
+    }
     args.extend_from_slice(&[path, url]);
     let out = run_cli(&args, UPLOAD_BOUND + Duration::from_secs(30));
     let elapsed = started.elapsed();
@@ -382,7 +383,6 @@ fn tenax_upload_all_dialects(kind: Kind) {
             &server,
             &proxy,
             protocol,
-            "1MiB",
             &file,
             &proxy.url(""),
             &prefix,
@@ -605,7 +605,6 @@ fn downloads_resume(kind: Kind) {
         &server,
         &proxy,
         "seed",
-        "1MiB",
         &file,
         &server.url(""),
         &server.url("/uploads/"),
@@ -699,7 +698,6 @@ fn nginx_path_prefix() {
             &server,
             &proxy,
             protocol,
-            "1MiB",
             &file,
             &proxy.url("/transfer"),
             &prefix,
@@ -759,7 +757,6 @@ fn nginx_https_to_plain_tenax() {
             &server,
             &proxy,
             protocol,
-            "1MiB",
             &file,
             &proxy.tls_url(""),
             &prefix,
@@ -804,11 +801,10 @@ fn nginx_body_limit_shrinks_requests() {
             &server,
             &proxy,
             protocol,
-            "8MiB",
             &file,
             &proxy.limited_url(""),
             &prefix,
-            &[],
+            &["--chunk-size", "8MiB"],
         );
         assert_eq!(report["size"].as_u64(), Some(11 * MIB + 7), "{report}");
     }

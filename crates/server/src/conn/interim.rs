@@ -29,18 +29,18 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use axum::http::HeaderMap;
-use std::net::IpAddr;
-
-use crate::conn::origin::TrustForwarded;
 use bytes::{Buf as _, Bytes};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::conn::origin::TrustForwarded;
 
 /// When interim responses (the draft's `104 Upload Resumption
 /// Supported`) are sent on HTTP/1.1.

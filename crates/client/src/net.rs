@@ -192,6 +192,13 @@ pub(crate) enum Failure {
     BadRequest(String),
     /// `404` or `410`: the resource is gone.
     Gone { status: u16, detail: String },
+    /// `413` to a request with a body: the server, or a proxy before it,
+    /// takes smaller requests. Send smaller ones (at most
+    /// `max_append_size`, when the answer's `Upload-Limit` says).
+    TooLarge {
+        detail: String,
+        max_append_size: Option<u64>,
+    },
     /// Give up with this error.
     Fatal(Error),
 }
@@ -511,6 +518,7 @@ impl Tally {
             Failure::Gone { status, detail } => {
                 (format!("HTTP {status}: {detail}"), Duration::ZERO)
             }
+            Failure::TooLarge { detail, .. } => (format!("HTTP 413: {detail}"), Duration::ZERO),
             Failure::Fatal(error) => return Err(error),
         })
     }

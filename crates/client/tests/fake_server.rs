@@ -36,6 +36,13 @@ struct State {
     wrong_digest: bool,
     deletes: u32,
     chunk_bytes: u64,
+    /// A proxy's body limit: a PUT with a longer body gets 413 (its body
+    /// read and dropped first, as nginx does).
+    body_limit: Option<usize>,
+    /// The `Upload-Limit` the 413 carries, if any.
+    limit_header: Option<String>,
+    /// The body sizes of the PUTs that got through.
+    accepted: Vec<usize>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -86,6 +93,39 @@ async fn connection(mut socket: TcpStream, state: Shared, base: String) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let range = header("content-range");
+    let limited = {
+        let s = state.lock().expect("lock");
+        (method == "PUT")
+            .then_some(s.body_limit)
+            .flatten()
+            .filter(|limit| length > *limit)
+            .map(|_| s.limit_header.clone())
+    };
+    if let Some(limit_header) = limited {
+        let mut drained = body.len();
+        while drained < length {
+            let mut block = vec![0u8; 65536];
+            match socket.read(&mut block).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+        let headers: Vec<String> = limit_header
+            .map(|value| format!("Upload-Limit: {value}"))
+            .into_iter()
+            .collect();
+        respond(
+            &mut socket,
+            413,
+            &headers,
+            "<html>413 Request Entity Too Large</html>\n",
+        )
+        .await;
+        return;
+    }
+    if method == "PUT" && length > 0 {
+        state.lock().expect("lock").accepted.push(length);
+    }
     let fault = if method == "PUT" && length > 0 {
         state.lock().expect("lock").faults.pop_front()
     } else {
@@ -414,4 +454,52 @@ async fn the_journal_resumes_across_runs_and_notices_changes() {
             .iter()
             .any(|e| matches!(e, Event::Restarted { reason } if reason.contains("file changed")))
     );
+}
+
+/// A proxy's body limit (413 before the server): the upload halves its
+/// requests until they pass and finishes; with `Upload-Limit:
+/// max-append-size=N` on the 413 it takes N at once.
+#[tokio::test]
+async fn a_413_shrinks_requests_until_they_pass() {
+    for (limit_header, passes) in [
+        (None, vec![262_144]),
+        (Some("max-append-size=100000"), vec![100_000]),
+    ] {
+        let state = Shared::default();
+        {
+            let mut s = state.lock().expect("lock");
+            s.body_limit = Some(300_000);
+            s.limit_header = limit_header.map(str::to_owned);
+        }
+        let base = serve(state.clone()).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let (path, bytes) = write_file(dir.path(), 2_000_000);
+        let events = Arc::default();
+        let report = uploader(&events)
+            .chunk_size(1 << 20)
+            .upload(&path, &base)
+            .await
+            .expect("upload");
+        assert_eq!(report.sha256, hex(&bytes));
+        let s = state.lock().expect("lock");
+        assert_eq!(s.held, bytes);
+        assert_eq!(s.sessions, 1, "the same upload went on");
+        // Every request that got through had the size the 413s led to
+        // (the last one the rest of the file).
+        let (last, full) = s.accepted.split_last().expect("requests");
+        assert!(
+            full.iter().all(|size| passes.contains(size)),
+            "{:?}",
+            s.accepted
+        );
+        assert!(*last <= passes[0], "{:?}", s.accepted);
+        let shrinks = events
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|e| matches!(e, Event::Warning { message } if message.contains("413")))
+            .count();
+        let expected = if limit_header.is_some() { 1 } else { 2 };
+        assert_eq!(shrinks, expected, "{limit_header:?}");
+    }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tenax_core::CompletionAnswer;
 
 use crate::auth::Auth;
+use crate::conn::interim::InterimResponses;
 use crate::conn::origin::TrustForwarded;
 use crate::conn::tls::TlsConfig;
 use crate::ops::MetricsRender;
@@ -39,6 +40,10 @@ pub struct ServerConfig {
     /// Whose `Forwarded` / `X-Forwarded-*` headers decide the absolute URLs
     /// handed out (behind-proxy mode).
     pub trust_forwarded: TrustForwarded,
+    /// When the IETF draft's `104 Upload Resumption Supported` is sent
+    /// (docs/protocol.md §3.3): by default not through a reverse proxy,
+    /// which may take it for the final answer.
+    pub interim_responses: InterimResponses,
     /// Connections served at once; further ones wait, unaccepted, in the
     /// listen backlog until one closes.
     pub max_connections: usize,
@@ -84,6 +89,7 @@ impl Default for ServerConfig {
             tls: None,
             h2c: false,
             trust_forwarded: TrustForwarded::Nobody,
+            interim_responses: InterimResponses::Auto,
             max_connections: 4096,
             max_header_size: 64 * 1024,
             min_transfer_rate: Some(MinTransferRate::default()),

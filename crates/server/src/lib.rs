@@ -66,6 +66,7 @@ use crate::state::AppState;
 pub use auth::{Auth, TokenGrant};
 pub use config::{MinTransferRate, ServerConfig};
 pub use conn::accept::serve;
+pub use conn::interim::InterimResponses;
 pub use conn::origin::TrustForwarded;
 pub use conn::tls::{TlsConfig, TlsError};
 pub use ops::{MetricsRender, metric};

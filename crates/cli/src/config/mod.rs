@@ -208,6 +208,15 @@ pub(crate) struct ServeArgs {
     /// (`10.0.0.0/8,::1`). [default: every peer]
     #[arg(long, value_name = "CIDRS", env = "TENAX_TRUSTED_PROXIES")]
     trusted_proxies: Option<String>,
+    /// When the IETF draft's `104 Upload Resumption Supported` interim
+    /// response is sent: `auto` only to requests that did not come through
+    /// a reverse proxy (none with `Forwarded`, `X-Forwarded-*` or `Via`,
+    /// from a `--trusted-proxies` peer, or with `--behind-proxy` and no
+    /// list), since nginx before 1.29 takes a 104 for the final answer and
+    /// stalls the upload; `always` for a proxy known to pass 1xx on;
+    /// `never`. [default: auto]
+    #[arg(long, value_name = "WHEN", env = "TENAX_INTERIM_RESPONSES")]
+    interim_responses: Option<InterimMode>,
     /// Connections served at once; beyond it new connections wait in the
     /// listen backlog (not accepted, not refused) until one closes.
     /// [default: 4096]
@@ -231,6 +240,28 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "TENAX_MIN_TRANSFER_RATE_WINDOW")]
     #[serde(deserialize_with = "text")]
     min_transfer_rate_window: Option<String>,
+}
+
+/// When 104 interim responses are sent (`--interim-responses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum InterimMode {
+    /// Not through a reverse proxy.
+    Auto,
+    /// Always, also through proxies.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl From<InterimMode> for tenax_server::InterimResponses {
+    fn from(mode: InterimMode) -> Self {
+        match mode {
+            InterimMode::Auto => tenax_server::InterimResponses::Auto,
+            InterimMode::Always => tenax_server::InterimResponses::Always,
+            InterimMode::Never => tenax_server::InterimResponses::Never,
+        }
+    }
 }
 
 /// How log lines look.
@@ -308,6 +339,7 @@ impl ServeArgs {
             h2c: self.h2c.or(lower.h2c),
             behind_proxy: self.behind_proxy.or(lower.behind_proxy),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            interim_responses: self.interim_responses.or(lower.interim_responses),
             max_connections: self.max_connections.or(lower.max_connections),
             max_header_size: self.max_header_size.or(lower.max_header_size),
             min_transfer_rate: self.min_transfer_rate.or(lower.min_transfer_rate),

@@ -204,6 +204,10 @@ fn edge_settings() {
     assert!(config.server.tls.is_none());
     assert!(!config.server.h2c);
     assert_eq!(config.server.trust_forwarded, TrustForwarded::Nobody);
+    assert_eq!(
+        config.server.interim_responses,
+        tenax_server::InterimResponses::Auto
+    );
     assert_eq!(config.server.max_connections, 4096);
     assert_eq!(config.server.max_header_size, 64 * 1024);
     assert_eq!(
@@ -218,6 +222,7 @@ fn edge_settings() {
         h2c = true
         behind_proxy = true
         trusted_proxies = "10.0.0.0/8, ::1"
+        interim_responses = "always"
         max_connections = 3
         max_header_size = "8KiB"
         min_transfer_rate = "100/s"
@@ -234,6 +239,10 @@ fn edge_settings() {
             "10.0.0.0/8".parse().expect("network"),
             "::1/128".parse().expect("network")
         ])
+    );
+    assert_eq!(
+        config.server.interim_responses,
+        tenax_server::InterimResponses::Always
     );
     assert_eq!(config.server.max_connections, 3);
     assert_eq!(config.server.max_header_size, 8192);

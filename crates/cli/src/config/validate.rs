@@ -276,6 +276,9 @@ impl ServeArgs {
                 tls: edge.tls,
                 h2c: edge.h2c,
                 trust_forwarded: edge.trust_forwarded,
+                interim_responses: self
+                    .interim_responses
+                    .map_or(server_defaults.interim_responses, Into::into),
                 max_connections: limits.max_connections,
                 max_header_size: limits.max_header_size,
                 min_transfer_rate: limits.min_transfer_rate,

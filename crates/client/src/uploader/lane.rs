@@ -61,6 +61,8 @@ pub(super) struct Lane<'s, 'a> {
     /// The most the server has acknowledged of the current upload.
     pub(super) high_water: u64,
     pub(super) retry: Retrier,
+    /// The body size of the last chunk request sent.
+    pub(super) last_request: u64,
 }
 
 impl<'s, 'a> Lane<'s, 'a> {
@@ -80,6 +82,7 @@ impl<'s, 'a> Lane<'s, 'a> {
             session: sh.target.endpoint.clone(),
             high_water: 0,
             retry: Retrier::new(&sh.up.policy),
+            last_request: 0,
         }
     }
 
@@ -189,6 +192,32 @@ impl<'s, 'a> Lane<'s, 'a> {
                     resuming = false;
                     step = self.first_step(false);
                 }
+                Err(Failure::TooLarge {
+                    detail,
+                    max_append_size,
+                }) => {
+                    let refused = match sent_at {
+                        Some(at) if at < self.len => Some(self.len - at),
+                        _ => None,
+                    };
+                    // Only a request with a body can be too large.
+                    let shrunk = match refused {
+                        Some(left) => {
+                            sh.shrink_requests(left.min(self.last_request), max_append_size, detail)
+                        }
+                        None => Err(Error::Rejected {
+                            status: 413,
+                            detail,
+                        }),
+                    };
+                    if let Err(error) = shrunk {
+                        sh.forget();
+                        return Err(error);
+                    }
+                    // Nothing of it was stored, most likely; ask.
+                    resuming = true;
+                    step = Step::Query;
+                }
                 Err(Failure::Fatal(error)) => {
                     if matches!(error, Error::Rejected { .. }) {
                         sh.forget();
@@ -276,7 +305,8 @@ impl<'s, 'a> Lane<'s, 'a> {
             caught_up.map_err(|e| Failure::Fatal(sh.local_io(e)))?;
         }
         let local = |e| Failure::Fatal(sh.local_io(e));
-        let len = sh.up.chunk_size.min(self.len - at);
+        let len = sh.request_size.load(Ordering::Relaxed).min(self.len - at);
+        self.last_request = len;
         let moved = Arc::new(AtomicU64::new(0));
         let (client, piece) = if sh.dropped.load(Ordering::Relaxed) {
             (&sh.flapping_client, FLAPPING_PIECE)

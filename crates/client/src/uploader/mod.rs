@@ -42,6 +42,10 @@ const READ_CAPACITY: usize = 64 * 1024;
 /// 10–20% of the speed, hence only on a link that has dropped, where the
 /// link, not the CPU, is the limit.
 const FLAPPING_PIECE: usize = 8 * 1024;
+
+/// The smallest request body a `413` shrinks requests to: a refusal of
+/// one this small is final.
+const MIN_REQUEST: u64 = 64 * 1024;
 /// Default `TCP_NOTSENT_LOWAT` of upload sockets (see [`Uploader::unsent_limit`]).
 pub const DEFAULT_UNSENT_LIMIT: u32 = 16 * 1024;
 use net::MAX_RESPONSE_BODY;
@@ -233,6 +237,7 @@ impl Uploader {
             dropped: AtomicBool::new(false),
             local_error: Arc::new(Mutex::new(None)),
             tally: Tally::new(&self.policy),
+            request_size: AtomicU64::new(self.chunk_size),
         };
         let parts = shared.negotiate().await?;
         shared.acked = (0..parts).map(|_| AtomicU64::new(0)).collect();

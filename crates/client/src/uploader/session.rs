@@ -11,6 +11,7 @@ use futures_util::future;
 use reqwest::header::LOCATION;
 use reqwest::{Method, Url};
 use tenax_protocol::parse_u64;
+use tenax_protocol::rufh::UploadLimit;
 
 use crate::dialect::{Capabilities, Dialect, Protocol};
 use crate::error::Error;
@@ -73,6 +74,9 @@ pub(super) struct Shared<'a> {
     /// Failed attempts, the last error and the time limit, all lanes
     /// together.
     pub(super) tally: Tally,
+    /// The most body bytes one request carries: the chunk size, until a
+    /// `413` (a proxy's body limit) makes it smaller.
+    pub(super) request_size: AtomicU64,
 }
 
 impl Shared<'_> {
@@ -277,7 +281,9 @@ impl Shared<'_> {
         let status = response.status().as_u16();
         if !matches!(status, 200 | 201) {
             return Err(match self.failure_of(response).await {
-                Failure::Gap(detail) => Failure::Fatal(Error::Rejected { status, detail }),
+                Failure::Gap(detail) | Failure::TooLarge { detail, .. } => {
+                    Failure::Fatal(Error::Rejected { status, detail })
+                }
                 failure => failure,
             });
         }
@@ -297,11 +303,62 @@ impl Shared<'_> {
         })
     }
 
+    /// After a `413` to a request of `refused` body bytes: makes every
+    /// later request smaller (the draft's guidance on 413; docs/protocol.md
+    /// §0, "Behind reverse proxies"): `max_append_size` when the answer
+    /// gave one below `refused`, else half, in whole [`MIN_REQUEST`]s.
+    /// Gives up when a request of [`MIN_REQUEST`] or less was refused.
+    pub(super) fn shrink_requests(
+        &self,
+        refused: u64,
+        max_append_size: Option<u64>,
+        detail: String,
+    ) -> Result<(), Error> {
+        if refused <= MIN_REQUEST {
+            return Err(Error::Rejected {
+                status: 413,
+                detail: format!("a request of {refused} bytes was refused as too large: {detail}"),
+            });
+        }
+        // A proxy's 413 is an HTML page: say so rather than quote it.
+        let detail = if detail.starts_with('<') || detail.contains('\n') {
+            "Payload Too Large".to_owned()
+        } else {
+            detail
+        };
+        let smaller = match max_append_size {
+            Some(limit) if limit < refused => limit.max(1),
+            _ => (refused / 2 / MIN_REQUEST * MIN_REQUEST).max(MIN_REQUEST),
+        };
+        let before = self.request_size.fetch_min(smaller, Ordering::Relaxed);
+        if smaller < before {
+            self.emit(Event::Warning {
+                message: format!(
+                    "a request of {refused} bytes was refused as too large (HTTP 413: {detail}); \
+                     sending at most {smaller} bytes a request from now on"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Classifies an error answer, reading its problem details.
     pub(super) async fn failure_of(&self, response: Response) -> Failure {
         let status = response.status().as_u16();
         let retry_after = net::retry_after(response.headers());
+        let max_append_size = response
+            .headers()
+            .get("upload-limit")
+            .and_then(|value| value.to_str().ok())
+            .and_then(UploadLimit::parse)
+            .and_then(|limit| limit.max_append_size);
         let body = response.read_capped().await;
+        if status == 413 {
+            return Failure::TooLarge {
+                detail: net::problem_detail(status, &body),
+                max_append_size,
+            };
+        }
         match net::classify(status, retry_after, &body) {
             Failure::Fatal(Error::Rejected { detail, .. })
                 if status == 409 && self.dialect.conflict_is_gap() =>

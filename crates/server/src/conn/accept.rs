@@ -31,8 +31,8 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
 use crate::config::ServerConfig;
-use crate::conn::interim::{self, Interim};
-use crate::conn::origin::Peer;
+use crate::conn::interim::{self, Interim, InterimResponses};
+use crate::conn::origin::{Peer, TrustForwarded};
 
 /// What every connection of one server shares.
 struct Settings {
@@ -41,6 +41,14 @@ struct Settings {
     h2c: bool,
     header_read_timeout: Duration,
     max_header_size: usize,
+    interim: InterimPolicy,
+}
+
+/// Which HTTP/1.1 requests get an [`Interim`] handle.
+#[derive(Debug, Clone)]
+struct InterimPolicy {
+    responses: InterimResponses,
+    trust: TrustForwarded,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops
@@ -68,6 +76,10 @@ pub async fn serve(
         h2c: config.h2c,
         header_read_timeout: config.header_read_timeout,
         max_header_size: config.max_header_size,
+        interim: InterimPolicy {
+            responses: config.interim_responses,
+            trust: config.trust_forwarded.clone(),
+        },
     });
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
@@ -164,7 +176,11 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = Arc::new(interim::Shared::default());
-    let service = app_service(settings.app.clone(), peer, Some(Arc::clone(&shared)));
+    let service = app_service(
+        settings.app.clone(),
+        peer,
+        Some((Arc::clone(&shared), settings.interim.clone())),
+    );
     let io = TokioIo::new(interim::InterimIo::new(io, shared));
     let mut builder = http1::Builder::new();
     builder
@@ -214,12 +230,12 @@ where
 }
 
 /// The application as a hyper service: every request learns its
-/// connection ([`Peer`]); on HTTP/1.1 each also gets an [`Interim`] handle,
-/// closed as soon as its response is ready.
+/// connection ([`Peer`]); on HTTP/1.1 each the policy allows also gets an
+/// [`Interim`] handle, closed as soon as its response is ready.
 fn app_service(
     app: Router,
     peer: Peer,
-    interims: Option<Arc<interim::Shared>>,
+    interims: Option<(Arc<interim::Shared>, InterimPolicy)>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = axum::response::Response,
@@ -230,8 +246,15 @@ fn app_service(
         request.extensions_mut().insert(peer);
         let guard = interims
             .as_ref()
-            .filter(|_| request.version() == Version::HTTP_11)
-            .map(|shared| {
+            .filter(|(_, policy)| {
+                request.version() == Version::HTTP_11
+                    && policy.responses.allows(
+                        &policy.trust,
+                        Some(peer.addr.ip()),
+                        request.headers(),
+                    )
+            })
+            .map(|(shared, _)| {
                 let (handle, guard) = Interim::open(shared);
                 request.extensions_mut().insert(handle);
                 guard

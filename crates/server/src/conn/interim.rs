@@ -18,12 +18,18 @@
 //! * hyper reads a pipelined next request only after the previous response
 //!   is encoded, so a later request's 1xx cannot land in an earlier answer.
 //!
+//! Whether a request gets a handle at all is [`InterimResponses`]: a
+//! reverse proxy between us and the client may take a 1xx other than 100
+//! for the final answer (nginx before 1.29 does, and stops forwarding the
+//! body), so by default a request that came through one gets none.
+//!
 //! HTTP/2 gets no handle (raw bytes would break its framing) and neither
 //! does HTTP/1.0 (which must not receive 1xx). Clients there use the draft's
 //! other path: an empty `Upload-Complete: ?0` creation, then appends.
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,6 +39,58 @@ use axum::http::HeaderMap;
 use bytes::{Buf as _, Bytes};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::conn::origin::TrustForwarded;
+
+/// When interim responses (the draft's `104 Upload Resumption
+/// Supported`) are sent on HTTP/1.1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InterimResponses {
+    /// Only to requests that did not come through a reverse proxy: none
+    /// when the request carries `Forwarded`, `X-Forwarded-*` or `Via`, when
+    /// every peer is a proxy (behind-proxy mode without a list of proxies)
+    /// or when the peer is one of the listed proxies.
+    #[default]
+    Auto,
+    /// Always, also through proxies (for a proxy known to pass 1xx on).
+    Always,
+    /// Never (clients learn the upload's URL from the final response, or
+    /// create with an empty body first).
+    Never,
+}
+
+impl InterimResponses {
+    /// Whether a request with these headers, from this peer, may be sent
+    /// interim responses.
+    pub(crate) fn allows(
+        self,
+        trust: &TrustForwarded,
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+    ) -> bool {
+        match self {
+            InterimResponses::Always => true,
+            InterimResponses::Never => false,
+            InterimResponses::Auto => !came_through_proxy(trust, peer, headers),
+        }
+    }
+}
+
+/// Whether a request shows signs of a reverse proxy between us and the
+/// client (see [`InterimResponses::Auto`]).
+fn came_through_proxy(trust: &TrustForwarded, peer: Option<IpAddr>, headers: &HeaderMap) -> bool {
+    let proxy_peer = match trust {
+        TrustForwarded::Nobody => false,
+        TrustForwarded::Anyone => true,
+        TrustForwarded::Networks(_) => trust.trusts(peer),
+    };
+    proxy_peer
+        || headers.contains_key("forwarded")
+        || headers.contains_key("via")
+        || headers
+            .keys()
+            .any(|name| name.as_str().starts_with("x-forwarded-"))
+}
 
 /// What a connection's socket wrapper and its requests share.
 #[derive(Debug, Default)]
@@ -225,5 +283,58 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for InterimIo<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn auto_sends_only_to_requests_that_skipped_proxies() {
+        let local: Option<IpAddr> = "127.0.0.1".parse().ok();
+        let elsewhere: Option<IpAddr> = "192.0.2.7".parse().ok();
+        let listed = TrustForwarded::Networks(vec!["127.0.0.0/8".parse().expect("network")]);
+        let auto = InterimResponses::Auto;
+        assert!(auto.allows(&TrustForwarded::Nobody, local, &headers(&[])));
+        assert!(auto.allows(
+            &TrustForwarded::Nobody,
+            local,
+            &headers(&[("x-forwarded", "not a proxy header")])
+        ));
+        for sign in [
+            ("forwarded", "for=192.0.2.1"),
+            ("via", "1.1 proxy"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "example.com"),
+            ("x-forwarded-prefix", "/p"),
+            ("x-forwarded-port", "443"),
+        ] {
+            assert!(
+                !auto.allows(&TrustForwarded::Nobody, local, &headers(&[sign])),
+                "{sign:?}"
+            );
+            assert!(InterimResponses::Always.allows(
+                &TrustForwarded::Nobody,
+                local,
+                &headers(&[sign])
+            ));
+        }
+        assert!(!auto.allows(&TrustForwarded::Anyone, local, &headers(&[])));
+        assert!(!auto.allows(&listed, local, &headers(&[])));
+        assert!(auto.allows(&listed, elsewhere, &headers(&[])));
+        assert!(!auto.allows(&listed, None, &headers(&[("via", "1.1 p")])));
+        assert!(InterimResponses::Always.allows(&TrustForwarded::Anyone, local, &headers(&[])));
+        assert!(!InterimResponses::Never.allows(&TrustForwarded::Nobody, local, &headers(&[])));
     }
 }

@@ -38,7 +38,7 @@ pub enum TrustForwarded {
 }
 
 impl TrustForwarded {
-    fn trusts(&self, peer: Option<IpAddr>) -> bool {
+    pub(crate) fn trusts(&self, peer: Option<IpAddr>) -> bool {
         match self {
             TrustForwarded::Nobody => false,
             TrustForwarded::Anyone => true,

@@ -669,6 +669,7 @@ mod tests {
             staged_from: None,
             digests: crate::DigestSet::NONE,
             created_at: 1,
+            created_ns: None,
             updated_at: 1,
             status: Status::Active,
         };

@@ -282,6 +282,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             status,
+            object: None,
         }
     }
 
@@ -294,6 +295,7 @@ mod tests {
             crc32c: "AAAAAA==".into(),
             completed_at: 9,
             superseded: false,
+            generation: None,
             published: true,
         };
         let done = record(Status::Complete(info.clone()), None);

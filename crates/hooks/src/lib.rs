@@ -693,6 +693,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             status,
+            object: None,
         }
     }
 
@@ -705,6 +706,7 @@ mod tests {
             completed_at: 2,
             published,
             superseded: false,
+            generation: None,
         })
     }
 

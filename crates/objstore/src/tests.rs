@@ -145,6 +145,7 @@ fn record(seed: u8) -> UploadRecord {
         created_at: 1,
         updated_at: 1,
         status: Status::Active,
+        object: None,
     }
 }
 

@@ -168,6 +168,7 @@ fn record(rng: &mut Rng, name: Option<&str>) -> UploadRecord {
         created_at: 1,
         updated_at: 1,
         status: Status::Active,
+        object: None,
     }
 }
 
@@ -181,6 +182,7 @@ fn complete(mut record: UploadRecord, size: u64) -> UploadRecord {
         completed_at: 2,
         published: false,
         superseded: false,
+        generation: None,
     });
     record
 }

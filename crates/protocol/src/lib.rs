@@ -17,9 +17,12 @@
 //! * [`forwarded`]: `Forwarded` and `X-Forwarded-*`, read behind a proxy.
 //! * [`host`]: the request's own `Host`, checked on every request.
 //! * [`repr_digest`]: `Repr-Digest` / `Content-Digest` SHA-256 members.
+//! * [`gcs`]: the GCS JSON API: object names, `x-goog-hash`, generation
+//!   preconditions, `multipart/related` upload bodies.
 
 pub mod content_range;
 pub mod forwarded;
+pub mod gcs;
 pub mod host;
 pub mod name;
 pub mod number;

@@ -262,6 +262,7 @@ impl Engine {
             metadata: new.metadata,
             concat: new.concat,
             digests: new.digests,
+            object: new.object,
             staged_from: None,
             created_at,
             updated_at: created_at,

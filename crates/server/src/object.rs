@@ -28,9 +28,16 @@ pub(crate) fn bucket_of(namespace: &Namespace) -> &str {
     }
 }
 
+/// What a path segment keeps unencoded: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// An object name as one path segment of a URL.
 pub(crate) fn encode_segment(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
 }
 
 /// RFC 3339 with milliseconds, in UTC, of `micros` since the epoch.
@@ -91,6 +98,8 @@ pub(crate) fn resource(base: &str, record: &UploadRecord, info: &FinalInfo) -> V
         "storageClass": "STANDARD",
         "size": info.size.to_string(),
         "crc32c": info.crc32c,
+        // tenax's addition (§7.6): what `tenax upload` checks.
+        "sha256": info.sha256,
         "etag": STANDARD.encode(generation.to_be_bytes()),
         "timeCreated": rfc3339(generation),
         "updated": rfc3339(generation),

@@ -628,3 +628,47 @@ fn node_resumable_write_stream_and_download() {
     let (_, stored) = get_blocking(&files_url(&server, "node/object.bin"));
     assert_same_bytes("node/object.bin", &stored, &data);
 }
+
+#[test]
+fn a_precondition_is_checked_again_when_the_session_completes() {
+    let mut rng = Rng::from_env_or_os();
+    let data = random_bytes(&mut rng, 70_000);
+    let server = TestServer::start(BIN);
+    let rt = runtime();
+    // A session that may only create the object (ifGenerationMatch=0)…
+    let init = rt.block_on(request(
+        Method::POST,
+        &server.url(
+            "/upload/storage/v1/b/default/o?uploadType=resumable&name=race.bin&ifGenerationMatch=0",
+        ),
+        &[],
+        vec![],
+    ));
+    assert_eq!(init.status, 200, "{}", init.describe());
+    let session = init.header("location").expect("Location").to_owned();
+    // …then another client publishes it first…
+    let other = rt.block_on(request(
+        Method::POST,
+        &server.url("/upload/storage/v1/b/default/o?uploadType=media&name=race.bin"),
+        &[],
+        b"first".to_vec(),
+    ));
+    assert_eq!(other.status, 200, "{}", other.describe());
+    // …so the session's completion is refused with 412 (§7.5), and the
+    // object stays the other client's.
+    let range = format!("bytes 0-{}/{}", data.len() - 1, data.len());
+    let put = rt.block_on(request(
+        Method::PUT,
+        &session,
+        &[("content-range", range.as_str())],
+        data.clone(),
+    ));
+    assert_eq!(put.status, 412, "{}", put.describe());
+    assert_eq!(
+        put.json()["error"]["errors"][0]["reason"],
+        "conditionNotMet"
+    );
+    let (status, stored) = get_blocking(&files_url(&server, "race.bin"));
+    assert_eq!(status, 200);
+    assert_eq!(stored, b"first");
+}

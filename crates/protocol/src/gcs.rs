@@ -489,12 +489,11 @@ mod tests {
         out
     }
 
-    /// Reads `input` in pieces cut at `cuts`: (metadata, media type, data).
-    fn read(
-        boundary: &str,
-        input: &[u8],
-        cuts: &[usize],
-    ) -> Result<(Vec<u8>, Option<String>, Vec<u8>), GcsError> {
+    /// What a body read gives: (metadata, media type, data).
+    type Read = (Vec<u8>, Option<String>, Vec<u8>);
+
+    /// Reads `input` in pieces cut at `cuts`.
+    fn read(boundary: &str, input: &[u8], cuts: &[usize]) -> Result<Read, GcsError> {
         let mut reader = Multipart::new(boundary);
         let (mut metadata, mut media_type, mut data) = (Vec::new(), None, Vec::new());
         let mut start = 0;

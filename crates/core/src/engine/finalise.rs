@@ -12,7 +12,7 @@ use crate::catalog::PublishedFile;
 use crate::error::Error;
 use crate::events::{Event, EventKind, event_id};
 use crate::metric;
-use crate::record::{Concat, FileKey, FinalInfo, ObjectRules, Status, UploadRecord};
+use crate::record::{Concat, FileKey, FinalInfo, Status, UploadRecord};
 use crate::storage::StorageError;
 use tenax_protocol::gcs::Live;
 
@@ -116,10 +116,10 @@ impl Engine {
 }
 
 impl Lease {
-    /// Declares digests the upload's bytes must have when it completes
-    /// (an `x-goog-hash` on the request that completes it), kept with its
-    /// record; [`Lease::finalize`] checks them. Nothing to do for an empty
-    /// declaration.
+    /// Declares digests an object of the GCS JSON API must have when it
+    /// completes (an `x-goog-hash` on the request that completes it), kept
+    /// with its record; [`Lease::finalize`] checks them. Nothing to do for
+    /// an empty declaration or another upload.
     pub async fn declare_digests(
         &mut self,
         md5: Option<String>,
@@ -130,7 +130,11 @@ impl Lease {
             return Ok(());
         }
         let mut record = self.loaded.record.clone();
-        let rules = record.object.get_or_insert_with(ObjectRules::default);
+        // Only an object of the GCS JSON API takes them: a plain seed
+        // upload keeps its own final answer.
+        let Some(rules) = record.object.as_mut() else {
+            return Ok(());
+        };
         if md5.is_some() {
             rules.md5 = md5;
         }

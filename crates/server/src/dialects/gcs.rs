@@ -598,7 +598,7 @@ pub(crate) async fn delete_object(
 /// One entry of a listing: an object, or a prefix standing for those
 /// below a delimiter.
 enum Entry {
-    Object(Snapshot, FinalInfo),
+    Object(Box<(Snapshot, FinalInfo)>),
     Prefix(String),
 }
 
@@ -646,7 +646,10 @@ pub(crate) async fn list(
                 let folded = format!("{prefix}{}", &below[..end]);
                 (folded.clone(), Entry::Prefix(folded))
             }
-            None => (name.clone(), Entry::Object(snapshot.clone(), info.clone())),
+            None => (
+                name.clone(),
+                Entry::Object(Box::new((snapshot.clone(), info.clone()))),
+            ),
         };
         entries.entry(entry.0).or_insert(entry.1);
     }
@@ -665,7 +668,8 @@ pub(crate) async fn list(
         }
         count += 1;
         match entry {
-            Entry::Object(snapshot, info) => {
+            Entry::Object(found) => {
+                let (snapshot, info) = *found;
                 items.push(object::resource(origin.base(), &snapshot.record, &info));
             }
             Entry::Prefix(prefix) => {

@@ -66,6 +66,21 @@ pub enum Error {
         /// How long it is.
         len: u64,
     },
+    /// The object's bytes do not have the digest its client declared
+    /// (docs/protocol.md §7.4): not completed, the bytes kept.
+    #[error("the declared {algorithm} {declared} does not match the object's {computed}")]
+    DigestMismatch {
+        /// `md5` or `crc32c`.
+        algorithm: &'static str,
+        /// What the client declared, base64.
+        declared: String,
+        /// What the bytes have, base64.
+        computed: String,
+    },
+    /// A precondition of the GCS JSON API does not hold (docs/protocol.md
+    /// §7.5): nothing published.
+    #[error(transparent)]
+    PreconditionFailed(#[from] tenax_protocol::gcs::PreconditionFailed),
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,

@@ -283,6 +283,7 @@ mod tests {
             created_ns: None,
             updated_at: 1,
             status,
+            object: None,
         }
     }
 
@@ -295,6 +296,7 @@ mod tests {
             crc32c: "AAAAAA==".into(),
             completed_at: 9,
             superseded: false,
+            generation: None,
             published: true,
         };
         let done = record(Status::Complete(info.clone()), None);

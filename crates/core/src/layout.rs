@@ -72,6 +72,7 @@ mod tests {
             created_ns: None,
             updated_at: 2,
             status: crate::Status::Active,
+            object: None,
         };
         let json = record_json(&record).expect("encode");
         assert!(json.contains("\"md5\": false"), "{json}");

@@ -30,7 +30,9 @@ pub use engine::{
 pub use error::Error;
 pub use events::{CompletionAnswer, Event, EventKind, HookError, Hooks, NoHooks};
 pub use quota::{Quota, QuotaExceeded, Usage};
-pub use record::{Concat, FileKey, FinalInfo, MAX_METADATA_SIZE, NewUpload, Status, UploadRecord};
+pub use record::{
+    Concat, FileKey, FinalInfo, MAX_METADATA_SIZE, NewUpload, ObjectRules, Status, UploadRecord,
+};
 pub use storage::{Storage, StorageError};
 pub use tenax_protocol::{FileName, Namespace, UploadId};
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use tenax_protocol::gcs::Preconditions;
 use tenax_protocol::{FileName, Namespace, UploadId};
 
 use crate::digest::DigestSet;
@@ -26,6 +27,9 @@ pub struct NewUpload {
     /// computes them too): each costs time, so ask only for those the
     /// final answer shows.
     pub digests: DigestSet,
+    /// Set for an object of the GCS JSON API: what its completion must
+    /// satisfy, and the final answer's shape.
+    pub object: Option<ObjectRules>,
 }
 
 /// The most bytes of metadata an upload may carry: its keys and (encoded)
@@ -98,6 +102,33 @@ pub struct UploadRecord {
     pub updated_at: u64,
     /// Where the upload is in its life.
     pub status: Status,
+    /// Set for an upload created as an object of the GCS JSON API
+    /// (docs/protocol.md §7): the digests and preconditions its completion
+    /// must satisfy. Its presence also makes the final answer of every
+    /// dialect's completing request the GCS object resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectRules>,
+}
+
+/// What a client of the GCS JSON API asked of an object's completion
+/// (docs/protocol.md §7.4): the digests it declared and the preconditions
+/// on the generation the name shows. Checked by [`crate::Lease::finalize`]
+/// before anything is published; a refusal keeps the bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRules {
+    /// The MD5 the client declared, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    /// The CRC32C the client declared, base64 of its big-endian bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
+    /// The preconditions on the object the name shows when it completes.
+    #[serde(default, skip_serializing_if = "is_unconditional")]
+    pub preconditions: Preconditions,
+}
+
+fn is_unconditional(preconditions: &Preconditions) -> bool {
+    *preconditions == Preconditions::default()
 }
 
 fn md5_set() -> DigestSet {
@@ -187,6 +218,21 @@ pub struct FinalInfo {
     /// they cannot tell two uploads finished within the same second apart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub superseded: bool,
+    /// The object's generation (docs/protocol.md §7.5): its publication
+    /// time in microseconds since the Unix epoch, above the generation the
+    /// name showed before. `None` in records from before generations,
+    /// which count `completed_at` in microseconds instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+}
+
+impl FinalInfo {
+    /// The generation of the object this upload published
+    /// (docs/protocol.md §7.5).
+    pub fn generation(&self) -> u64 {
+        self.generation
+            .unwrap_or_else(|| self.completed_at.saturating_mul(1_000_000))
+    }
 }
 
 /// A [`DigestSet`] as the stored `md5` flag (the only optional digest).

@@ -698,6 +698,7 @@ mod tests {
             created_ns: None,
             updated_at: 1,
             status,
+            object: None,
         }
     }
 
@@ -710,6 +711,7 @@ mod tests {
             completed_at: 2,
             published,
             superseded: false,
+            generation: None,
         })
     }
 

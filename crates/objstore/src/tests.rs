@@ -146,6 +146,7 @@ fn record(seed: u8) -> UploadRecord {
         created_ns: None,
         updated_at: 1,
         status: Status::Active,
+        object: None,
     }
 }
 

@@ -169,6 +169,7 @@ fn record(rng: &mut Rng, name: Option<&str>) -> UploadRecord {
         created_ns: None,
         updated_at: 1,
         status: Status::Active,
+        object: None,
     }
 }
 
@@ -182,6 +183,7 @@ fn complete(mut record: UploadRecord, size: u64) -> UploadRecord {
         completed_at: 2,
         published: false,
         superseded: false,
+        generation: None,
     });
     record
 }

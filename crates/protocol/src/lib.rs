@@ -19,10 +19,13 @@
 //! * [`disposition`]: the file name of a `Content-Disposition` (RFC 6266,
 //!   RFC 8187).
 //! * [`repr_digest`]: `Repr-Digest` / `Content-Digest` SHA-256 members.
+//! * [`gcs`]: the GCS JSON API: object names, `x-goog-hash`, generation
+//!   preconditions, `multipart/related` upload bodies.
 
 pub mod content_range;
 pub mod disposition;
 pub mod forwarded;
+pub mod gcs;
 pub mod host;
 pub mod name;
 pub mod number;

@@ -270,6 +270,13 @@ impl Access {
         }
     }
 
+    /// Whether the credential may act in `namespace` (a GCS bucket,
+    /// docs/protocol.md §7.1): an open server's requests in any, a token's
+    /// in its own.
+    pub(crate) fn may_use(&self, namespace: &Namespace) -> bool {
+        matches!(self.credential, Credential::Open) || self.namespace == *namespace
+    }
+
     /// Whether the credential covers `target`.
     fn permits(&self, method: &Method, target: &Target) -> bool {
         match (&self.scope, target) {

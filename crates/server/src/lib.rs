@@ -49,6 +49,7 @@ mod dialects;
 mod download;
 mod files;
 mod hooks;
+mod object;
 mod ops;
 mod page;
 mod problem;
@@ -101,6 +102,21 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
                 .options(dialects::options),
         )
         .route("/files/{name}", get(files::get_file))
+        // The GCS JSON API (docs/protocol.md §7).
+        .route(
+            "/upload/storage/v1/b/{bucket}/o",
+            post(dialects::gcs::upload),
+        )
+        .route("/storage/v1/b/{bucket}", get(dialects::gcs::get_bucket))
+        .route("/storage/v1/b/{bucket}/o", get(dialects::gcs::list))
+        .route(
+            "/storage/v1/b/{bucket}/o/{*object}",
+            get(dialects::gcs::get_object).delete(dialects::gcs::delete_object),
+        )
+        .route(
+            "/download/storage/v1/b/{bucket}/o/{*object}",
+            get(dialects::gcs::download),
+        )
         .route("/", get(page::index))
         .route("/index.html", get(page::index))
         .route("/favicon.ico", get(page::icon))
@@ -125,6 +141,7 @@ pub fn router(engine: Engine, config: ServerConfig) -> Router {
             auth::authenticate,
         ))
         .layer(axum::middleware::from_fn(hooks::carry_answer))
+        .layer(axum::middleware::from_fn(object::gcs_errors))
         .with_state(state);
     // The method override runs before routing, so the outer router only
     // rewrites the request and hands it on.

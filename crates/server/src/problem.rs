@@ -10,6 +10,14 @@ use tenax_core::{Error as EngineError, HookError, StorageError};
 /// while it wrote (several nodes: its commits were refused).
 pub(crate) const TAKEN_OVER: &str = "urn:tenax:problem:taken-over";
 
+/// The problem type of an upload whose bytes do not have the digest its
+/// client declared (docs/protocol.md §7.4).
+pub(crate) const DIGEST_MISMATCH: &str = "urn:tenax:problem:digest-mismatch";
+
+/// The problem type of a GCS precondition that does not hold
+/// (docs/protocol.md §7.5).
+pub(crate) const PRECONDITION_FAILED: &str = "urn:tenax:problem:precondition-failed";
+
 /// An error answer: status, a problem type and a human-readable detail.
 ///
 /// Boxed, so that `Result<T, Problem>` stays small on the happy path.
@@ -70,6 +78,16 @@ impl Problem {
     /// The problem type (a URN).
     pub fn kind(&self) -> &'static str {
         self.0.kind
+    }
+
+    /// The human-readable detail.
+    pub(crate) fn detail(&self) -> &str {
+        &self.0.detail
+    }
+
+    /// The headers the answer carries besides the body's.
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        &self.0.headers
     }
 
     /// The same problem with another status code.
@@ -169,6 +187,18 @@ impl From<EngineError> for Problem {
                     "{detail}: another client may be writing this upload; what is held is kept \
                      (ask for the offset, and send only what follows it)"
                 ),
+            ),
+            EngineError::DigestMismatch { .. } => Problem::new(
+                StatusCode::BAD_REQUEST,
+                DIGEST_MISMATCH,
+                "Digest mismatch",
+                format!("{detail}; the upload was not completed, its bytes are kept"),
+            ),
+            EngineError::PreconditionFailed(_) => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                PRECONDITION_FAILED,
+                "Precondition failed",
+                detail,
             ),
             EngineError::ShuttingDown => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -14,6 +14,7 @@ use crate::events::{Event, EventKind, event_id};
 use crate::metric;
 use crate::record::{Concat, FileKey, FinalInfo, Status, UploadRecord};
 use crate::storage::StorageError;
+use tenax_protocol::gcs::Live;
 
 impl Engine {
     /// Publishes a complete upload under its name if that is not done yet,
@@ -115,6 +116,38 @@ impl Engine {
 }
 
 impl Lease {
+    /// Declares digests an object of the GCS JSON API must have when it
+    /// completes (an `x-goog-hash` on the request that completes it), kept
+    /// with its record; [`Lease::finalize`] checks them. Nothing to do for
+    /// an empty declaration or another upload.
+    pub async fn declare_digests(
+        &mut self,
+        md5: Option<String>,
+        crc32c: Option<String>,
+    ) -> Result<(), Error> {
+        if md5.is_none() && crc32c.is_none() || !matches!(self.loaded.record.status, Status::Active)
+        {
+            return Ok(());
+        }
+        let mut record = self.loaded.record.clone();
+        // Only an object of the GCS JSON API takes them: a plain seed
+        // upload keeps its own final answer.
+        let Some(rules) = record.object.as_mut() else {
+            return Ok(());
+        };
+        if md5.is_some() {
+            rules.md5 = md5;
+        }
+        if crc32c.is_some() {
+            rules.crc32c = crc32c;
+        }
+        if record != self.loaded.record {
+            self.engine.inner.storage.put_record(&record).await?;
+            self.loaded.record = record;
+        }
+        Ok(())
+    }
+
     /// Finalises the upload at its current size, which must equal the total
     /// if one is known. Idempotent on a complete upload.
     pub async fn finalize(&mut self) -> Result<FinalInfo, Error> {
@@ -155,6 +188,10 @@ impl Lease {
             }
         }
         let values = digests.finish();
+        // An object of the GCS JSON API: its declared digests and its
+        // preconditions decide whether it completes (docs/protocol.md
+        // §7.4, §7.5). A refusal keeps the bytes and the upload active.
+        let generation = check_object(&self.engine, &self.loaded.record, &values).await?;
         let completed_at = now();
         let info = FinalInfo {
             published: self.loaded.record.name.is_none(),
@@ -164,6 +201,7 @@ impl Lease {
             crc32c: values.crc32c,
             completed_at,
             superseded: false,
+            generation: Some(generation),
         };
         let mut record = self.loaded.record.clone();
         record.total = Some(held);
@@ -192,4 +230,59 @@ impl Lease {
         }
         Ok(info)
     }
+}
+
+/// The generation this upload publishes, once its declared digests and
+/// its preconditions (if it is an object of the GCS JSON API) hold.
+async fn check_object(
+    engine: &Engine,
+    record: &UploadRecord,
+    values: &crate::digest::DigestValues,
+) -> Result<u64, Error> {
+    let now_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        });
+    let Some(rules) = &record.object else {
+        return Ok(now_micros);
+    };
+    for (algorithm, declared, computed) in [
+        ("md5", &rules.md5, values.md5.as_ref()),
+        ("crc32c", &rules.crc32c, Some(&values.crc32c)),
+    ] {
+        // An MD5 the server does not compute (`--no-md5`) cannot be checked.
+        if let (Some(declared), Some(computed)) = (declared, computed)
+            && declared != computed
+        {
+            return Err(Error::DigestMismatch {
+                algorithm,
+                declared: declared.clone(),
+                computed: computed.clone(),
+            });
+        }
+    }
+    let live = match record.file_key() {
+        Some(file) => match engine.published(&file).await {
+            Ok(Snapshot {
+                record:
+                    UploadRecord {
+                        status: Status::Complete(info),
+                        ..
+                    },
+                ..
+            }) => Some(Live {
+                generation: info.generation(),
+                metageneration: 1,
+            }),
+            Ok(_) | Err(Error::NotFound) => None,
+            Err(error) => return Err(error),
+        },
+        None => None,
+    };
+    rules.preconditions.check(live)?;
+    // Generations of one name only grow, whatever the clock does.
+    Ok(live.map_or(now_micros, |live| {
+        now_micros.max(live.generation.saturating_add(1))
+    }))
 }

@@ -266,6 +266,7 @@ impl Engine {
             metadata: new.metadata,
             concat: new.concat,
             digests: new.digests,
+            object: new.object,
             staged_from: None,
             created_at,
             created_ns: Some(created_ns),

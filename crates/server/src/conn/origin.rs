@@ -64,6 +64,11 @@ pub(crate) struct Origin {
 
 impl Origin {
     /// The absolute URL of `path` (which starts with `/`).
+    /// The base itself: `scheme://host` and the proxy's path prefix.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
     pub(crate) fn url(&self, path: &str) -> Result<HeaderValue, Problem> {
         HeaderValue::from_str(&format!("{}{path}", self.base))
             .map_err(|_| Problem::bad_request("invalid Host header"))

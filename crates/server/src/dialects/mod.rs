@@ -6,6 +6,7 @@
 //! [`crate::append::Append`], and the outcome into its answer. The
 //! adapters import neither each other nor this dispatcher.
 
+pub(crate) mod gcs;
 pub(crate) mod rufh;
 pub(crate) mod seed;
 pub(crate) mod tus;

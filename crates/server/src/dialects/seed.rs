@@ -11,6 +11,7 @@ use serde_json::json;
 use tenax_core::{
     DigestSet, Error as EngineError, FileKey, FinalInfo, Lease, NewUpload, Snapshot, Status,
 };
+use tenax_protocol::gcs::GoogHash;
 use tenax_protocol::seed::{self, Phase, SeedAction, SeedRequest, UploadState};
 use tenax_protocol::{FileName, parse_u64};
 
@@ -105,6 +106,7 @@ pub(crate) async fn put_by_name(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<NameQuery>,
+    origin: Origin,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -121,7 +123,7 @@ pub(crate) async fn put_by_name(
             .engine
             .lease_name(&file, new, |current| starts_over(current, request))
             .await?;
-        Ok::<_, Problem>(respond(&state, &caller, lease, request, &headers, body).await)
+        Ok::<_, Problem>(respond(&state, &caller, lease, request, &origin, &headers, body).await)
     })
     .await
 }
@@ -131,6 +133,7 @@ pub(crate) async fn put_by_id(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    origin: Origin,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -139,7 +142,7 @@ pub(crate) async fn put_by_id(
         let request = classify(&headers)?;
         state.check_size(&caller.access, Some(request.implied_size()))?;
         let lease = state.engine.lease(id).await?;
-        Ok::<_, Problem>(respond(&state, &caller, lease, request, &headers, body).await)
+        Ok::<_, Problem>(respond(&state, &caller, lease, request, &origin, &headers, body).await)
     })
     .await
 }
@@ -200,6 +203,7 @@ async fn respond(
     caller: &Caller,
     mut lease: Lease,
     request: SeedRequest,
+    origin: &Origin,
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
@@ -207,6 +211,13 @@ async fn respond(
         .get("x-guploader-no-308")
         .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"yes"));
     let result = async {
+        // The digests a GCS client declares on the request that completes
+        // the upload (docs/protocol.md §7.4), checked when it completes.
+        if let Some(value) = header_str(headers, "x-goog-hash")? {
+            let hash =
+                GoogHash::parse(value).map_err(|error| Problem::bad_request(error.to_string()))?;
+            lease.declare_digests(hash.md5, hash.crc32c).await?;
+        }
         let phase = match lease.record().status {
             Status::Complete(_) => Phase::Complete,
             _ => Phase::Active,
@@ -286,9 +297,24 @@ async fn respond(
             .with_status(StatusCode::SERVICE_UNAVAILABLE)
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             .into_response(),
+        // A GCS object's errors in GCS's shape (docs/protocol.md §7.7).
+        Err(problem) if lease.record().object.is_some() => crate::object::gcs_error(&problem),
         Err(problem) => problem.into_response(),
         Ok(_) if let Status::Complete(info) = &lease.record().status => {
-            final_response(lease.record(), info, caller.answer.get())
+            if lease.record().object.is_some() {
+                let mut body = crate::object::resource(origin.base(), lease.record(), info);
+                if let Some(answer) = caller.answer.get() {
+                    body["hookResponse"] = answer;
+                }
+                (
+                    StatusCode::OK,
+                    [(header::CACHE_CONTROL, no_store())],
+                    axum::Json(body),
+                )
+                    .into_response()
+            } else {
+                final_response(lease.record(), info, caller.answer.get())
+            }
         }
         Ok(Some(tenax_core::Interruption::Overrun)) => Problem::bad_request(
             "the body is longer than its Content-Range; the announced bytes were kept",

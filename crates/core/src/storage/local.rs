@@ -668,6 +668,7 @@ mod tests {
             concat: None,
             staged_from: None,
             digests: crate::DigestSet::NONE,
+            object: None,
             created_at: 1,
             created_ns: None,
             updated_at: 1,

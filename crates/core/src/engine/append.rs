@@ -32,10 +32,6 @@ use crate::storage::StorageError;
 const DRAIN_TIME: Duration = Duration::from_millis(300);
 const DRAIN_LIMIT: u64 = 16 << 20;
 
-/// How often an active upload's record is rewritten just to refresh its
-/// `updated_at` (which drives expiry), so that appends do not pay for it.
-const ACTIVITY_GRANULARITY: u64 = 3600;
-
 /// How long a body may pause before what it gathered is written anyway.
 const IDLE_FLUSH: Duration = Duration::from_millis(100);
 
@@ -727,13 +723,14 @@ impl Lease {
         }
         self.loaded.dirty = false;
         // Activity, precise in memory (what the collector and the lease
-        // look at), persisted at most every `ACTIVITY_GRANULARITY`.
+        // look at), persisted at most every `activity_granularity`.
         let at = now();
         self.loaded.record.updated_at = self.loaded.record.updated_at.max(at);
         if let Some(error) = failure {
             return Err(error.into());
         }
-        if self.loaded.persisted_at + ACTIVITY_GRANULARITY < at {
+        let granularity = super::expiry::activity_granularity(self.engine.inner.config.upload_ttl);
+        if self.loaded.persisted_at + granularity < at {
             self.engine
                 .inner
                 .storage

@@ -40,23 +40,27 @@ enum Collected {
 
 impl Engine {
     /// Whether an active upload last active at `updated_at` has expired at
-    /// `at`. Activity counts from the engine's opening at the earliest: the
-    /// stored `updated_at` is refreshed only hourly (`ACTIVITY_GRANULARITY`),
-    /// and while the server was down (a crash, a power cut) no client could
-    /// be active, so a restart gives every upload in progress a full time
-    /// to live to come back (found by the power-cut torture, whose short
-    /// time to live expired uploads at every restart).
+    /// `at`. A stored `updated_at` lags the last activity by up to
+    /// [`activity_granularity`], so that much more is allowed: an upload a
+    /// client may still have been sending to is never expired (a restart
+    /// with a short time to live expired such uploads, found by the
+    /// power-cut torture), while one idle for longer does not come back to
+    /// life at a restart.
     pub(super) fn is_idle(&self, updated_at: u64, at: u64) -> bool {
+        let ttl = self.inner.config.upload_ttl;
         updated_at
-            .max(self.inner.opened_at)
-            .saturating_add(self.inner.config.upload_ttl.as_secs())
+            .saturating_add(activity_granularity(ttl))
+            .saturating_add(ttl.as_secs())
             < at
     }
 
     /// Counts an upload found expired, once (and not at all if it expired
     /// before the engine opened: it was never counted as active).
     pub(super) fn count_expired(&self, slot: &Slot, updated_at: u64) {
-        let expiry = updated_at.saturating_add(self.inner.config.upload_ttl.as_secs());
+        let ttl = self.inner.config.upload_ttl;
+        let expiry = updated_at
+            .saturating_add(activity_granularity(ttl))
+            .saturating_add(ttl.as_secs());
         if expiry >= self.inner.opened_at && !slot.expired.swap(true, Ordering::AcqRel) {
             metrics::counter!(metric::EXPIRED).increment(1);
             metrics::gauge!(metric::ACTIVE).decrement(1);
@@ -202,4 +206,12 @@ impl Engine {
             }
         })
     }
+}
+
+/// How far a stored `updated_at` may lag the last activity, in seconds: an
+/// active upload's record is rewritten just to refresh it at most this
+/// often (appends do not pay for it), an hour, or a quarter of the time to
+/// live `ttl` when that is shorter.
+pub(super) fn activity_granularity(ttl: std::time::Duration) -> u64 {
+    (ttl.as_secs() / 4).min(3600)
 }

@@ -187,7 +187,7 @@ struct Loaded {
     dirty: bool,
     /// The `updated_at` last written to storage. `record.updated_at` is
     /// refreshed in memory by every append (the collector reads it), but
-    /// rewritten to storage only every `ACTIVITY_GRANULARITY`.
+    /// rewritten to storage only every `expiry::activity_granularity`.
     persisted_at: u64,
 }
 

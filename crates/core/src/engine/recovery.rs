@@ -47,7 +47,10 @@ impl Engine {
             .iter()
             .filter(|record| {
                 matches!(record.status, Status::Active)
-                    && record.updated_at + config.upload_ttl.as_secs() >= opened_at
+                    && record.updated_at
+                        + super::expiry::activity_granularity(config.upload_ttl)
+                        + config.upload_ttl.as_secs()
+                        >= opened_at
             })
             .count();
         metrics::gauge!(metric::ACTIVE).increment(live as f64);

@@ -1,13 +1,16 @@
 //! `tenax upload` over a weak link (`tenax_testkit::WeakLink`): it is back
 //! on the wire soon after a long outage, finds a silent link without
-//! waiting for the stall timeout, and honours a server's `Retry-After`.
+//! waiting for the stall timeout (while it sends, and after its last body
+//! byte), and honours a server's `Retry-After`.
 
 mod support;
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::files::{assert_stored, write_random_file};
+use support::downloads::run_download;
+use support::files::{assert_same_file, assert_stored, write_random_file};
 use support::process::{run_cli, text};
 use support::{BIN, MIB};
 use tenax_testkit::{LinkConfig, Outage, Rng, Schedule, TestServer, WeakLink};
@@ -120,6 +123,142 @@ async fn a_silent_link_is_found_by_the_watchdog_and_resumed() {
     );
     // 4 MiB at 1 MB/s plus the outage: far below the 30 s stall timeout.
     assert!(took < Duration::from_secs(20), "took {took:?}: {stderr}");
+}
+
+/// The link goes silent just after the whole file has gone up in one
+/// request: the server's answer never comes back and the connection never
+/// closes. Probes find the link up after the longer wait an answer gets
+/// (4 s, as a server may still be syncing), far below the 30 s stall
+/// timeout; the status query then finds the upload complete. In every
+/// dialect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_silent_after_the_last_body_byte_is_found_by_probes() {
+    let server = TestServer::start(BIN);
+    let dir = tempfile::tempdir().expect("tmp");
+    let size = 2 * MIB;
+    let front = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/", front.local_addr().expect("addr"));
+    let silencer = tokio::spawn(silent_after(front, server.addr(), size));
+    for protocol in ["seed", "tus", "ietf"] {
+        let name = format!("after-{protocol}.bin");
+        let file = dir.path().join(&name);
+        write_random_file(&mut Rng::from_env_or_os(), &file, size);
+        let path = file.to_str().expect("UTF-8").to_owned();
+        let url = url.clone();
+        let started = Instant::now();
+        let out = tokio::task::spawn_blocking(move || {
+            run_cli(
+                &[&path, &url, "--no-journal", "--protocol", protocol],
+                Duration::from_secs(60),
+            )
+        })
+        .await
+        .expect("the upload thread");
+        let took = started.elapsed();
+        let stderr = text(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{protocol}: the upload failed: {stderr}"
+        );
+        assert!(
+            stderr.contains("while the server answers on a new connection"),
+            "{protocol}: the silent connection was not found by a probe: {stderr}"
+        );
+        assert!(
+            took < Duration::from_secs(15),
+            "{protocol}: took {took:?} (the stall timeout is 30 s): {stderr}"
+        );
+        assert_stored(&server, &name, &file);
+    }
+    silencer.abort();
+}
+
+/// `tenax download` through a link that goes silent mid-body: probes on
+/// fresh connections find the link back, and the download goes on from
+/// where it stopped, long before the 30 s stall timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_through_a_silent_link_is_found_by_probes() {
+    let server = TestServer::start(BIN);
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("down.bin");
+    write_random_file(&mut Rng::from_env_or_os(), &file, 4 * MIB);
+    let path = file.to_str().expect("UTF-8").to_owned();
+    let direct = format!("http://{}/", server.addr());
+    let out = run_cli(&[&path, &direct, "--no-journal"], Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let link = WeakLink::start(
+        server.addr(),
+        LinkConfig {
+            uplink: Some(4_000_000),
+            downlink: Some(1_000_000),
+            delay: Duration::from_millis(20),
+            schedule: Schedule::fixed(vec![(Duration::from_millis(1500), Duration::from_secs(4))]),
+            outage: Outage::BlackHole,
+        },
+    )
+    .await;
+    let got = dir.path().join("got.bin");
+    let url = format!("http://{}/files/down.bin", link.addr());
+    let target = got.to_str().expect("UTF-8").to_owned();
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        run_download(&[&url, "-o", &target], Duration::from_secs(60))
+    })
+    .await
+    .expect("the download thread");
+    let took = started.elapsed();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "the download failed: {stderr}");
+    assert!(
+        stderr.contains("while the server answers on a new connection"),
+        "the silent connection was not found by a probe: {stderr}"
+    );
+    // 4 MiB at 1 MB/s plus the outage: far below the 30 s stall timeout.
+    assert!(took < Duration::from_secs(20), "took {took:?}: {stderr}");
+    assert_same_file(&got, &file);
+}
+
+/// A front to `upstream` that passes every connection through, except that
+/// once a connection has carried `body` bytes from the client, it forwards
+/// nothing more from the server and never closes: a link gone silent just
+/// after a whole-file request's last byte.
+async fn silent_after(front: TcpListener, upstream: std::net::SocketAddr, body: u64) {
+    while let Ok((client, _)) = front.accept().await {
+        tokio::spawn(async move {
+            let Ok(server) = TcpStream::connect(upstream).await else {
+                return;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            let silent = Arc::new(AtomicBool::new(false));
+            let tripped = silent.clone();
+            tokio::spawn(async move {
+                let (mut carried, mut buffer) = (0u64, vec![0u8; 64 * 1024]);
+                while let Ok(n @ 1..) = client_read.read(&mut buffer).await {
+                    carried += n as u64;
+                    // Before the server can see the last byte and answer.
+                    if carried >= body {
+                        tripped.store(true, Ordering::SeqCst);
+                    }
+                    if server_write.write_all(&buffer[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut buffer = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = server_read.read(&mut buffer).await {
+                if !silent.load(Ordering::SeqCst)
+                    && client_write.write_all(&buffer[..n]).await.is_err()
+                {
+                    return;
+                }
+            }
+            if silent.load(Ordering::SeqCst) {
+                // Hold the client's side open, silent, until the test ends.
+                std::future::pending::<()>().await;
+            }
+        });
+    }
 }
 
 /// A server front that answers the first request with `503` and

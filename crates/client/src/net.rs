@@ -23,10 +23,16 @@ pub(crate) const MAX_RESPONSE_BODY: usize = 1024 * 1024;
 const MAX_BAD_REQUESTS: u32 = 3;
 /// The default pace of probes while the link is down.
 const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(250);
-/// How long a request may move nothing before fresh connections are
-/// probed (at most the stall timeout): a shorter silence is an ordinary
-/// wait for the server.
+/// How long a request may move nothing while its body is still being sent
+/// before fresh connections are probed: a shorter silence is an ordinary
+/// wait for a full socket buffer.
 const SILENCE: Duration = Duration::from_secs(2);
+/// The same once the request is all sent (or has no body): the server may
+/// be syncing or finishing the upload, so it gets longer.
+const ANSWER_SILENCE: Duration = Duration::from_secs(4);
+/// Silent requests cut in a row without progress, after which the waits
+/// stop doubling (a slow server is not cut again and again).
+const MAX_SILENT_STRIKES: u32 = 3;
 /// The most probes pending at once while a request is silent.
 const MAX_PROBES: usize = 4;
 
@@ -230,6 +236,29 @@ impl Failure {
     }
 }
 
+/// When a silent request is checked on fresh connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Silence {
+    /// The request body's length: until that much has moved, the request
+    /// is sending, afterwards it awaits its answer.
+    body: u64,
+    /// Silent requests cut in a row without progress: each doubles the
+    /// waits.
+    strikes: u32,
+}
+
+impl Silence {
+    /// How long the request may be silent, `moved` bytes of its body sent.
+    fn allowed(self, moved: u64) -> Duration {
+        let base = if moved < self.body {
+            SILENCE
+        } else {
+            ANSWER_SILENCE
+        };
+        base * (1 << self.strikes.min(MAX_SILENT_STRIKES))
+    }
+}
+
 /// The consecutive-failure bookkeeping of one connection (lane, segment).
 pub(crate) struct Retrier {
     /// Consecutive failures without progress.
@@ -238,6 +267,8 @@ pub(crate) struct Retrier {
     bad_requests: u32,
     /// Consecutive network failures without progress.
     outage: u32,
+    /// Consecutive silent requests cut without progress.
+    silent: u32,
     backoff: Box<dyn Iterator<Item = Duration> + Send + Sync>,
 }
 
@@ -247,6 +278,7 @@ impl std::fmt::Debug for Retrier {
             .field("failures", &self.failures)
             .field("bad_requests", &self.bad_requests)
             .field("outage", &self.outage)
+            .field("silent", &self.silent)
             .finish_non_exhaustive()
     }
 }
@@ -258,8 +290,24 @@ impl Retrier {
             failures: 0,
             bad_requests: 0,
             outage: 0,
+            silent: 0,
             backoff: Box::new(retry::delays(policy.min_delay, policy.max_delay)),
         }
+    }
+
+    /// When the next request, with a body of `body` bytes (0: none), is
+    /// checked on fresh connections if it goes silent.
+    pub(crate) fn silence(&self, body: u64) -> Silence {
+        Silence {
+            body,
+            strikes: self.silent,
+        }
+    }
+
+    /// When a response body that goes silent is checked: as a request body
+    /// still being sent.
+    pub(crate) fn receiving(&self) -> Silence {
+        self.silence(u64::MAX)
     }
 }
 
@@ -310,39 +358,24 @@ impl Tally {
         }
     }
 
-    /// Sends a request (`response`: its sending future) under the stall
-    /// watchdog and the time limit: the request is dropped when `moved` has
-    /// not changed and no response came for the stall timeout.
-    pub(crate) async fn send_watched<T, E>(
-        &self,
-        policy: &Policy,
-        response: impl Future<Output = Result<T, E>>,
-        moved: &AtomicU64,
-    ) -> Result<T, Failure>
-    where
-        E: std::error::Error + 'static,
-    {
-        self.send_probed(
-            policy,
-            response,
-            moved,
-            None::<fn() -> std::future::Ready<bool>>,
-        )
-        .await
-    }
-
-    /// [`send_watched`](Self::send_watched), and once the request has
-    /// moved nothing for [`SILENCE`], `probe()` (a request on a fresh
-    /// connection; `true`: the server answered) every probe interval: an
-    /// answer while the request is still silent means its connection is
-    /// dead though the link is up (a silent link drops connections without
-    /// a word), so it is dropped at once instead of at the stall timeout.
+    /// Sends a request (`response`: its sending future, or any future of the
+    /// transfer's network) under the stall watchdog and the time limit: it
+    /// is dropped when `moved` has not changed and no response came for the
+    /// stall timeout. And once it has moved nothing for as long as `silence`
+    /// allows, `probe()` (a
+    /// request on a fresh connection; `true`: the server answered) every
+    /// probe interval: an answer while the request is still silent means
+    /// its connection is dead though the link is up (a silent link drops
+    /// connections without a word), so it is dropped at once instead of at
+    /// the stall timeout. A false alarm (a server slower than allowed)
+    /// costs a status query, and doubles the next request's allowance.
     pub(crate) async fn send_probed<T, E, P, F>(
         &self,
         policy: &Policy,
         response: impl Future<Output = Result<T, E>>,
         moved: &AtomicU64,
-        probe: Option<P>,
+        probe: P,
+        silence: Silence,
     ) -> Result<T, Failure>
     where
         E: std::error::Error + 'static,
@@ -350,14 +383,15 @@ impl Tally {
         F: Future<Output = bool>,
     {
         let stall = policy.stall_timeout;
-        let silence = SILENCE.min(stall);
         tokio::pin!(response);
         let mut ticks = tokio::time::interval(tick(stall.min(policy.probe_interval)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seen = moved.load(Ordering::Relaxed);
         let mut since = Instant::now();
         let mut probes = futures_util::stream::FuturesUnordered::new();
-        let mut next_probe = since + silence;
+        // Past the stall timeout, the watchdog decides alone.
+        let allowed = |moved: u64| silence.allowed(moved).min(stall);
+        let mut next_probe = since + allowed(seen);
         loop {
             tokio::select! {
                 result = &mut response => {
@@ -376,20 +410,18 @@ impl Tally {
                     if now != seen {
                         seen = now;
                         since = Instant::now();
-                        next_probe = since + silence;
+                        next_probe = since + allowed(seen);
                         probes.clear();
                     } else if since.elapsed() >= stall {
                         return Err(Failure::network(format!(
                             "stalled: nothing moved for {}s",
                             stall.as_secs_f64()
                         )));
-                    } else if let Some(probe) = &probe
-                        && Instant::now() >= next_probe
-                    {
+                    } else if Instant::now() >= next_probe {
                         if probes.len() < MAX_PROBES {
                             // A probe stuck on a dead connection frees its slot.
                             let life = policy.probe_interval * MAX_PROBES as u32;
-                            let probe = tokio::time::timeout(life.max(silence), probe());
+                            let probe = tokio::time::timeout(life.max(SILENCE), probe());
                             probes.push(async move { probe.await.unwrap_or(false) });
                         }
                         next_probe = Instant::now() + jittered(policy.probe_interval);
@@ -399,29 +431,6 @@ impl Tally {
                     }
                 }
             }
-        }
-    }
-
-    /// The next block of a response body, under the stall watchdog and the
-    /// time limit (`None` at its end).
-    pub(crate) async fn next_block(
-        &self,
-        policy: &Policy,
-        response: &mut Response,
-    ) -> Result<Option<bytes::Bytes>, Failure> {
-        let stall = policy.stall_timeout;
-        let wait = match self.deadline {
-            Some(deadline) => stall.min(deadline.saturating_duration_since(Instant::now())),
-            None => stall,
-        };
-        match tokio::time::timeout(wait, response.chunk()).await {
-            Ok(Ok(block)) => Ok(block),
-            Ok(Err(e)) => Err(Failure::of_transport(&e)),
-            Err(_) if self.past_deadline(Duration::ZERO) => Err(Failure::Fatal(self.time_limit())),
-            Err(_) => Err(Failure::network(format!(
-                "stalled: nothing moved for {}s",
-                stall.as_secs_f64()
-            ))),
         }
     }
 
@@ -460,7 +469,10 @@ impl Tally {
                 };
                 return self.check_deadline(reason, delay);
             }
-            Failure::Silent(reason) => return self.check_deadline(reason, Duration::ZERO),
+            Failure::Silent(reason) => {
+                retry.silent = retry.silent.saturating_add(1);
+                return self.check_deadline(reason, Duration::ZERO);
+            }
             _ => {
                 retry.failures += 1;
                 self.book_answer(policy, retry, failure)?
@@ -818,11 +830,12 @@ mod tests {
             ..Policy::default()
         };
         let tally = Tally::new(&policy);
+        let sending = Retrier::new(&policy).silence(u64::MAX);
         let moved = AtomicU64::new(0);
         let started = Instant::now();
         let silent = std::future::pending::<Result<(), io::Error>>();
         let result = tally
-            .send_probed(&policy, silent, &moved, Some(|| async { true }))
+            .send_probed(&policy, silent, &moved, || async { true }, sending)
             .await;
         assert!(matches!(result, Err(Failure::Silent(_))), "{result:?}");
         let took = started.elapsed();
@@ -845,10 +858,11 @@ mod tests {
                 &policy,
                 moving,
                 &moved,
-                Some(|| {
+                || {
                     probed.fetch_add(1, Ordering::Relaxed);
                     async { true }
-                }),
+                },
+                sending,
             )
             .await;
         assert!(matches!(answer, Ok(7)), "{answer:?}");
@@ -863,8 +877,61 @@ mod tests {
         };
         let silent = std::future::pending::<Result<(), io::Error>>();
         let result = tally
-            .send_probed(&policy, silent, &moved, Some(|| async { false }))
+            .send_probed(&policy, silent, &moved, || async { false }, sending)
             .await;
         assert!(matches!(result, Err(Failure::Network(_))), "{result:?}");
+    }
+
+    /// Once the body is all sent, the silence allowed is longer (the server
+    /// may be syncing), and every silent cut without progress doubles it.
+    #[test]
+    fn the_silence_allowed_grows_after_the_body_and_with_each_cut() {
+        let policy = Policy::default();
+        let tally = Tally::new(&policy);
+        let mut retry = Retrier::new(&policy);
+        assert_eq!(retry.silence(10).allowed(9), SILENCE);
+        assert_eq!(retry.silence(10).allowed(10), ANSWER_SILENCE);
+        assert_eq!(retry.silence(0).allowed(0), ANSWER_SILENCE);
+        assert_eq!(retry.receiving().allowed(1 << 40), SILENCE);
+        for strikes in 1..=MAX_SILENT_STRIKES + 2 {
+            let booked = tally.book(&policy, &mut retry, Failure::Silent("cut".into()));
+            assert_eq!(booked.map(|(_, delay)| delay).ok(), Some(Duration::ZERO));
+            let doubled = 1 << strikes.min(MAX_SILENT_STRIKES);
+            assert_eq!(retry.silence(0).allowed(0), ANSWER_SILENCE * doubled);
+        }
+        // Progress starts a fresh count.
+        assert_eq!(Retrier::new(&policy).silence(0).allowed(0), ANSWER_SILENCE);
+    }
+
+    /// A request whose body is all sent is probed only after the longer
+    /// allowance: a server syncing for three seconds is not cut.
+    #[tokio::test]
+    async fn an_answer_is_awaited_longer_than_a_body() {
+        let policy = Policy {
+            probe_interval: Duration::from_millis(100),
+            ..Policy::default()
+        };
+        let tally = Tally::new(&policy);
+        let moved = AtomicU64::new(10);
+        let after_body = Retrier::new(&policy).silence(10);
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok::<_, io::Error>(())
+        };
+        let result = tally
+            .send_probed(&policy, slow, &moved, || async { true }, after_body)
+            .await;
+        assert!(result.is_ok(), "{result:?}");
+        let started = Instant::now();
+        let silent = std::future::pending::<Result<(), io::Error>>();
+        let result = tally
+            .send_probed(&policy, silent, &moved, || async { true }, after_body)
+            .await;
+        assert!(matches!(result, Err(Failure::Silent(_))), "{result:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= ANSWER_SILENCE && took < ANSWER_SILENCE + Duration::from_secs(1),
+            "{took:?}"
+        );
     }
 }

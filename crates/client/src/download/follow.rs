@@ -1,8 +1,6 @@
 //! Following an upload still in progress to its end: once all its bytes
 //! are in, poll until it shows the validators of a completed upload.
 
-use std::sync::atomic::AtomicU64;
-
 use reqwest::header::{ETAG, RANGE};
 
 use super::answer::{Answer, answer_of, header};
@@ -39,10 +37,7 @@ impl Job<'_> {
                 .client
                 .get(self.url.clone())
                 .header(RANGE, format!("bytes={last}-{last}"));
-            let outcome = self
-                .tally
-                .send_watched(&self.dl.policy, request.send(), &AtomicU64::new(0))
-                .await;
+            let outcome = self.send(request, retry.silence(0)).await;
             let failure = match outcome {
                 Ok(response) if matches!(response.status().as_u16(), 200 | 206) => {
                     let total = match answer_of(response.status().as_u16(), response.headers()) {

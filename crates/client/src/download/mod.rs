@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::hash::HashCursor;
-use crate::net::{Policy, Tally};
+use crate::net::{Failure, Policy, Silence, Tally};
 use crate::uploader::Event;
 
 use self::hasher::Hasher;
@@ -315,6 +315,43 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// Sends `request` under the stall watchdog and the time limit; once it
+    /// has been silent as long as `silence` allows, `HEAD` of the URL checks
+    /// the link on fresh connections (any answer: the link is up, this
+    /// connection is dead).
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        silence: Silence,
+    ) -> Result<Response, Failure> {
+        self.watch(request.send(), silence).await
+    }
+
+    /// The next block of `response`'s body (`None` at its end), watched as
+    /// [`send`](Self::send) watches a request.
+    async fn next_block(
+        &self,
+        response: &mut Response,
+        silence: Silence,
+    ) -> Result<Option<bytes::Bytes>, Failure> {
+        self.watch(response.chunk(), silence).await
+    }
+
+    async fn watch<T>(
+        &self,
+        outcome: impl Future<Output = reqwest::Result<T>>,
+        silence: Silence,
+    ) -> Result<T, Failure> {
+        let probe = || {
+            let head = self.client.head(self.url.clone());
+            async move { head.send().await.is_ok() }
+        };
+        let unmoved = AtomicU64::new(0);
+        self.tally
+            .send_probed(&self.dl.policy, outcome, &unmoved, probe, silence)
+            .await
+    }
+
     fn write_error(&self, source: io::Error) -> Error {
         Error::LocalWrite {
             path: self.path.clone(),

@@ -2,7 +2,7 @@
 //! until its bytes are on disk (or, following an upload, until the upload
 //! is complete).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use reqwest::Response;
 use reqwest::header::{IF_RANGE, RANGE};
@@ -29,11 +29,7 @@ impl Job<'_> {
             if let Some(validator) = lock(&self.meta).if_range() {
                 request = request.header(IF_RANGE, validator);
             }
-            let failure = match self
-                .tally
-                .send_watched(&self.dl.policy, request.send(), &AtomicU64::new(0))
-                .await
-            {
+            let failure = match self.send(request, retry.silence(0)).await {
                 Ok(response) if matches!(response.status().as_u16(), 200 | 206 | 409 | 416) => {
                     return Ok(response);
                 }
@@ -119,7 +115,11 @@ impl Job<'_> {
                     }
                     let stop = seg.end().map_or(last + 1, |end| end.min(last + 1));
                     let before = seg.pos();
-                    match self.stream(plan, seg, response, stop, generation).await {
+                    let silence = retry.receiving();
+                    match self
+                        .stream(plan, seg, response, stop, generation, silence)
+                        .await
+                    {
                         Ok(()) => {}
                         Err(Failure::Fatal(error)) => return Err(Stop::Error(error)),
                         Err(failure) => {
@@ -169,7 +169,11 @@ impl Job<'_> {
                         );
                     }
                     let stop = length.unwrap_or(u64::MAX);
-                    match self.stream(plan, seg, response, stop, generation).await {
+                    let silence = retry.receiving();
+                    match self
+                        .stream(plan, seg, response, stop, generation, silence)
+                        .await
+                    {
                         Ok(()) if length.is_none() => {
                             // Without a length, the end of the body ends it.
                             let got = seg.pos();

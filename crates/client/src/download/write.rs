@@ -13,7 +13,7 @@ use reqwest::Response;
 use super::hasher::HashMsg;
 use super::state::{Segment, written_prefix};
 use super::{Job, Stop};
-use crate::net::Failure;
+use crate::net::{Failure, Silence};
 
 /// Bytes gathered from the network before one positional write (one
 /// blocking hand-off); the next batch is received while one is written.
@@ -34,8 +34,8 @@ impl Job<'_> {
         mut response: Response,
         stop: u64,
         generation: u64,
+        silence: Silence,
     ) -> Result<(), Failure> {
-        let policy = &self.dl.policy;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
         let mut writing: Option<Writing> = None;
@@ -47,7 +47,7 @@ impl Job<'_> {
                 let _ = response.chunk().now_or_never();
                 break Ok(());
             }
-            let mut block = match self.tally.next_block(policy, &mut response).await {
+            let mut block = match self.next_block(&mut response, silence).await {
                 Ok(Some(block)) => block,
                 Ok(None) => break Ok(()),
                 // Keep what arrived before the trouble.

@@ -263,7 +263,9 @@ impl<'s, 'a> Lane<'s, 'a> {
             let request = sh
                 .dialect
                 .create(&sh.client, &sh.target, self.len, creation)?;
-            let failure = match sh.send_watched(request, &AtomicU64::new(0)).await {
+            let unmoved = AtomicU64::new(0);
+            let sent = sh.send(&sh.client, request, &unmoved, self.retry.silence(0));
+            let failure = match sent.await {
                 Ok(response) => match sh.session_from(response).await {
                     Ok(url) => {
                         if let Some(index) = self.index {
@@ -360,7 +362,10 @@ impl<'s, 'a> Lane<'s, 'a> {
             .dialect
             .chunk(client, &self.session, (at, len, self.len), body);
         let response = self
-            .reporting(sh.send_body(client, request, &moved, len), &moved)
+            .reporting(
+                sh.send(client, request, &moved, self.retry.silence(len)),
+                &moved,
+            )
             .await
             .inspect_err(|_| sh.dropped.store(true, Ordering::Relaxed))?;
         self.reply_of(response, sh.dialect).await
@@ -404,7 +409,10 @@ impl<'s, 'a> Lane<'s, 'a> {
             &sh.client
         };
         let request = sh.dialect.query(client, &self.session, self.len);
-        let response = sh.send_watched(request, &AtomicU64::new(0)).await?;
+        let silence = self.retry.silence(0);
+        let response = sh
+            .send(client, request, &AtomicU64::new(0), silence)
+            .await?;
         self.reply_of(response, sh.dialect).await
     }
 
@@ -413,7 +421,10 @@ impl<'s, 'a> Lane<'s, 'a> {
     pub(super) async fn fetch(&self) -> Result<Reply, Failure> {
         let sh = self.sh;
         let request = Dialect::status_query(&sh.client, &self.session);
-        let response = sh.send_watched(request, &AtomicU64::new(0)).await?;
+        let silence = self.retry.silence(0);
+        let response = sh
+            .send(&sh.client, request, &AtomicU64::new(0), silence)
+            .await?;
         self.reply_of(response, Dialect::Seed).await
     }
 

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::hash::{self, HashCursor};
 use crate::http::{self, Response};
 use crate::journal::{Entry, FileIdentity, Journal};
-use crate::net::{self, Failure, Retrier, Tally, lock};
+use crate::net::{self, Failure, Retrier, Silence, Tally, lock};
 use crate::target::Target;
 
 use super::lane::{Kind, Lane};
@@ -134,7 +134,9 @@ impl Shared<'_> {
             let request = self
                 .client
                 .request(Method::OPTIONS, self.target.collection.clone());
-            let failure = match self.send_watched(request, &AtomicU64::new(0)).await {
+            let unmoved = AtomicU64::new(0);
+            let sent = self.send(&self.client, request, &unmoved, retrier.silence(0));
+            let failure = match sent.await {
                 Ok(response) if response.status().is_success() => {
                     return Ok(Capabilities::of(response.headers()));
                 }
@@ -240,39 +242,26 @@ impl Shared<'_> {
         fresh
     }
 
-    /// Sends a request under the stall watchdog and the time limit.
-    pub(super) async fn send_watched(
-        &self,
-        request: http::RequestBuilder,
-        moved: &AtomicU64,
-    ) -> Result<Response, Failure> {
-        self.tally
-            .send_watched(&self.up.policy, request.send(), moved)
-            .await
-    }
-
-    /// [`send_watched`](Self::send_watched) for a request with a body of
-    /// `len` bytes: while its body is silent before its end, it is checked
-    /// with `OPTIONS {base}/uploads` on fresh connections (any answer: the
-    /// link is up, this connection is dead). Once the body is all sent the
-    /// silence is the server's (a slow sync) and only the stall timeout
-    /// applies. The probes go through `client`, the request's: the probe
-    /// that finds the link up leaves its fresh connection in that client's
-    /// pool, where the retry's status query and body find it.
-    pub(super) async fn send_body(
+    /// Sends a request built on `client` under the stall watchdog and the
+    /// time limit, `moved` counting its body's bytes. Once it has been
+    /// silent as long as `silence` allows, `OPTIONS {base}/uploads` checks
+    /// the link on fresh connections (any answer: the link is up, this
+    /// connection is dead). The probes go through `client`, the request's:
+    /// the probe that finds the link up leaves its fresh connection in that
+    /// client's pool, where the retry finds it.
+    pub(super) async fn send(
         &self,
         client: &http::Client,
         request: http::RequestBuilder,
         moved: &AtomicU64,
-        len: u64,
+        silence: Silence,
     ) -> Result<Response, Failure> {
         let probe = || {
-            let pending = moved.load(Ordering::Relaxed) < len;
             let request = client.request(Method::OPTIONS, self.target.collection.clone());
-            async move { pending && request.send().await.is_ok() }
+            async move { request.send().await.is_ok() }
         };
         self.tally
-            .send_probed(&self.up.policy, request.send(), moved, Some(probe))
+            .send_probed(&self.up.policy, request.send(), moved, probe, silence)
             .await
     }
 

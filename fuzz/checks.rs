@@ -21,6 +21,7 @@ use tenax_protocol::range::{
     self as ranges, Conditions, Decision, MAX_RANGES, RangeOutcome, Representation,
     available_ranges,
 };
+use tenax_protocol::repr_digest;
 use tenax_protocol::rufh::{self, UploadLimit};
 use tenax_protocol::seed::{
     Phase, SeedAction, SeedRequest, UploadState, decide, held_range, parse_held_range,
@@ -579,6 +580,9 @@ pub(crate) fn structured_fields(data: &[u8]) {
         }
         if let Some(limit) = UploadLimit::parse(value) {
             limit_to_field(limit);
+        }
+        if repr_digest::wants(value, "md5") == Some(true) {
+            assert!(value.contains("md5"), "{value:?}: md5 wanted, not named");
         }
     }
 }

@@ -1958,3 +1958,51 @@ async fn a_name_addresses_the_same_upload_across_kill9_restarts() {
         assert_eq!(download(&server, name).await, data);
     }
 }
+
+/// MD5 (`md5Hash`) is computed for a seed upload unless the creating
+/// request's `Want-Repr-Digest` states wishes that leave it out (as
+/// `tenax upload` does: `sha-256=10`). Both ways of creating: `POST` and
+/// the literal `PUT /api/upload?file=`. A field that states nothing (not a
+/// dictionary of preferences) keeps the default.
+#[tokio::test]
+async fn md5_is_computed_unless_the_client_wants_other_digests() {
+    let server = TestServer::start(BIN);
+    let data = random_bytes(&mut Rng::new(95), 300_000);
+    let range = content_range(0, 300_000, Some(300_000));
+    let cases = [
+        (None, true),
+        (Some("sha-256=10"), false),
+        (Some("sha-256=10, md5=1"), true),
+        (Some("md5=0"), false),
+        (Some("md5=11"), true),
+        (Some("not a dictionary;;"), true),
+    ];
+    for (i, (want, md5)) in cases.into_iter().enumerate() {
+        let by_post = format!("want-post-{i}.bin");
+        let mut initiate = client()
+            .post(server.url("/uploads"))
+            .header("x-upload-content-length", "300000")
+            .body(serde_json::json!({ "name": by_post }).to_string());
+        let by_put = format!("want-put-{i}.bin");
+        let mut put = client()
+            .put(server.url(&format!("/api/upload?file={by_put}")))
+            .header("content-range", &range)
+            .body(data.clone());
+        if let Some(want) = want {
+            initiate = initiate.header("want-repr-digest", want);
+            put = put.header("want-repr-digest", want);
+        }
+        let location = assert_initiated(&server, &send(initiate).await);
+        let last = client()
+            .put(&location)
+            .header("content-range", &range)
+            .body(data.clone());
+        for (name, resp) in [(by_post, send(last).await), (by_put, send(put).await)] {
+            assert_eq!(resp.status, 200, "{want:?}: {}", resp.describe());
+            let json = resp.json();
+            assert_eq!(json["size"], "300000", "{want:?}: {json}");
+            assert_eq!(json.get("md5Hash").is_some(), md5, "{want:?}: {json}");
+            assert_eq!(download(&server, &name).await, data);
+        }
+    }
+}

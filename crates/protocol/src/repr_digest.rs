@@ -4,10 +4,16 @@
 //!
 //! tenax produces and reads only the `sha-256` member; other members are
 //! skipped, and a field that is not a valid dictionary counts as absent.
+//! It also reads `Want-Repr-Digest` (RFC 9530 §4), where a client states
+//! which digests it wants: [`wants`].
 
 use std::fmt;
 
 use sfv::{BareItem, Dictionary, KeyRef, ListEntry, Parser};
+
+/// The field in which a client states which representation digests it
+/// wants (lowercase, as `http::HeaderName` wants it).
+pub const WANT_REPR_DIGEST: &str = "want-repr-digest";
 
 /// The dictionary key of a SHA-256 digest.
 pub const SHA_256: &str = "sha-256";
@@ -79,6 +85,35 @@ impl Sha256Digest {
             ListEntry::InnerList(_) => None,
         }
     }
+}
+
+/// What a `Want-Repr-Digest` (or `Want-Content-Digest`) field value says
+/// of `algorithm`: `Some(true)` if it names it with a preference above 0,
+/// `Some(false)` if it names it with 0 (not acceptable) or names only
+/// others, `None` if the value is not a dictionary of preferences (0 to 10),
+/// which states nothing.
+///
+/// ```
+/// use tenax_protocol::repr_digest::wants;
+/// assert_eq!(wants("sha-256=10, md5=3", "md5"), Some(true));
+/// assert_eq!(wants("sha-256=10", "md5"), Some(false));
+/// assert_eq!(wants("md5=0", "md5"), Some(false));
+/// assert_eq!(wants("md5=11", "md5"), None);
+/// ```
+pub fn wants(value: &str, algorithm: &str) -> Option<bool> {
+    let dictionary = Parser::new(value).parse::<Dictionary>().ok()?;
+    let mut named = false;
+    for (key, entry) in &dictionary {
+        let ListEntry::Item(item) = entry else {
+            return None;
+        };
+        let preference = item.bare_item.as_integer().map(i64::from)?;
+        if !(0..=10).contains(&preference) {
+            return None;
+        }
+        named |= key.as_str() == algorithm && preference > 0;
+    }
+    Some(named)
 }
 
 impl fmt::Display for Sha256Digest {
@@ -219,6 +254,40 @@ mod tests {
         fn never_panics(text in "\\PC*") {
             let _ = Sha256Digest::from_field(&text);
             let _ = Sha256Digest::from_hex(&text);
+            let _ = wants(&text, "md5");
+        }
+
+        /// A generated preference list is read as written: the algorithm
+        /// is wanted if and only if it is listed above 0.
+        #[test]
+        fn preferences_are_read_as_written(
+            listed in proptest::collection::btree_map("[a-z][a-z0-9-]{0,8}", 0i64..=10, 0..5),
+            spaced in any::<bool>(),
+        ) {
+            let field = listed
+                .iter()
+                .map(|(key, weight)| format!("{key}={weight}"))
+                .collect::<Vec<_>>()
+                .join(if spaced { ", " } else { "," });
+            for algorithm in ["md5", "sha-256"] {
+                let expected = listed.get(algorithm).is_some_and(|weight| *weight > 0);
+                prop_assert_eq!(wants(&field, algorithm), Some(expected), "{}", field);
+            }
+        }
+
+        /// A preference out of 0..=10, or a value that is not an integer,
+        /// makes the whole field state nothing.
+        #[test]
+        fn a_bad_preference_states_nothing(weight in prop_oneof![
+            (11i64..1_000_000).prop_map(|n| n.to_string()),
+            (1i64..1_000_000).prop_map(|n| format!("-{n}")),
+            Just(":AAAA:".to_owned()),
+            Just("?1".to_owned()),
+            Just("(1 2)".to_owned()),
+            Just("1.5".to_owned()),
+        ]) {
+            let field = format!("sha-256=10, md5={weight}");
+            prop_assert_eq!(wants(&field, "md5"), None, "{}", field);
         }
     }
 }

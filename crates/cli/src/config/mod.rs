@@ -46,8 +46,10 @@ pub(crate) struct ServeArgs {
     data: Option<PathBuf>,
     /// Whether completed uploads of the seed dialect carry an MD5 (their
     /// final answer then has `md5Hash`; tus and RUFH uploads never compute
-    /// one). MD5 is the slowest digest and caps one upload near 0.7 GB/s;
-    /// only GCS-style clients that validate MD5 need it. [default: true]
+    /// one), unless the client's `Want-Repr-Digest` leaves it out, as
+    /// `tenax upload` does. MD5 is the slowest digest and caps one upload
+    /// near 0.7 GB/s; only GCS-style clients that validate MD5 need it.
+    /// [default: true]
     #[arg(long, value_name = "BOOL", env = "TENAX_MD5")]
     md5: Option<bool>,
     /// Same as `--md5 false`.

@@ -12,6 +12,7 @@ use tenax_core::{
     DigestSet, Error as EngineError, FileKey, FinalInfo, Lease, NewUpload, Snapshot, Status,
 };
 use tenax_protocol::gcs::GoogHash;
+use tenax_protocol::repr_digest::{self, WANT_REPR_DIGEST};
 use tenax_protocol::seed::{self, Phase, SeedAction, SeedRequest, UploadState};
 use tenax_protocol::{FileName, parse_u64};
 
@@ -85,7 +86,7 @@ pub(crate) async fn initiate(
             name,
             total,
             content_type,
-            digests: DigestSet::MD5,
+            digests: digests_wanted(&headers),
             ..NewUpload::default()
         })
         .await?;
@@ -98,6 +99,22 @@ pub(crate) async fn initiate(
         ],
     )
         .into_response())
+}
+
+/// The optional digests of a seed upload: MD5 (the final answer's
+/// `md5Hash`, which Google's clients validate), unless the creating
+/// request's `Want-Repr-Digest` states the client's wishes without naming
+/// it (`tenax upload` asks for `sha-256` alone). MD5 is the costliest
+/// digest the server computes, about half its CPU per byte.
+fn digests_wanted(headers: &HeaderMap) -> DigestSet {
+    let stated = headers
+        .get(WANT_REPR_DIGEST)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| repr_digest::wants(value, "md5"));
+    match stated {
+        Some(false) => DigestSet::NONE,
+        Some(true) | None => DigestSet::MD5,
+    }
 }
 
 /// `PUT /api/upload?file=NAME`: the literal seed form. Continues the upload
@@ -116,7 +133,7 @@ pub(crate) async fn put_by_name(
         state.check_size(&caller.access, Some(request.implied_size()))?;
         let new = || NewUpload {
             content_type: content_type(&headers),
-            digests: DigestSet::MD5,
+            digests: digests_wanted(&headers),
             ..NewUpload::default()
         };
         let lease = state

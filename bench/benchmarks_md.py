@@ -155,13 +155,33 @@ upload = last_json("upload.txt")
 doc.append("## Uploads, 1 GiB, one client")
 doc.append("")
 if upload:
-    doc.append("| series | best MB/s | median MB/s | server peak RSS |")
-    doc.append("|---|---|---|---|")
+    gib = upload.get("size_bytes", 1 << 30) / (1 << 30)
+    doc.append("| series | best MB/s | median MB/s | spread | server peak RSS | server CPU s/GiB |")
+    doc.append("|---|---|---|---|---|---|")
     for name, series in upload.get("results", {}).items():
+        runs = series.get("runs_mb_s") or []
+        cpu = sorted(c for c in series.get("server_cpu_seconds") or [] if c is not None)
         doc.append(
             f"| {name} | {series.get('best_mb_s')} | {series.get('median_mb_s')} "
-            f"| {mib(series.get('peak_rss_bytes'))} |"
+            f"| {f'{min(runs)}–{max(runs)}' if runs else ''} "
+            f"| {mib(series.get('peak_rss_bytes'))} "
+            f"| {f'{cpu[len(cpu) // 2] / gib:.2f}' if cpu else ''} |"
         )
+    doc.append("")
+    for label, rows in upload.get("server_cpu", {}).items():
+        for name, row in rows.items():
+            if isinstance(row, dict):
+                doc.append(
+                    f"- server CPU per GiB, {name}: {row.get('cpu_s_per_gib')} s = "
+                    f"{row.get('over_budget')}× the durable sink's plus its digests' "
+                    f"({row.get('budget_s_per_gib')} s)"
+                    + (" (target ≤ 1.15×)" if label == "8MiB" else "")
+                )
+            else:
+                doc.append(f"- server CPU, seed as `tenax upload` sends it / tus @ {label}: {row}"
+                           + (" (target ≤ 1.10)" if label == "8MiB" else ""))
+    if "server_cpu_targets_met" in upload:
+        doc.append(f"- server CPU targets met: {upload.get('server_cpu_targets_met')}")
     doc.append("")
     for label, ratio in upload.get("ratios", {}).items():
         doc.append(
@@ -178,11 +198,14 @@ if upload:
     doc.append(
         f"Targets (limit ratio and RSS) met: {upload.get('targets_met')}; "
         f"against @tus/server met: {upload.get('tus_targets_met')}. "
-        "The limits: `fsync write` is the disk, `HTTP sink` the HTTP path, "
+        "A warm-up repetition is discarded and the order of the runs rotates. "
+        "Integrity is checked on the stored files. "
+        "`fsync write` is a plain fsync'd copy, for information (no limit), `HTTP sink` the HTTP path, "
         "`durable HTTP sink` a minimal server that writes each body, starts its writeback "
         "and fdatasyncs before answering (no digests): the machine's limit for an "
         "acknowledged upload. @tus/server never fsyncs; tenax fdatasyncs every "
-        "acknowledgement and computes SHA-256 and CRC32C (MD5 too for seed uploads)."
+        "acknowledgement and computes SHA-256 and CRC32C (MD5 too for `tenax seed+md5`, "
+        "the seed upload as Google's clients initiate it)."
     )
 else:
     doc.append("(bench/run produced no result)")

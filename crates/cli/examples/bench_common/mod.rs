@@ -162,14 +162,29 @@ pub(crate) async fn upload(
     size: u64,
     chunk: u64,
 ) -> anyhow::Result<(Duration, Value)> {
+    let (elapsed, _, info) = upload_seed(client, initiate, path, size, chunk, None).await?;
+    Ok((elapsed, info))
+}
+
+/// [`upload`], the initiation with `Want-Repr-Digest: WANT` if given;
+/// returns the upload's URL too.
+pub(crate) async fn upload_seed(
+    client: &reqwest::Client,
+    initiate: &str,
+    path: &Path,
+    size: u64,
+    chunk: u64,
+    want: Option<&str>,
+) -> anyhow::Result<(Duration, String, Value)> {
     let started = Instant::now();
-    let response = client
+    let mut request = client
         .post(initiate)
         .header("x-upload-content-length", size.to_string())
-        .header("content-length", "0")
-        .send()
-        .await
-        .context("initiation")?;
+        .header("content-length", "0");
+    if let Some(want) = want {
+        request = request.header("want-repr-digest", want);
+    }
+    let response = request.send().await.context("initiation")?;
     ensure!(
         response.status() == reqwest::StatusCode::OK,
         "initiation answered {}",
@@ -215,7 +230,7 @@ pub(crate) async fn upload(
                 String::from_utf8_lossy(&body)
             );
             let info: Value = serde_json::from_slice(&body).context("final JSON")?;
-            return Ok((started.elapsed(), info));
+            return Ok((started.elapsed(), location, info));
         }
         ensure!(
             status == reqwest::StatusCode::PERMANENT_REDIRECT,

@@ -67,7 +67,7 @@ pub(crate) struct UploadArgs {
     pub(crate) quiet: bool,
 
     /// Print the result as one JSON line on stdout (url, protocol, parts,
-    /// name, size, sha256, bytes_sent, retries, seconds).
+    /// name, size, sha256, verified, bytes_sent, retries, seconds).
     #[arg(long)]
     pub(crate) json: bool,
 
@@ -160,6 +160,7 @@ pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
                     "name": report.name,
                     "size": report.size,
                     "sha256": report.sha256,
+                    "verified": report.verified,
                     "bytes_sent": report.bytes_sent,
                     "retries": report.retries,
                     "seconds": seconds,
@@ -167,8 +168,13 @@ pub(crate) async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
                 println!("{line}");
             } else if !args.quiet {
                 let extra = report.bytes_sent.saturating_sub(report.size);
+                let checked = if report.verified {
+                    ""
+                } else {
+                    " (the server reports no digest: unverified)"
+                };
                 println!(
-                    "uploaded {} ({} bytes) in {seconds:.1}s: sha256 {}; {} bytes sent ({extra} re-sent), {} retries\n{}",
+                    "uploaded {} ({} bytes) in {seconds:.1}s: sha256 {}{checked}; {} bytes sent ({extra} re-sent), {} retries\n{}",
                     report.name,
                     report.size,
                     report.sha256,

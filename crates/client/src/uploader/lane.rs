@@ -262,9 +262,10 @@ impl<'s, 'a> Lane<'s, 'a> {
             };
             let request = sh
                 .dialect
-                .create(&sh.client, &sh.target, self.len, creation)?;
+                .create(sh.current_client(), &sh.target, self.len, creation)?;
             let unmoved = AtomicU64::new(0);
-            let sent = sh.send(&sh.client, request, &unmoved, self.retry.silence(0));
+            let silence = self.retry.silence(0);
+            let sent = sh.send(sh.current_client(), request, &unmoved, silence);
             let failure = match sent.await {
                 Ok(response) => match sh.session_from(response).await {
                     Ok(url) => {
@@ -401,13 +402,7 @@ impl<'s, 'a> Lane<'s, 'a> {
     /// finalises when it holds everything; tus, ietf: `HEAD`).
     pub(super) async fn query(&self) -> Result<Reply, Failure> {
         let sh = self.sh;
-        // Once the link has dropped, through the chunks' client: the next
-        // chunk reuses the connection instead of opening another.
-        let client = if sh.dropped.load(Ordering::Relaxed) {
-            &sh.flapping_client
-        } else {
-            &sh.client
-        };
+        let client = sh.current_client();
         let request = sh.dialect.query(client, &self.session, self.len);
         let silence = self.retry.silence(0);
         let response = sh
@@ -417,14 +412,23 @@ impl<'s, 'a> Lane<'s, 'a> {
     }
 
     /// Asks for the final JSON (and the server's SHA-256) with a seed status
-    /// query, which every dialect's upload answers.
+    /// query, which tenax answers for an upload of any dialect. Another tus
+    /// or RUFH server, which has already said the upload is complete,
+    /// refuses it (with a `4xx` other than `408` and `429`): the upload is
+    /// then complete without a server digest to check.
     pub(super) async fn fetch(&self) -> Result<Reply, Failure> {
         let sh = self.sh;
-        let request = Dialect::status_query(&sh.client, &self.session);
+        let client = sh.current_client();
+        let request = Dialect::status_query(client, &self.session);
         let silence = self.retry.silence(0);
         let response = sh
-            .send(&sh.client, request, &AtomicU64::new(0), silence)
+            .send(client, request, &AtomicU64::new(0), silence)
             .await?;
+        let status = response.status().as_u16();
+        let refused = (400..500).contains(&status) && !matches!(status, 408 | 429);
+        if refused && sh.dialect != Dialect::Seed {
+            return Ok(Reply::Complete(Some(ServerObject::unverified(self.len))));
+        }
         self.reply_of(response, Dialect::Seed).await
     }
 

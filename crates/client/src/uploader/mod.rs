@@ -384,6 +384,10 @@ pub struct UploadReport {
     pub size: u64,
     /// SHA-256 of the file, lowercase hex (checked against the server's).
     pub sha256: String,
+    /// Whether the server's SHA-256 of what it stored was checked against
+    /// [`sha256`](Self::sha256): tenax reports one, other tus and RUFH
+    /// servers do not (their upload is complete, unverified).
+    pub verified: bool,
     /// Body bytes put on the wire, re-sent ones included; `bytes_sent -
     /// size` is the overhead of retries (negative savings when resumed).
     pub bytes_sent: u64,
@@ -401,6 +405,20 @@ struct ServerObject {
     size: serde_json::Value,
     /// Lowercase hex SHA-256.
     sha256: Option<String>,
+    /// Set when the server offers no final JSON at all.
+    #[serde(skip)]
+    unverified: bool,
+}
+
+impl ServerObject {
+    /// A complete upload of `size` bytes on a server without a final JSON.
+    fn unverified(size: u64) -> Self {
+        ServerObject {
+            size: size.into(),
+            sha256: None,
+            unverified: true,
+        }
+    }
 }
 
 /// A server answer the loop can act on.
@@ -436,6 +454,7 @@ mod tests {
             name: "a".into(),
             size: 3,
             sha256: "ab".into(),
+            verified: true,
             bytes_sent: 4,
             retries: 1,
             elapsed: Duration::from_millis(1500),

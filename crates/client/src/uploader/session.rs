@@ -265,6 +265,19 @@ impl Shared<'_> {
             .await
     }
 
+    /// The client of the next request: once the link has dropped, the
+    /// chunks' client, whose pool holds the connection the last chunk or
+    /// probe used; the other's idle connections date from before the drop
+    /// and may be dead without a word (a silent link), each costing a
+    /// silent wait to find out.
+    pub(super) fn current_client(&self) -> &http::Client {
+        if self.dropped.load(Ordering::Relaxed) {
+            &self.flapping_client
+        } else {
+            &self.client
+        }
+    }
+
     /// Reads the upload URL off the answer to a creating `POST`.
     pub(super) async fn session_from(&self, response: Response) -> Result<Url, Failure> {
         let status = response.status().as_u16();
@@ -424,11 +437,13 @@ impl Shared<'_> {
         }
         self.check_identity()?;
         let local = hash::lock(&self.hash).finish();
-        let remote = object
-            .sha256
-            .ok_or_else(|| Error::Protocol("the final response has no sha256".to_owned()))?;
-        if !remote.eq_ignore_ascii_case(&local) {
-            return Err(Error::DigestMismatch { local, remote });
+        if !object.unverified {
+            let remote = object
+                .sha256
+                .ok_or_else(|| Error::Protocol("the final response has no sha256".to_owned()))?;
+            if !remote.eq_ignore_ascii_case(&local) {
+                return Err(Error::DigestMismatch { local, remote });
+            }
         }
         self.emit(Event::Completed);
         Ok(UploadReport {
@@ -438,6 +453,7 @@ impl Shared<'_> {
             name: self.target.name.clone(),
             size: self.size,
             sha256: local,
+            verified: !object.unverified,
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             retries: self.tally.retries(),
             elapsed: self.tally.started().elapsed(),

@@ -19,7 +19,8 @@
 //
 // Prints exactly one JSON line on stdout: {"ok": true, "url": ..., ...} on
 // success, {"ok": false, "error": ...} on failure (then the exit code is 1).
-// A trace of every request and response goes to stderr.
+// A trace of every request and response goes to stderr, each line led by
+// the seconds since the start.
 
 import * as fs from 'node:fs'
 import { createRequire } from 'node:module'
@@ -57,6 +58,8 @@ const chunkSize =
 
 /** Every exchange, in order: {run, method, url, status, offset, ...}. */
 const trace = []
+// Seconds since the driver started, for the stderr trace.
+const clock = () => (performance.now() / 1000).toFixed(3)
 let run = 1
 
 function fail(message) {
@@ -144,14 +147,14 @@ function baseOptions(extra = {}) {
       }
       req._traceEntry = entry
       trace.push(entry)
-      process.stderr.write(`-> [${run}] ${entry.method} ${entry.url} ${JSON.stringify(entry.request)}\n`)
+      process.stderr.write(`${clock()} -> [${run}] ${entry.method} ${entry.url} ${JSON.stringify(entry.request)}\n`)
     },
     onAfterResponse(req, res) {
       const entry = req._traceEntry ?? { run, method: req.getMethod(), url: req.getURL() }
       entry.status = res.getStatus()
       entry.response = pick((h) => res.getHeader(h))
       process.stderr.write(
-        `<- [${entry.run}] ${entry.method} ${entry.url} ${entry.status} ${JSON.stringify(entry.response)}\n`,
+        `${clock()} <- [${entry.run}] ${entry.method} ${entry.url} ${entry.status} ${JSON.stringify(entry.response)}\n`,
       )
     },
     ...extra,

@@ -257,16 +257,25 @@ fn serve_sink(durable: Option<PathBuf>) -> anyhow::Result<()> {
         println!("listening on http://{}", listener.local_addr()?);
         std::io::stdout().flush()?;
         let next_id = Arc::new(AtomicU64::new(1));
+        let offsets: TusOffsets = Arc::default();
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let next_id = Arc::clone(&next_id);
+            let (next_id, offsets) = (Arc::clone(&next_id), Arc::clone(&offsets));
             let durable = durable.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    sink_handle(request, Arc::clone(&next_id), durable.clone())
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let (next_id, durable) = (Arc::clone(&next_id), durable.clone());
+                    let offsets = Arc::clone(&offsets);
+                    async move {
+                        if request.headers().contains_key("tus-resumable") {
+                            sink_tus(request, next_id, durable, offsets).await
+                        } else {
+                            sink_handle(request, next_id, durable).await
+                        }
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -274,6 +283,118 @@ fn serve_sink(durable: Option<PathBuf>) -> anyhow::Result<()> {
             });
         }
     })
+}
+
+/// The offset of each tus upload of the sink.
+type TusOffsets = Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>;
+
+/// The sink's tus 1.0.0 (creation, `HEAD`, `PATCH`), for the tus clients
+/// of `bench/clients`: what a tus server that does nothing but store (and,
+/// durable, sync before each `204`) lets them reach.
+async fn sink_tus(
+    request: Request<Incoming>,
+    next_id: Arc<AtomicU64>,
+    durable: Option<PathBuf>,
+    offsets: TusOffsets,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let number = |name: &str| header(name).and_then(|value| value.parse::<u64>().ok());
+    let (host, length, offset) = (
+        header("host").unwrap_or_default(),
+        number("upload-length"),
+        number("upload-offset"),
+    );
+    let method = request.method().clone();
+    let id = request
+        .uri()
+        .path()
+        .strip_prefix("/uploads/")
+        .unwrap_or_default()
+        .to_owned();
+    let held = |id: &str| offsets.lock().ok().and_then(|map| map.get(id).copied());
+    let tus = |status: StatusCode, offset: Option<u64>| {
+        let mut response = sink_response(status, "");
+        let headers = response.headers_mut();
+        headers.insert(
+            "tus-resumable",
+            hyper::header::HeaderValue::from_static("1.0.0"),
+        );
+        if let Some(offset) = offset.and_then(|o| o.to_string().parse().ok()) {
+            headers.insert("upload-offset", offset);
+        }
+        response
+    };
+    match method {
+        hyper::Method::POST => {
+            let Some(length) = length else {
+                return Ok(sink_response(StatusCode::BAD_REQUEST, "no Upload-Length"));
+            };
+            let id = format!("tus{}", next_id.fetch_add(1, Ordering::Relaxed));
+            if let Some(dir) = &durable {
+                let created = std::fs::File::create(dir.join(&id)).and_then(|file| {
+                    use rustix::fs::FallocateFlags;
+                    Ok(rustix::fs::fallocate(
+                        &file,
+                        FallocateFlags::KEEP_SIZE,
+                        0,
+                        length,
+                    )?)
+                });
+                if let Err(error) = created {
+                    let detail = error.to_string();
+                    return Ok(sink_response(StatusCode::INTERNAL_SERVER_ERROR, &detail));
+                }
+            }
+            if let Ok(mut map) = offsets.lock() {
+                map.insert(id.clone(), 0);
+            }
+            let mut response = tus(StatusCode::CREATED, None);
+            if let Ok(location) = format!("http://{host}/uploads/{id}").parse() {
+                response.headers_mut().insert("location", location);
+            }
+            Ok(response)
+        }
+        hyper::Method::HEAD => Ok(match held(&id) {
+            Some(held) => tus(StatusCode::OK, Some(held)),
+            None => tus(StatusCode::NOT_FOUND, None),
+        }),
+        hyper::Method::PATCH => {
+            let (Some(at), Some(held)) = (offset, held(&id)) else {
+                return Ok(tus(StatusCode::NOT_FOUND, None));
+            };
+            if at != held {
+                return Ok(tus(StatusCode::CONFLICT, Some(held)));
+            }
+            let file = match &durable {
+                Some(dir) => match std::fs::OpenOptions::new().write(true).open(dir.join(&id)) {
+                    Ok(file) => Some((Arc::new(file), at)),
+                    Err(error) => {
+                        let detail = error.to_string();
+                        return Ok(sink_response(StatusCode::INTERNAL_SERVER_ERROR, &detail));
+                    }
+                },
+                None => None,
+            };
+            let received = match sink_body(request.into_body(), file).await {
+                Ok(received) => received,
+                Err(error) => {
+                    let detail = error.to_string();
+                    return Ok(sink_response(StatusCode::INTERNAL_SERVER_ERROR, &detail));
+                }
+            };
+            if let Ok(mut map) = offsets.lock() {
+                map.insert(id, at + received);
+            }
+            Ok(tus(StatusCode::NO_CONTENT, Some(at + received)))
+        }
+        _ => Ok(tus(StatusCode::METHOD_NOT_ALLOWED, None)),
+    }
 }
 
 fn sink_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

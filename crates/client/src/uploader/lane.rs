@@ -314,7 +314,7 @@ impl<'s, 'a> Lane<'s, 'a> {
         let (client, piece) = if sh.dropped.load(Ordering::Relaxed) {
             (&sh.flapping_client, FLAPPING_PIECE)
         } else {
-            (&sh.client, READ_CAPACITY)
+            (&sh.client, STEADY_PIECE)
         };
         let body = if len == 0 {
             http::empty()
@@ -328,7 +328,7 @@ impl<'s, 'a> Lane<'s, 'a> {
                 sh.local_error.clone(),
             );
             let mut pos = from;
-            let reads = ReaderStream::with_capacity(file.take(len), READ_CAPACITY)
+            let reads = ReaderStream::with_capacity(file.take(len), READ_SIZE)
                 .flat_map(move |item| stream::iter(pieces(item, piece)))
                 .map(move |item: io::Result<Bytes>| {
                     match &item {

@@ -25,10 +25,12 @@ use crate::target::{self};
 
 use session::Shared;
 
-/// Read size of the streamed chunk bodies (each read is a trip to tokio's
-/// blocking pool, so not too small), and the size of the pieces they are
-/// handed to the HTTP stack in while the link holds.
-const READ_CAPACITY: usize = 64 * 1024;
+/// Read size of the streamed request bodies: each read is a trip to
+/// tokio's blocking pool (two thread wake-ups), so it is large.
+const READ_SIZE: usize = 1024 * 1024;
+/// The size of the pieces a body is handed to the HTTP stack in while the
+/// link holds: what a first drop can lose (see [`FLAPPING_PIECE`]).
+const STEADY_PIECE: usize = 64 * 1024;
 /// The piece size once a connection of the upload has dropped. Every
 /// piece counts as sent once handed over, and what the HTTP stack and the
 /// kernel hold when the link dies is lost and sent again: the link soak
@@ -482,7 +484,7 @@ mod tests {
             [FLAPPING_PIECE, FLAPPING_PIECE, 5]
         );
         assert_eq!(cut.concat(), block.to_vec());
-        assert_eq!(pieces(Ok(block), READ_CAPACITY).len(), 1);
-        assert!(pieces(Err(io::Error::other("x")), READ_CAPACITY)[0].is_err());
+        assert_eq!(pieces(Ok(block), STEADY_PIECE).len(), 1);
+        assert!(pieces(Err(io::Error::other("x")), STEADY_PIECE)[0].is_err());
     }
 }

@@ -362,12 +362,11 @@ impl Tally {
     /// transfer's network) under the stall watchdog and the time limit: it
     /// is dropped when `moved` has not changed and no response came for the
     /// stall timeout. And once it has moved nothing for as long as `silence`
-    /// allows, `probe()` (a
-    /// request on a fresh connection; `true`: the server answered) every
-    /// probe interval: an answer while the request is still silent means
-    /// its connection is dead though the link is up (a silent link drops
-    /// connections without a word), so it is dropped at once instead of at
-    /// the stall timeout. A false alarm (a server slower than allowed)
+    /// allows, `probe()` (a request on a fresh connection; `true`: the
+    /// server answered) every probe interval: an answer while the request
+    /// is still silent means its connection is dead though the link is up
+    /// (a silent link drops connections without a word), so it is dropped
+    /// at once instead of at the stall timeout. A false alarm (a server slower than allowed)
     /// costs a status query, and doubles the next request's allowance.
     pub(crate) async fn send_probed<T, E, P, F>(
         &self,

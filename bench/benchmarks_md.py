@@ -212,6 +212,29 @@ else:
 doc.append("")
 doc.append(full("upload.txt"))
 
+doc.append("## What users run: real clients into real servers (`bench/clients`)")
+doc.append("")
+clients = lines("clients.txt")
+table = [line for line in clients if line.startswith("|")]
+if table:
+    doc.extend(table)
+    doc.append("")
+    doc.extend(
+        "- " + line.replace(" (@tus/server never fsyncs; tenax fsyncs before every acknowledgement)", "")
+        for line in clients
+        if " / " in line and line.rstrip().endswith("acknowledgement)")
+    )
+    doc.append("")
+    doc.append(
+        "Each client at its defaults but the chunk size, a fresh server per run; CPU per GiB "
+        "of file; integrity from the stored files. @tus/server never fsyncs; tenax fdatasyncs "
+        "before every acknowledgement; the sinks are the tus clients' floors."
+    )
+else:
+    doc.append("(bench/clients produced no result)")
+doc.append("")
+doc.append(full("clients.txt"))
+
 doc.append("## 100 concurrent uploads of 8 MiB (tus, one PATCH each)")
 doc.append("")
 doc.append("| server | MB/s (all uploads) | errors | HEAD p50 | HEAD p99 | server peak RSS |")

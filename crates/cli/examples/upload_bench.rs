@@ -347,8 +347,7 @@ async fn sink_tus(
                     )?)
                 });
                 if let Err(error) = created {
-                    let detail = error.to_string();
-                    return Ok(sink_response(StatusCode::INTERNAL_SERVER_ERROR, &detail));
+                    return Ok(sink_failure(error));
                 }
             }
             if let Ok(mut map) = offsets.lock() {
@@ -375,8 +374,7 @@ async fn sink_tus(
                 Some(dir) => match std::fs::OpenOptions::new().write(true).open(dir.join(&id)) {
                     Ok(file) => Some((Arc::new(file), at)),
                     Err(error) => {
-                        let detail = error.to_string();
-                        return Ok(sink_response(StatusCode::INTERNAL_SERVER_ERROR, &detail));
+                        return Ok(sink_failure(error));
                     }
                 },
                 None => None,
@@ -384,8 +382,7 @@ async fn sink_tus(
             let received = match sink_body(request.into_body(), file).await {
                 Ok(received) => received,
                 Err(error) => {
-                    let detail = error.to_string();
-                    return Ok(sink_response(StatusCode::INTERNAL_SERVER_ERROR, &detail));
+                    return Ok(sink_failure(error));
                 }
             };
             if let Ok(mut map) = offsets.lock() {
@@ -395,6 +392,11 @@ async fn sink_tus(
         }
         _ => Ok(tus(StatusCode::METHOD_NOT_ALLOWED, None)),
     }
+}
+
+/// The sink's `500`, the error as its body.
+fn sink_failure(error: impl std::fmt::Display) -> Response<Full<Bytes>> {
+    sink_response(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string())
 }
 
 fn sink_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
@@ -508,10 +510,7 @@ async fn sink_handle(
             match opened {
                 Ok(file) => Some((Arc::new(file), first)),
                 Err(error) => {
-                    return Ok(sink_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &error.to_string(),
-                    ));
+                    return Ok(sink_failure(error));
                 }
             }
         }
@@ -520,10 +519,7 @@ async fn sink_handle(
     let received = match sink_body(request.into_body(), file).await {
         Ok(received) => received,
         Err(error) => {
-            return Ok(sink_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &error.to_string(),
-            ));
+            return Ok(sink_failure(error));
         }
     };
     if method == hyper::Method::POST && path == "/uploads" {

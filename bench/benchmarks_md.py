@@ -235,6 +235,31 @@ else:
 doc.append("")
 doc.append(full("clients.txt"))
 
+doc.append("## Where the time goes into tenax serve (`bench/clients --timeline`, 256 MiB)")
+doc.append("")
+timeline_lines = lines("timeline.txt")
+heading = next((i for i, line in enumerate(timeline_lines) if line.startswith("Where the time goes")), None)
+timeline = []
+if heading is not None:
+    for line in timeline_lines[heading + 1:]:
+        if line.startswith("|"):
+            timeline.append(line)
+        elif timeline:
+            break
+if timeline:
+    doc.extend(timeline)
+    doc.append("")
+    doc.append(
+        "Seconds per run summed over the requests, from tenax serve's `tenax::timeline` events: before the "
+        "first request (process start, creation), waiting for the first body byte, receiving, making durable "
+        "(last write and fsync), finalising, the client's pauses between requests, after the last; then "
+        "per-request medians. One run per row after a warm-up; the timeline log costs a JSON line per request."
+    )
+else:
+    doc.append("(bench/clients --timeline produced no result)")
+doc.append("")
+doc.append(full("timeline.txt"))
+
 doc.append("## 100 concurrent uploads of 8 MiB (tus, one PATCH each)")
 doc.append("")
 doc.append("| server | MB/s (all uploads) | errors | HEAD p50 | HEAD p99 | server peak RSS |")

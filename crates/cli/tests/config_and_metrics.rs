@@ -675,3 +675,83 @@ fn json_logs_on_request() {
         Some(server.addr.to_string().as_str())
     );
 }
+
+/// `--log tenax::timeline=debug`: one event per append, with its offset,
+/// its bytes and its phases in order (the figures `bench/clients
+/// --timeline` reads).
+#[tokio::test]
+async fn the_timeline_log_times_every_append() {
+    let server = Server::start(
+        &["--listen", "127.0.0.1:0", "--log-format", "json"],
+        &[("TENAX_LOG", "tenax::timeline=debug,info")],
+    );
+    let http = client();
+    let created = support::http::tus_request(
+        &http,
+        reqwest::Method::POST,
+        &server.url("/uploads"),
+        &[("upload-length", "300")],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.describe());
+    let location = created.header("location").expect("Location");
+    let upload = if location.starts_with("http") {
+        location.to_owned()
+    } else {
+        server.url(location)
+    };
+    for (offset, piece) in [(0u64, 100usize), (100, 200)] {
+        let answer = support::http::tus_request(
+            &http,
+            reqwest::Method::PATCH,
+            &upload,
+            &[
+                ("upload-offset", &offset.to_string()),
+                ("content-type", "application/offset+octet-stream"),
+            ],
+            vec![7; piece],
+        )
+        .await;
+        assert_eq!(answer.status, 204, "{}", answer.describe());
+    }
+    let deadline = Instant::now() + START_TIMEOUT;
+    let events = loop {
+        let events: Vec<serde_json::Value> = server
+            .stderr
+            .lock()
+            .expect("stderr lines")
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|json| json["target"] == "tenax::timeline")
+            .collect();
+        if events.len() >= 2 {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "timeline events: {events:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(events.len(), 2, "{events:?}");
+    let mut previous_start = 0;
+    for (event, (offset, bytes)) in events.iter().zip([(0, 100), (100, 200)]) {
+        let fields = &event["fields"];
+        assert_eq!(fields["offset"], offset, "{event}");
+        assert_eq!(fields["bytes"], bytes, "{event}");
+        let phase = |name: &str| {
+            fields[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name} in {event}"))
+        };
+        // Making the bytes durable (a write, an fdatasync, a hand-off to a
+        // blocking thread) takes some microseconds at least.
+        assert!(
+            phase("to_first_byte_us") <= phase("to_last_byte_us")
+                && phase("to_last_byte_us") < phase("to_durable_us")
+                && phase("to_durable_us") <= phase("to_end_us"),
+            "phases out of order: {event}"
+        );
+        let start = phase("start_unix_us");
+        assert!(start > previous_start, "{event}");
+        previous_start = start + phase("to_end_us");
+    }
+}

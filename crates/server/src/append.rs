@@ -11,14 +11,17 @@
 //! code the conformance tests pin.
 //!
 //! [`append`] holds the server's only calls of the engine's appends, and
-//! with [`finalize`] its only finalisation for a request.
+//! with [`finalize`] its only finalisation for a request. It also logs
+//! every append's timeline (see [`TIMELINE`]).
 
 use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use futures_util::StreamExt as _;
 pub(crate) use tenax_core::Progress;
 use tenax_core::{AppendOptions, ChunkCheck, FinalInfo, Interruption, Lease};
 use tenax_protocol::tus::Checksum;
@@ -175,6 +178,30 @@ pub(crate) async fn compare_held(
     Ok(lease.compare_held(stream, range).await?)
 }
 
+/// The tracing target of the per-append timeline: one `debug` event per
+/// append with the upload, its offset, the bytes written and the phases in
+/// microseconds: from the handler's start to the body's first byte, to its
+/// last byte, to the bytes being durable (the engine's last write and
+/// fsync) and to the end of the finalisation. `start_unix_us` places it in
+/// time, so that the client's pause between two requests shows (the next
+/// start minus this start and its phases). `bench/timeline` reads these
+/// with `--log tenax::timeline=debug --log-format json`.
+pub(crate) const TIMELINE: &str = "tenax::timeline";
+
+/// When the body's first and last bytes reached the engine.
+#[derive(Default)]
+struct BodyMarks {
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+/// Microseconds from `from` to `to` (0 if `to` is earlier or missing).
+fn micros(from: Instant, to: Option<Instant>) -> u64 {
+    to.map_or(0, |to| {
+        u64::try_from(to.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX)
+    })
+}
+
 /// Appends `body` at the upload's offset and finalises as `request.finish`
 /// says. Everything written is durable (and a finalisation done) before
 /// this returns, also when it returns an error or an interruption.
@@ -185,6 +212,24 @@ pub(crate) async fn append(
     body: Body,
     request: Append<'_>,
 ) -> Result<Appended, Problem> {
+    let start = Instant::now();
+    let start_unix_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        });
+    let offset = lease.held();
+    let marks = Mutex::new(BodyMarks::default());
+    let mark = |bytes: &Result<bytes::Bytes, String>| {
+        if bytes.is_ok() {
+            let now = Instant::now();
+            let mut marks = marks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            marks.first.get_or_insert(now);
+            marks.last = Some(now);
+        }
+    };
     let limit = request.limit.unwrap_or_else(|| remaining(lease));
     let config = &state.config;
     // The engine's only append call in the server. A checked chunk counts
@@ -210,7 +255,8 @@ pub(crate) async fn append(
         (None, Some(progress)) => options.progress(progress.every, progress.report),
         (None, None) => options,
     };
-    let outcome = lease.append(stream, options).await?;
+    let outcome = lease.append(stream.inspect(mark), options).await?;
+    let durable = Instant::now();
     let mut appended = Appended {
         interruption: outcome.interruption,
         short_of_length: None,
@@ -232,6 +278,21 @@ pub(crate) async fn append(
         },
         Finish::Declared => {}
     }
+    let marks = marks
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tracing::debug!(
+        target: TIMELINE,
+        upload = %lease.id(),
+        offset,
+        bytes = outcome.written,
+        start_unix_us,
+        to_first_byte_us = micros(start, marks.first),
+        to_last_byte_us = micros(start, marks.last),
+        to_durable_us = micros(start, Some(durable)),
+        to_end_us = micros(start, Some(Instant::now())),
+        "append"
+    );
     Ok(appended)
 }
 

@@ -11,14 +11,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::Value;
 use support::http::request;
-use support::peers::{peers_aiotus, script};
-use support::process::run_peer;
+use support::peers::{peers_aiotus, python_driver};
+use support::process::drive;
 use support::{BIN, MIB, random_bytes};
 use tenax_testkit::{FaultProxy, Rng, TestServer};
 
@@ -26,31 +24,13 @@ use tenax_testkit::{FaultProxy, Rng, TestServer};
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn run_aiotus(endpoint: &str, name: &str, chunk: u64, parallel: u32, parts: &[PathBuf]) -> String {
-    let python = peers_aiotus();
-    let child = Command::new(&python)
-        .arg(script("aiotus_upload.py"))
+    // Fails, telling how to install them, unless the venv has aiotus.
+    peers_aiotus();
+    let mut command = python_driver("aiotus_upload.py");
+    command
         .args([endpoint, name, &chunk.to_string(), &parallel.to_string()])
-        .args(parts)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the aiotus driver");
-    let run = run_peer(child, CLIENT_TIMEOUT);
-    eprintln!(
-        "--- aiotus_upload.py ({:?}) ---\n{}",
-        run.elapsed, run.stderr
-    );
-    let report: Value = run
-        .stdout
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("no JSON report ({:?}): {}", run.status, run.stdout));
-    assert!(
-        run.status.is_some_and(|status| status.success()) && report["ok"] == true,
-        "aiotus failed: {report}"
-    );
+        .args(parts);
+    let report = drive(command, "aiotus_upload.py", CLIENT_TIMEOUT).ok();
     report["location"].as_str().expect("location").to_owned()
 }
 

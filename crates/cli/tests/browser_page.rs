@@ -13,15 +13,14 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::files::write_random_file;
 use support::http::get;
-use support::peers::{chromium, peers_playwright, script};
-use support::process::run_peer;
+use support::peers::{chromium, node_driver, peers_playwright};
+use support::process::drive;
 use support::{BIN, MIB, sha256_hex};
 use tenax_testkit::{FaultProxy, Rng, TestServer};
 
@@ -42,52 +41,19 @@ fn screenshots() -> PathBuf {
 /// Runs one scenario of `page_driver.mjs`; panics with its output unless it
 /// exits 0 and prints `"ok": true`. Returns the printed JSON.
 fn run_driver(scenario: &str, mut params: Value) -> Value {
-    let modules = peers_playwright();
     let chromium = chromium();
     params["scenario"] = json!(scenario);
     params["chromium"] = json!(chromium.to_str().expect("a UTF-8 path"));
     params["shots"] = json!(screenshots().to_str().expect("a UTF-8 path"));
     params["timeout"] = json!(120_000);
-    let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
-    let child = Command::new(&node)
-        .arg(script("browser/page_driver.mjs"))
-        .arg(params.to_string())
-        .current_dir(modules.parent().expect("node_modules has a parent"))
-        .env("NODE_PATH", &modules)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}): Node >= 20 is needed; run scripts/test to install the peers",
-                node.to_string_lossy()
-            )
-        });
-    let run = run_peer(child, DRIVER_TIMEOUT);
-    let (out, err) = (&run.stdout, &run.stderr);
-    eprintln!(
-        "--- page_driver.mjs {scenario} ({:?}) ---\n{err}",
-        run.elapsed
-    );
-    let report: Option<Value> = out
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok());
-    match run.status {
-        None => panic!("the browser ({scenario}) did not finish within {DRIVER_TIMEOUT:?}\n{out}"),
-        Some(status) if !status.success() => {
-            let error = report
-                .as_ref()
-                .and_then(|report| report["error"].as_str())
-                .unwrap_or("(no JSON report)");
-            panic!("the browser scenario {scenario} failed ({status}):\n{error}\nstdout:\n{out}")
-        }
-        Some(_) => {}
-    }
-    let report = report.unwrap_or_else(|| panic!("the driver printed no JSON report: {out:?}"));
-    assert_eq!(report["ok"], json!(true), "driver report: {report}");
-    report
+    let mut command = node_driver(&peers_playwright(), "browser/page_driver.mjs");
+    command.arg(params.to_string());
+    drive(
+        command,
+        &format!("page_driver.mjs {scenario}"),
+        DRIVER_TIMEOUT,
+    )
+    .ok()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

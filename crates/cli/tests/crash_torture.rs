@@ -21,12 +21,15 @@
 //!   uploads then speaks tus);
 //! * `TENAX_TEST_SEED`: replays a run (the seed is printed).
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::Client;
 use serde_json::Value;
+use support::SeededBytes;
 use tenax_testkit::{Rng, TestServer};
 
 /// Bytes per independently seeded block of a source.
@@ -78,33 +81,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
     }
 }
 
-/// The content of one upload, generated on demand from a seed (64 KiB
-/// blocks seeded independently, so any range can be produced without
-/// holding the whole file in memory).
-#[derive(Debug, Clone, Copy)]
-struct Source {
-    seed: u64,
-    size: u64,
-}
-
-impl Source {
-    fn bytes(&self, start: u64, end: u64) -> Vec<u8> {
-        assert!(start <= end && end <= self.size, "range {start}..{end}");
-        let mut out = Vec::with_capacity(usize::try_from(end - start).expect("fits"));
-        let mut block = start / BLOCK;
-        let mut buffer = vec![0u8; BLOCK as usize];
-        while block * BLOCK < end {
-            let base = block * BLOCK;
-            Rng::new(self.seed ^ (block + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).fill(&mut buffer);
-            let from = (start.max(base) - base) as usize;
-            let to = (end.min(base + BLOCK) - base) as usize;
-            out.extend_from_slice(&buffer[from..to]);
-            block += 1;
-        }
-        out
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dialect {
     Seed,
@@ -116,7 +92,7 @@ enum Dialect {
 struct Plan {
     index: usize,
     dialect: Dialect,
-    source: Source,
+    source: SeededBytes,
     chunk: u64,
     backoff_seed: u64,
 }
@@ -614,9 +590,10 @@ async fn acknowledged_bytes_survive_sigkill() {
             Plan {
                 index,
                 dialect,
-                source: Source {
+                source: SeededBytes {
                     seed: rng.next_u64(),
                     size,
+                    block: BLOCK,
                 },
                 chunk: rng.between(16 << 10, (1 << 20).max(max_size / 16)),
                 backoff_seed: rng.next_u64(),

@@ -14,7 +14,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -23,7 +23,7 @@ use reqwest::Method;
 use sha2::{Digest as _, Sha256};
 use support::files::assert_same_bytes;
 use support::http::{Resp, assert_problem, client, path_of, request, send};
-use support::process::run_peer;
+use support::process::drive;
 use support::{BIN, KIB, MIB, random_bytes, sha256_hex};
 use tenax_testkit::{Rng, TestServer};
 
@@ -873,15 +873,8 @@ impl Resume {
 }
 
 fn run(mut command: Command, what: &str) -> support::process::PeerRun {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("LC_ALL", "C");
-    let child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let run = run_peer(child, CLIENT_TIMEOUT);
+    command.env("LC_ALL", "C");
+    let run = drive(command, what, CLIENT_TIMEOUT).run;
     assert!(
         run.status.is_some(),
         "{what} did not finish within {CLIENT_TIMEOUT:?}; stderr: {}",

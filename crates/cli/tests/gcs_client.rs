@@ -10,7 +10,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -20,8 +20,8 @@ use reqwest::Method;
 use serde_json::Value;
 use support::files::assert_same_bytes;
 use support::http::{get_blocking, request};
-use support::peers::{peers_dir, peers_node_modules, peers_python, script};
-use support::process::{json_line, run_cli, run_peer};
+use support::peers::{peers_dir, peers_node_modules, python_driver, script};
+use support::process::{drive, json_line, run_cli};
 use support::{BIN, MIB, random_bytes, sha256_hex};
 use tenax_testkit::{FaultProxy, Rng, TestServer};
 
@@ -30,30 +30,18 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Runs `gcs_client.py OP BUCKET ARGS…` against `endpoint`; its JSON line.
 fn python(endpoint: &str, op: &str, bucket: &str, args: &[&str]) -> Value {
-    let python = peers_python();
-    let child = Command::new(&python)
-        .arg(script("gcs_client.py"))
+    let mut command = python_driver("gcs_client.py");
+    command
         .arg(op)
         .arg(bucket)
         .args(args)
-        .env("STORAGE_EMULATOR_HOST", endpoint)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let run = run_peer(child, CLIENT_TIMEOUT);
-    let (out, err) = (&run.stdout, &run.stderr);
-    match run.status {
-        Some(status) if status.success() => {}
-        other => panic!(
-            "gcs_client.py {op} {args:?} ended with {other:?} (within {CLIENT_TIMEOUT:?})\n\
-             stdout:\n{out}\nstderr:\n{err}"
-        ),
-    }
-    let last = out.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("no JSON line ({e}): {out:?} {err}"))
+        .env("STORAGE_EMULATOR_HOST", endpoint);
+    drive(
+        command,
+        &format!("gcs_client.py {op} {args:?}"),
+        CLIENT_TIMEOUT,
+    )
+    .succeeded()
 }
 
 /// The digests google-cloud-storage reports, as the object's bytes have them.
@@ -598,26 +586,14 @@ fn node_resumable_write_stream_and_download() {
     // The driver runs from the peers folder, where its imports resolve.
     let driver = peers_dir().join("node/gcs_node.mjs");
     std::fs::copy(script("gcs_node.mjs"), &driver).expect("copy the Node driver");
-    let child = Command::new(std::env::var("NODE").unwrap_or_else(|_| "node".to_owned()))
+    let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
+    let mut command = Command::new(node);
+    command
         .arg(&driver)
         .args(["default", "node/object.bin", &source, "1048576"])
         .env("TENAX_URL", server.url(""))
-        .env_remove("STORAGE_EMULATOR_HOST")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run node");
-    let run = run_peer(child, CLIENT_TIMEOUT);
-    assert!(
-        run.status.is_some_and(|status| status.success()),
-        "gcs_node.mjs: {:?}\n{}\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
-    let result: Value = serde_json::from_str(run.stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", run.stdout));
+        .env_remove("STORAGE_EMULATOR_HOST");
+    let result = drive(command, "gcs_node.mjs", CLIENT_TIMEOUT).succeeded();
     let metadata = &result["metadata"];
     assert_eq!(metadata["name"], "node/object.bin", "{metadata}");
     assert_eq!(metadata["size"], data.len().to_string());

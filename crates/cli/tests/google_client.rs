@@ -12,13 +12,12 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::files::assert_same_bytes;
 use support::http::get_blocking;
-use support::peers::{peers_python, script};
-use support::process::run_peer;
+use support::peers::python_driver;
+use support::process::drive;
 use support::{BIN, random_bytes, sha256_hex};
 use tenax_testkit::{Rng, TestServer};
 
@@ -37,36 +36,14 @@ struct ClientRun {
 /// Runs `google_upload.py INIT_URL FILE CHUNK MODE NAME`; panics with the
 /// client's output unless it exits 0.
 fn run_client(init_url: &str, file: &Path, chunk_size: usize, mode: &str, name: &str) -> ClientRun {
-    let python = peers_python();
-    let child = Command::new(&python)
-        .arg(script("google_upload.py"))
+    let mut command = python_driver("google_upload.py");
+    command
         .arg(init_url)
         .arg(file)
         .arg(chunk_size.to_string())
         .arg(mode)
-        .arg(name)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let run = run_peer(child, CLIENT_TIMEOUT);
-    let (out, err) = (&run.stdout, &run.stderr);
-    eprintln!("--- google_upload.py {mode} ({:?}) ---\n{err}", run.elapsed);
-    match run.status {
-        None => panic!(
-            "google-resumable-media ({mode}) did not finish within {CLIENT_TIMEOUT:?}\n\
-             stderr:\n{err}"
-        ),
-        Some(status) if !status.success() => panic!(
-            "google-resumable-media ({mode}) failed with {status}\nstdout:\n{out}\nstderr:\n{err}"
-        ),
-        Some(_) => {}
-    }
-    let last = out.lines().last().unwrap_or_default();
-    let object = serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("the client printed no object JSON ({e}): {out:?}"));
+        .arg(name);
+    let object = drive(command, &format!("google_upload.py {mode}"), CLIENT_TIMEOUT).succeeded();
     ClientRun { object }
 }
 

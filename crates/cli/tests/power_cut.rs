@@ -38,6 +38,8 @@
 //! `TENAX_POWER_CUTS` (12), `TENAX_POWER_TIMEOUT_SECS` (150),
 //! `TENAX_TEST_SEED`.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +52,7 @@ use bytes::Bytes;
 use reqwest::Client;
 use serde_json::Value;
 use sha1::Digest as _;
+use support::SeededBytes;
 use tenax_testkit::forgetful::mount_or_skip;
 use tenax_testkit::{ForgetfulFs, Loss, Rng, TestServer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -77,49 +80,24 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// An upload's content, generated from a seed in independently seeded
-/// blocks (any range without holding the whole).
-#[derive(Debug, Clone, Copy)]
-struct Source {
-    seed: u64,
-    size: u64,
-}
-
-impl Source {
-    fn bytes(&self, start: u64, end: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(usize::try_from(end - start).expect("fits"));
-        let mut block = start / BLOCK;
-        let mut buffer = vec![0u8; BLOCK as usize];
-        while block * BLOCK < end {
-            let base = block * BLOCK;
-            Rng::new(self.seed ^ (block + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).fill(&mut buffer);
-            let from = (start.max(base) - base) as usize;
-            let to = (end.min(base + BLOCK) - base) as usize;
-            out.extend_from_slice(&buffer[from..to]);
-            block += 1;
-        }
-        out
-    }
-
-    /// The source of one part of a concatenation: `[start, end)` of this one.
-    fn part(&self, start: u64, end: u64) -> Part {
-        Part {
-            whole: *self,
-            start,
-            size: end - start,
-        }
-    }
-}
-
 /// A window of a source (a concatenation's part, or a whole source).
 #[derive(Debug, Clone, Copy)]
 struct Part {
-    whole: Source,
+    whole: SeededBytes,
     start: u64,
     size: u64,
 }
 
 impl Part {
+    /// `[start, end)` of `whole`.
+    fn of(whole: SeededBytes, start: u64, end: u64) -> Part {
+        Part {
+            whole,
+            start,
+            size: end - start,
+        }
+    }
+
     fn bytes(&self, from: u64, to: u64) -> Vec<u8> {
         self.whole.bytes(self.start + from, self.start + to)
     }
@@ -138,7 +116,7 @@ enum Kind {
 struct Plan {
     index: usize,
     kind: Kind,
-    source: Source,
+    source: SeededBytes,
     chunk: u64,
     name: String,
     rng_seed: u64,
@@ -584,7 +562,7 @@ async fn rufh_upload(
     seen: &mut Seen,
     plan: &Plan,
 ) -> Result<(), String> {
-    let part = plan.source.part(0, plan.source.size);
+    let part = Part::of(plan.source, 0, plan.source.size);
     let url = loop {
         if session.late() {
             return Err("RUFH creation never answered".into());
@@ -678,7 +656,7 @@ async fn run(base: String, plan: Plan, deadline: Instant) -> Seen {
         deadline,
     };
     let size = plan.source.size;
-    let whole = plan.source.part(0, size);
+    let whole = Part::of(plan.source, 0, size);
     let result = match plan.kind {
         Kind::Seed => {
             let url = format!("{base}/api/upload?file={}", plan.name);
@@ -738,7 +716,7 @@ async fn run(base: String, plan: Plan, deadline: Instant) -> Seen {
             let mut parts = Vec::new();
             let mut result = Ok(());
             for (from, to) in [(0, middle), (middle, size)] {
-                let part = plan.source.part(from, to);
+                let part = Part::of(plan.source, from, to);
                 match session
                     .create(
                         tus_create(&base, to - from, &plan.name, Some("partial")),
@@ -941,9 +919,10 @@ async fn acknowledged_bytes_survive_power_cuts() {
             Plan {
                 index,
                 kind,
-                source: Source {
+                source: SeededBytes {
                     seed: rng.next_u64(),
                     size,
+                    block: BLOCK,
                 },
                 chunk: rng.between(8 << 10, (max_size / 4).max(16 << 10)),
                 // Seed uploads share four names: published and replaced.

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::files::{assert_same_bytes, assert_stored, write_random_file};
-use support::peers::{peers_node_modules, peers_python, script};
-use support::process::{json_line, run_cli, run_peer, text};
+use support::peers::{node_driver, peers_node_modules, python_driver};
+use support::process::{drive, json_line, run_cli, text};
 use support::{BIN, MIB, random_bytes};
 use tenax_testkit::{Rng, TestServer};
 
@@ -393,47 +393,23 @@ fn tenax_upload_all_dialects(kind: Kind) {
 
 /// Runs `node tus_upload.mjs PARAMS` within the bound; returns its report.
 fn tus_js(params: &Value, extra_env: &[(&str, &Path)]) -> Value {
-    let modules = peers_node_modules();
-    let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
-    let mut command = Command::new(&node);
-    command
-        .arg(script("tus_upload.mjs"))
-        .arg(params.to_string())
-        .current_dir(modules.parent().expect("node_modules has a parent"))
-        .env("NODE_PATH", &modules)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut command = node_driver(&peers_node_modules(), "tus_upload.mjs");
+    command.arg(params.to_string());
     for (key, value) in extra_env {
         command.env(key, value);
     }
-    let child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run node ({e}): run scripts/test"));
-    let run = run_peer(child, UPLOAD_BOUND + Duration::from_secs(30));
     let mode = &params["mode"];
-    eprintln!(
-        "--- tus_upload.mjs {mode} ({:?}) ---\n{}",
-        run.elapsed, run.stderr
+    let driven = drive(
+        command,
+        &format!("tus_upload.mjs {mode}"),
+        UPLOAD_BOUND + Duration::from_secs(30),
     );
+    let elapsed = driven.run.elapsed;
+    let report = driven.ok();
     assert!(
-        run.status.is_some_and(|status| status.success()),
-        "tus-js-client {mode} failed ({:?}): {}",
-        run.status,
-        run.stdout
+        elapsed < UPLOAD_BOUND,
+        "tus-js-client {mode} took {elapsed:?}"
     );
-    assert!(
-        run.elapsed < UPLOAD_BOUND,
-        "tus-js-client {mode} took {:?}",
-        run.elapsed
-    );
-    let report: Value = run
-        .stdout
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("no JSON report: {}", run.stdout));
-    assert_eq!(report["ok"], json!(true), "{report}");
     report
 }
 
@@ -512,25 +488,19 @@ fn google_resumable_media(kind: Kind) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let name = format!("{}-google.bin", kind.name());
     let file = source(dir.path(), &name);
-    let python = peers_python();
-    let child = Command::new(&python)
-        .arg(script("google_upload.py"))
+    let mut command = python_driver("google_upload.py");
+    command
         .arg(proxy.url("/uploads"))
         .arg(&file)
         .arg((512 * 1024).to_string())
         .arg("plain")
-        .arg(&name)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let run = run_peer(child, UPLOAD_BOUND + Duration::from_secs(30));
-    eprintln!(
-        "--- google_upload.py ({:?}) ---\n{}",
-        run.elapsed, run.stderr
-    );
+        .arg(&name);
+    let run = drive(
+        command,
+        "google_upload.py",
+        UPLOAD_BOUND + Duration::from_secs(30),
+    )
+    .run;
     assert!(
         run.status.is_some_and(|status| status.success()),
         "google-resumable-media through {} failed ({:?}): {}{}",
@@ -563,15 +533,8 @@ fn tool(name: &str) -> PathBuf {
 
 /// A tool's run: bounded, output kept.
 fn run_tool(mut command: Command, what: &str) -> support::process::PeerRun {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("LC_ALL", "C");
-    let child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let run = run_peer(child, UPLOAD_BOUND);
+    command.env("LC_ALL", "C");
+    let run = drive(command, what, UPLOAD_BOUND).run;
     assert!(
         run.status.is_some_and(|status| status.success()),
         "{what}: {:?} {} {}",

@@ -13,15 +13,14 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::files::assert_same_bytes;
 use support::http::get;
-use support::peers::{peers_node_modules, script};
-use support::process::run_peer;
+use support::peers::{node_driver, peers_node_modules};
+use support::process::drive;
 use support::{BIN, MIB, random_bytes};
 use tenax_testkit::{FaultProxy, Rng, TestServer};
 
@@ -34,50 +33,13 @@ fn odd_sized_data(rng: &mut Rng) -> Vec<u8> {
 }
 
 /// Runs `node tus_upload.mjs PARAMS`; panics with the client's output unless
-/// it exits 0 and prints `"ok": true`. Returns the printed JSON.
+/// it exits 0 and prints `"ok": true` (its request/response trace is in the
+/// test's stderr). Returns the printed JSON.
 fn run_client(params: &Value) -> Value {
-    let modules = peers_node_modules();
-    let mode = params["mode"].as_str().unwrap_or("?").to_owned();
-    let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
-    let child = Command::new(&node)
-        .arg(script("tus_upload.mjs"))
-        .arg(params.to_string())
-        .current_dir(modules.parent().expect("node_modules has a parent"))
-        .env("NODE_PATH", &modules)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}): Node >= 18 is needed; run scripts/test to install the peers",
-                node.to_string_lossy()
-            )
-        });
-    let run = run_peer(child, CLIENT_TIMEOUT);
-    let (out, err) = (&run.stdout, &run.stderr);
-    eprintln!("--- tus_upload.mjs {mode} ({:?}) ---\n{err}", run.elapsed);
-    let report: Option<Value> = out
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok());
-    let error = report
-        .as_ref()
-        .and_then(|report| report["error"].as_str())
-        .unwrap_or("(no JSON report)");
-    match run.status {
-        None => panic!(
-            "tus-js-client ({mode}) did not finish within {CLIENT_TIMEOUT:?}\nstdout:\n{out}"
-        ),
-        Some(status) if !status.success() => panic!(
-            "tus-js-client ({mode}) failed with {status}:\n{error}\n\
-             (the request/response trace is in the test's stderr)\nstdout:\n{out}"
-        ),
-        Some(_) => {}
-    }
-    let report = report.unwrap_or_else(|| panic!("the client printed no JSON report: {out:?}"));
-    assert_eq!(report["ok"], json!(true), "client report: {report}");
-    report
+    let mode = params["mode"].as_str().unwrap_or("?");
+    let mut command = node_driver(&peers_node_modules(), "tus_upload.mjs");
+    command.arg(params.to_string());
+    drive(command, &format!("tus_upload.mjs {mode}"), CLIENT_TIMEOUT).ok()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

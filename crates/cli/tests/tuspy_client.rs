@@ -13,14 +13,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use support::files::assert_same_bytes;
 use support::http::get_blocking;
-use support::peers::{peers_python, script};
-use support::process::run_peer;
+use support::peers::python_driver;
+use support::process::drive;
 use support::{BIN, KIB, random_bytes};
 use tenax_testkit::{Rng, TestServer};
 
@@ -28,35 +27,13 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs `tuspy_upload.py`; panics unless it reports success. Returns its report.
 fn run_tuspy(endpoint: &str, file: &Path, chunk: u64, name: &str) -> Value {
-    let python = peers_python();
-    let child = Command::new(&python)
-        .arg(script("tuspy_upload.py"))
+    let mut command = python_driver("tuspy_upload.py");
+    command
         .arg(endpoint)
         .arg(file)
         .arg(chunk.to_string())
-        .arg(name)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let run = run_peer(child, CLIENT_TIMEOUT);
-    eprintln!(
-        "--- tuspy_upload.py {name} ({:?}) ---\n{}",
-        run.elapsed, run.stderr
-    );
-    let report: Value = run
-        .stdout
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("tuspy printed no JSON report: {:?}", run.stdout));
-    assert!(
-        run.status.is_some_and(|status| status.success()) && report["ok"] == Value::Bool(true),
-        "tuspy ({name}) failed: {report}"
-    );
-    report
+        .arg(name);
+    drive(command, &format!("tuspy_upload.py {name}"), CLIENT_TIMEOUT).ok()
 }
 
 /// Uploads `size` random bytes with tuspy in chunks of `chunk` and checks

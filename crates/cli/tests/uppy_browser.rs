@@ -13,15 +13,14 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::files::write_random_file;
 use support::http::request;
-use support::peers::{chromium, peers_uppy, script};
-use support::process::run_peer;
+use support::peers::{chromium, node_driver, peers_uppy};
+use support::process::drive;
 use support::{BIN, MIB, sha256_hex};
 use tenax_testkit::{Rng, TestServer};
 
@@ -30,46 +29,12 @@ const DRIVER_TIMEOUT: Duration = Duration::from_secs(300);
 const SIZE: u64 = 6 * MIB;
 const CHUNK: u64 = 256 * 1024;
 
+/// Runs `uppy_driver.mjs PARAMS`; panics unless it exits 0 and prints
+/// `"ok": true`. Returns the printed JSON.
 fn run_driver(params: &Value) -> Value {
-    let modules = peers_uppy();
-    let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
-    let child = Command::new(&node)
-        .arg(script("browser/uppy_driver.mjs"))
-        .arg(params.to_string())
-        .current_dir(modules.parent().expect("node_modules has a parent"))
-        .env("NODE_PATH", &modules)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}): Node >= 20 is needed",
-                node.to_string_lossy()
-            )
-        });
-    let run = run_peer(child, DRIVER_TIMEOUT);
-    eprintln!(
-        "--- uppy_driver.mjs ({:?}) ---\n{}",
-        run.elapsed, run.stderr
-    );
-    let report: Option<Value> = run
-        .stdout
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok());
-    let Some(status) = run.status else {
-        panic!(
-            "the browser did not finish within {DRIVER_TIMEOUT:?}\n{}",
-            run.stdout
-        );
-    };
-    let report = report.unwrap_or_else(|| panic!("no JSON report ({status}): {}", run.stdout));
-    assert!(
-        status.success() && report["ok"] == json!(true),
-        "driver: {report}"
-    );
-    report
+    let mut command = node_driver(&peers_uppy(), "browser/uppy_driver.mjs");
+    command.arg(params.to_string());
+    drive(command, "uppy_driver.mjs", DRIVER_TIMEOUT).ok()
 }
 
 fn requests<'r>(report: &'r Value, phase: &str) -> &'r Vec<Value> {

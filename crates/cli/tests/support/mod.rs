@@ -42,6 +42,36 @@ pub(crate) fn random_bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
     data
 }
 
+/// An upload's content generated on demand from a seed, in blocks of
+/// `block` bytes seeded independently, so that any range can be produced
+/// without holding the whole file in memory (the torture tests).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeededBytes {
+    pub(crate) seed: u64,
+    pub(crate) size: u64,
+    pub(crate) block: u64,
+}
+
+impl SeededBytes {
+    /// Bytes `start..end`.
+    pub(crate) fn bytes(&self, start: u64, end: u64) -> Vec<u8> {
+        assert!(start <= end && end <= self.size, "range {start}..{end}");
+        let block_len = self.block;
+        let mut out = Vec::with_capacity(usize::try_from(end - start).expect("fits"));
+        let mut block = start / block_len;
+        let mut buffer = vec![0u8; usize::try_from(block_len).expect("fits")];
+        while block * block_len < end {
+            let base = block * block_len;
+            Rng::new(self.seed ^ (block + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).fill(&mut buffer);
+            let from = (start.max(base) - base) as usize;
+            let to = (end.min(base + block_len) - base) as usize;
+            out.extend_from_slice(&buffer[from..to]);
+            block += 1;
+        }
+        out
+    }
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

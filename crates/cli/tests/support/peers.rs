@@ -1,7 +1,8 @@
 //! The peer clients `scripts/test` installs under `target/peers` (or
 //! `$TENAX_PEERS`). A missing peer fails the test; it never skips.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The peers folder `scripts/test` fills, unless `TENAX_PEERS` says otherwise.
 const DEFAULT_PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/peers");
@@ -9,6 +10,27 @@ const DEFAULT_PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/p
 /// A driver script in `tests/peers/`.
 pub(crate) fn script(name: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/peers")).join(name)
+}
+
+/// `node tests/peers/NAME` (`$NODE` or `node`) with `modules` as its
+/// `NODE_PATH`, run in the folder that holds them.
+pub(crate) fn node_driver(modules: &Path, name: &str) -> Command {
+    let node = std::env::var_os("NODE").unwrap_or_else(|| "node".into());
+    let mut command = Command::new(node);
+    command
+        .arg(script(name))
+        .current_dir(modules.parent().expect("node_modules has a parent"))
+        .env("NODE_PATH", modules);
+    command
+}
+
+/// The venv's `python tests/peers/NAME`.
+pub(crate) fn python_driver(name: &str) -> Command {
+    let mut command = Command::new(peers_python());
+    command
+        .arg(script(name))
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    command
 }
 
 /// The peers folder.

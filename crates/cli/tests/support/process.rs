@@ -150,3 +150,72 @@ pub(crate) fn run_peer(mut child: Child, timeout: Duration) -> PeerRun {
         elapsed: started.elapsed(),
     }
 }
+
+/// A peer's run to its end, with the JSON object of its last stdout line
+/// (the report every driver in `tests/peers` prints), if it printed one.
+pub(crate) struct DriverRun {
+    pub(crate) run: PeerRun,
+    pub(crate) label: String,
+    pub(crate) report: Option<Value>,
+}
+
+/// Runs `command` (stdin closed, outputs drained) for at most `timeout`
+/// and copies its stderr into the test's under `label`, so that a failing
+/// test shows what the peer said.
+pub(crate) fn drive(mut command: Command, label: &str, timeout: Duration) -> DriverRun {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {label} ({:?}: {e}): run scripts/test to install the peers",
+                command.get_program()
+            )
+        });
+    let run = run_peer(child, timeout);
+    eprintln!("--- {label} ({:?}) ---\n{}", run.elapsed, run.stderr);
+    let report = run
+        .stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok());
+    DriverRun {
+        run,
+        label: label.to_owned(),
+        report,
+    }
+}
+
+impl DriverRun {
+    /// The JSON line of a peer that exited 0; panics otherwise.
+    pub(crate) fn succeeded(self) -> Value {
+        let DriverRun { run, label, report } = self;
+        match run.status {
+            None => panic!(
+                "{label} did not finish within {:?}\nstdout:\n{}",
+                run.elapsed, run.stdout
+            ),
+            Some(status) if !status.success() => panic!(
+                "{label} failed ({status}): {}\n(its stderr is above)\nstdout:\n{}",
+                report
+                    .as_ref()
+                    .and_then(|report| report["error"].as_str())
+                    .unwrap_or("(no JSON report)"),
+                run.stdout
+            ),
+            Some(_) => {}
+        }
+        report.unwrap_or_else(|| panic!("{label} printed no JSON line: {:?}", run.stdout))
+    }
+
+    /// The report of a driver that exited 0 and said `"ok": true`; panics
+    /// otherwise.
+    pub(crate) fn ok(self) -> Value {
+        let label = self.label.clone();
+        let report = self.succeeded();
+        assert_eq!(report["ok"], Value::Bool(true), "{label}: {report}");
+        report
+    }
+}

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tenax_protocol::UploadId;
 use tokio::sync::Semaphore;
@@ -90,6 +90,7 @@ impl Writers {
     }
 }
 
+/// Bytes read from a file at a time for a download.
 const READ_CHUNK: usize = 256 * 1024;
 
 impl LocalDisk {
@@ -237,7 +238,24 @@ fn read_record(path: &Path) -> io::Result<UploadRecord> {
     layout::parse_record(&path.display().to_string(), &bytes)
 }
 
-/// Streams `range` of the file at `path`, reading in the blocking pool.
+/// A read of the next [`READ_CHUNK`] bytes in the blocking pool, which
+/// hands the file back with them.
+type NextRead = tokio::task::JoinHandle<io::Result<(Bytes, io::Take<File>)>>;
+
+/// Starts reading the next chunk of `file`.
+fn read_next(mut file: io::Take<File>) -> NextRead {
+    spawn_blocking(move || {
+        // `read_to_end` fills the spare capacity without zeroing it first.
+        let mut buffer = Vec::with_capacity(READ_CHUNK);
+        (&mut file)
+            .take(READ_CHUNK as u64)
+            .read_to_end(&mut buffer)?;
+        Ok((Bytes::from(buffer), file))
+    })
+}
+
+/// Streams `range` of the file at `path`, reading in the blocking pool one
+/// chunk ahead: the next read runs while the connection sends this one.
 async fn stream_range(path: PathBuf, range: Range<u64>) -> Result<ByteStream, StorageError> {
     let file = blocking(move || {
         let mut file = File::open(path)?;
@@ -245,20 +263,14 @@ async fn stream_range(path: PathBuf, range: Range<u64>) -> Result<ByteStream, St
         Ok(file.take(range.end.saturating_sub(range.start)))
     })
     .await?;
-    let stream = futures_util::stream::unfold(Some(file), |file| async move {
-        let mut file = file?;
-        let read = spawn_blocking(move || {
-            let mut buffer = BytesMut::zeroed(READ_CHUNK);
-            let n = file.read(&mut buffer)?;
-            buffer.truncate(n);
-            Ok::<_, io::Error>((buffer.freeze(), file))
-        })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|result| result);
+    let stream = futures_util::stream::unfold(Some(read_next(file)), |next| async move {
+        let read = next?
+            .await
+            .map_err(io::Error::other)
+            .and_then(|result| result);
         match read {
             Ok((bytes, _)) if bytes.is_empty() => None,
-            Ok((bytes, file)) => Some((Ok(bytes), Some(file))),
+            Ok((bytes, file)) => Some((Ok(bytes), Some(read_next(file)))),
             Err(error) => Some((Err(error), None)),
         }
     });

@@ -184,8 +184,8 @@ pub(crate) async fn compare_held(
 /// last byte, to the bytes being durable (the engine's last write and
 /// fsync) and to the end of the finalisation. `start_unix_us` places it in
 /// time, so that the client's pause between two requests shows (the next
-/// start minus this start and its phases). `bench/timeline` reads these
-/// with `--log tenax::timeline=debug --log-format json`.
+/// start minus this start and its phases). `bench/clients --timeline`
+/// reads these with `--log tenax::timeline=debug --log-format json`.
 pub(crate) const TIMELINE: &str = "tenax::timeline";
 
 /// When the body's first and last bytes reached the engine.

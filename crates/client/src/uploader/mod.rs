@@ -38,11 +38,13 @@ const STEADY_PIECE: usize = 64 * 1024;
 /// 256 KiB pieces, 0.3–0.5 MiB with 64 KiB ones through reqwest, 110–210
 /// KiB with 64 KiB pieces and a 64 KiB unsent limit, 65–80 KiB with 16 KiB
 /// pieces, a 16 KiB stack buffer (`http.rs`) and a 16 KiB unsent limit,
-/// 49–64 KiB with 8 KiB for all three (hyper's smallest buffer); most of
-/// what is left is in the proxy, which stands for the link. Small pieces and a small stack buffer
-/// cost system calls: on loopback they took a quarter more client CPU and
-/// 10–20% of the speed, hence only on a link that has dropped, where the
-/// link, not the CPU, is the limit.
+/// 49–64 KiB with 8 KiB for all three (hyper's smallest buffer), of which
+/// 11–23 KiB (median 17) on the client's side; a 4 KiB unsent limit took
+/// that to 11–17 (median 15), and 4 KiB pieces did not lower it further.
+/// The rest is in the proxy, which stands for the link. Small pieces and a
+/// small stack buffer cost system calls: on loopback they took a quarter
+/// more client CPU and 10–20% of the speed, hence only on a link that has
+/// dropped, where the link, not the CPU, is the limit.
 const FLAPPING_PIECE: usize = 8 * 1024;
 
 /// The smallest request body a `413` shrinks requests to: a refusal of

@@ -108,6 +108,14 @@ def full(name):
     return f"<details><summary>full output of {name}</summary>\n\n```\n{text}\n```\n</details>\n"
 
 
+def table_section(rows, prose, producer, output):
+    """A driver's table rows and a paragraph on them (or, without rows, that
+    `producer` gave nothing), then its full output."""
+    if rows:
+        return rows + ["", prose, "", full(output)]
+    return [f"({producer} produced no result)", "", full(output)]
+
+
 if SECTION:
     # Replace (or append) only this section of an existing BENCHMARKS.md.
     if sys.argv[2] != "weaklink":
@@ -216,24 +224,21 @@ doc.append("## What users run: real clients into real servers (`bench/clients`)"
 doc.append("")
 clients = lines("clients.txt")
 table = [line for line in clients if line.startswith("|")]
-if table:
-    doc.extend(table)
-    doc.append("")
-    doc.extend(
-        "- " + line.replace(" (@tus/server never fsyncs; tenax fsyncs before every acknowledgement)", "")
-        for line in clients
-        if " / " in line and line.rstrip().endswith("acknowledgement)")
-    )
-    doc.append("")
-    doc.append(
+ratios = [
+    "- " + line.replace(" (@tus/server never fsyncs; tenax fsyncs before every acknowledgement)", "")
+    for line in clients
+    if " / " in line and line.rstrip().endswith("acknowledgement)")
+]
+doc.extend(
+    table_section(
+        table + [""] + ratios if table else [],
         "Each client at its defaults but the chunk size, a fresh server per run; CPU per GiB "
         "of file; integrity from the stored files. @tus/server never fsyncs; tenax fdatasyncs "
-        "before every acknowledgement; the sinks are the tus clients' floors."
+        "before every acknowledgement; the sinks are the tus clients' floors.",
+        "bench/clients",
+        "clients.txt",
     )
-else:
-    doc.append("(bench/clients produced no result)")
-doc.append("")
-doc.append(full("clients.txt"))
+)
 
 doc.append("## Where the time goes into tenax serve (`bench/clients --timeline`, 256 MiB)")
 doc.append("")
@@ -246,19 +251,17 @@ if heading is not None:
             timeline.append(line)
         elif timeline:
             break
-if timeline:
-    doc.extend(timeline)
-    doc.append("")
-    doc.append(
+doc.extend(
+    table_section(
+        timeline,
         "Seconds per run summed over the requests, from tenax serve's `tenax::timeline` events: before the "
         "first request (process start, creation), waiting for the first body byte, receiving, making durable "
         "(last write and fsync), finalising, the client's pauses between requests, after the last; then "
-        "per-request medians. One run per row after a warm-up; the timeline log costs a JSON line per request."
+        "per-request medians. One run per row after a warm-up; the timeline log costs a JSON line per request.",
+        "bench/clients --timeline",
+        "timeline.txt",
     )
-else:
-    doc.append("(bench/clients --timeline produced no result)")
-doc.append("")
-doc.append(full("timeline.txt"))
+)
 
 doc.append("## 100 concurrent uploads of 8 MiB (tus, one PATCH each)")
 doc.append("")

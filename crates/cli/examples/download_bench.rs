@@ -890,10 +890,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
             let client_cpu = (children_cpu_ticks() - client_cpu) as f64 / ticks;
             let server_peak_rss = status_kib(pid, "VmHWM").map(|kib| kib * 1024);
             let connections = counter.map_or(0, ConnectionCounter::finish);
-            // The content: the client's own sha256 if it gives one, and
-            // ours on the warm-up.
-            let mut checked = "size ok";
-            if fetch.is_to_file() {
+            // The content: the client's own sha256 if it gives one, and ours
+            // of the stored file, every run (after the timing).
+            let checked = if fetch.is_to_file() {
                 if let Some(reported) = fetched
                     .report
                     .as_ref()
@@ -904,21 +903,20 @@ async fn run(options: Options) -> anyhow::Result<()> {
                         reported == sha256,
                         "{name}: the client reports sha256 {reported}, expected {sha256}"
                     );
-                    checked = "sha256 ok (client's)";
                 }
-                if repetition == 0 {
-                    let got = {
-                        let out = out.clone();
-                        tokio::task::spawn_blocking(move || sha256_file(&out)).await??
-                    };
-                    ensure!(
-                        got == sha256,
-                        "{name}: wrote sha256 {got}, expected {sha256}"
-                    );
-                    checked = "sha256 ok";
-                }
+                let got = {
+                    let out = out.clone();
+                    tokio::task::spawn_blocking(move || sha256_file(&out)).await??
+                };
+                ensure!(
+                    got == sha256,
+                    "{name}: wrote sha256 {got}, expected {sha256}"
+                );
                 std::fs::remove_file(&out)?;
-            }
+                "sha256 ok"
+            } else {
+                "size ok"
+            };
             let run = Run {
                 seconds: fetched.elapsed.as_secs_f64(),
                 mb_s: mb_per_s(size, fetched.elapsed),

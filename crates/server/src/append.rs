@@ -181,8 +181,8 @@ pub(crate) async fn compare_held(
 /// The tracing target of the per-append timeline: one `debug` event per
 /// append with the upload, its offset, the bytes written and the phases in
 /// microseconds: from the handler's start to the body's first byte, to its
-/// last byte, to the bytes being durable (the engine's last write and
-/// fsync) and to the end of the finalisation. `start_unix_us` places it in
+/// last byte (both absent for an empty body), to the bytes being durable
+/// (the engine's last write and fsync) and to the end of the finalisation. `start_unix_us` places it in
 /// time, so that the client's pause between two requests shows (the next
 /// start minus this start and its phases). `bench/clients --timeline`
 /// reads these with `--log tenax::timeline=debug --log-format json`.
@@ -195,11 +195,9 @@ struct BodyMarks {
     last: Option<Instant>,
 }
 
-/// Microseconds from `from` to `to` (0 if `to` is earlier or missing).
-fn micros(from: Instant, to: Option<Instant>) -> u64 {
-    to.map_or(0, |to| {
-        u64::try_from(to.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX)
-    })
+/// Microseconds from `from` to `to` (0 if `to` is earlier).
+fn micros(from: Instant, to: Instant) -> u64 {
+    u64::try_from(to.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Appends `body` at the upload's offset and finalises as `request.finish`
@@ -219,13 +217,12 @@ pub(crate) async fn append(
             u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
         });
     let offset = lease.held();
-    let marks = Mutex::new(BodyMarks::default());
+    // The body's frames are timed only when the timeline is logged.
+    let timed = tracing::enabled!(target: TIMELINE, tracing::Level::DEBUG);
+    let mut marks = BodyMarks::default();
     let mark = |bytes: &Result<bytes::Bytes, String>| {
-        if bytes.is_ok() {
+        if timed && bytes.is_ok() {
             let now = Instant::now();
-            let mut marks = marks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
             marks.first.get_or_insert(now);
             marks.last = Some(now);
         }
@@ -278,19 +275,16 @@ pub(crate) async fn append(
         },
         Finish::Declared => {}
     }
-    let marks = marks
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     tracing::debug!(
         target: TIMELINE,
         upload = %lease.id(),
         offset,
         bytes = outcome.written,
         start_unix_us,
-        to_first_byte_us = micros(start, marks.first),
-        to_last_byte_us = micros(start, marks.last),
-        to_durable_us = micros(start, Some(durable)),
-        to_end_us = micros(start, Some(Instant::now())),
+        to_first_byte_us = marks.first.map(|at| micros(start, at)),
+        to_last_byte_us = marks.last.map(|at| micros(start, at)),
+        to_durable_us = micros(start, durable),
+        to_end_us = micros(start, Instant::now()),
         "append"
     );
     Ok(appended)
